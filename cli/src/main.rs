@@ -1,0 +1,2 @@
+//! keepalive-shim's command-line tool.
+fn main() {}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests drive (curl, wget,
+# iproute2, gcc, python3 requests) when it is missing, then `cargo test` over the workspace.
+# Arguments are passed on to cargo test (for example a test name).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v wget >/dev/null || missing+=(wget)
+command -v ip >/dev/null && command -v ss >/dev/null || missing+=(iproute2)
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: the tests need: ${missing[*]} (install them, or run as root)" >&2
+        exit 1
+    fi
+    echo "test.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! python3 -c 'import requests' 2>/dev/null; then
+    echo "test.sh: installing python3 requests"
+    python3 -m pip install --quiet requests 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages requests
+fi
+
+exec cargo test --workspace "$@"

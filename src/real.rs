@@ -1,0 +1,240 @@
+//! The real libc functions behind the hooks, found with `dlsym(RTLD_NEXT, …)`.
+//!
+//! Inside this library the names `socket`, `connect` and `setsockopt` resolve to our own exports,
+//! so the library never calls them by name. Each pointer is resolved at load time by the
+//! constructor (or by the first hook that runs before it), without a lock: racing threads store the
+//! same value. A pointer that lands in this library itself, or no pointer at all, is refused and the
+//! raw system call is used instead, so a hook can neither recurse nor panic.
+
+use core::ffi::{CStr, c_void};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use libc::{c_int, c_long, sockaddr, socklen_t};
+
+type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+type SetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
+
+static SOCKET: AtomicUsize = AtomicUsize::new(0);
+static CONNECT: AtomicUsize = AtomicUsize::new(0);
+static SETSOCKOPT: AtomicUsize = AtomicUsize::new(0);
+
+/// Resolves every real function now; called from the load-time constructor.
+pub fn resolve_all() {
+    resolve(&SOCKET, c"socket", sys_socket as *const () as usize);
+    resolve(&CONNECT, c"connect", sys_connect as *const () as usize);
+    resolve(
+        &SETSOCKOPT,
+        c"setsockopt",
+        sys_setsockopt as *const () as usize,
+    );
+}
+
+fn resolve(slot: &AtomicUsize, name: &CStr, fallback: usize) -> usize {
+    let current = slot.load(Ordering::Acquire);
+    if current != 0 {
+        return current;
+    }
+    // SAFETY: dlsym takes a valid NUL-terminated name; RTLD_NEXT asks for the next object's symbol.
+    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    let chosen = if found == 0 || is_ours(found) {
+        fallback
+    } else {
+        found
+    };
+    slot.store(chosen, Ordering::Release);
+    chosen
+}
+
+/// True when `address` lies in the object that holds this function: this library.
+fn is_ours(address: usize) -> bool {
+    fn base(address: usize) -> usize {
+        let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+        // SAFETY: dladdr only reads the address and fills `info`; it returns 0 when unknown.
+        let known = unsafe { libc::dladdr(address as *const c_void, info.as_mut_ptr()) };
+        if known == 0 {
+            return 0;
+        }
+        // SAFETY: dladdr returned non-zero, so it filled `info`.
+        unsafe { info.assume_init() }.dli_fbase as usize
+    }
+    let own = base(is_ours as *const () as usize);
+    own != 0 && base(address) == own
+}
+
+/// libc's `socket()`.
+///
+/// # Safety
+/// As for `socket(2)`.
+pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let f = resolve(&SOCKET, c"socket", sys_socket as *const () as usize);
+    // SAFETY: `f` is libc's socket or sys_socket, both of type SocketFn.
+    unsafe { core::mem::transmute::<usize, SocketFn>(f)(domain, ty, protocol) }
+}
+
+/// libc's `connect()`.
+///
+/// # Safety
+/// As for `connect(2)`: `addr` points to `len` readable bytes.
+pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let f = resolve(&CONNECT, c"connect", sys_connect as *const () as usize);
+    // SAFETY: `f` is libc's connect or sys_connect, both of type ConnectFn.
+    unsafe { core::mem::transmute::<usize, ConnectFn>(f)(fd, addr, len) }
+}
+
+/// libc's `setsockopt()`.
+///
+/// # Safety
+/// As for `setsockopt(2)`: `value` points to `len` readable bytes.
+pub unsafe fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let f = resolve(
+        &SETSOCKOPT,
+        c"setsockopt",
+        sys_setsockopt as *const () as usize,
+    );
+    // SAFETY: `f` is libc's setsockopt or sys_setsockopt, both of type SetsockoptFn.
+    unsafe { core::mem::transmute::<usize, SetsockoptFn>(f)(fd, level, name, value, len) }
+}
+
+/// Sets one `int` option through the real `setsockopt`.
+pub fn set_int(fd: c_int, level: c_int, name: c_int, value: c_int) -> Result<(), c_int> {
+    let len = core::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `value` lives on this stack frame for the duration of the call.
+    let rc = unsafe { setsockopt(fd, level, name, (&raw const value).cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(crate::errno::get())
+    }
+}
+
+/// Reads one `int` option; `getsockopt` is not hooked, so libc's is called directly.
+pub fn get_int(fd: c_int, level: c_int, name: c_int) -> Result<c_int, c_int> {
+    let mut value: c_int = 0;
+    let mut len = core::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `value` and `len` are valid for writes for the duration of the call.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(crate::errno::get())
+    }
+}
+
+unsafe extern "C" fn sys_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: the raw system call takes the same arguments as socket(2).
+    unsafe {
+        libc::syscall(
+            libc::SYS_socket,
+            domain as c_long,
+            ty as c_long,
+            protocol as c_long,
+        ) as c_int
+    }
+}
+
+unsafe extern "C" fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the raw system call takes the same arguments as connect(2).
+    unsafe { libc::syscall(libc::SYS_connect, fd as c_long, addr, len as c_long) as c_int }
+}
+
+unsafe extern "C" fn sys_setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    // SAFETY: the raw system call takes the same arguments as setsockopt(2).
+    unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd as c_long,
+            level as c_long,
+            name as c_long,
+            value,
+            len as c_long,
+        ) as c_int
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_libc_and_not_ourselves() {
+        resolve_all();
+        for slot in [&SOCKET, &CONNECT, &SETSOCKOPT] {
+            let f = slot.load(Ordering::Acquire);
+            assert_ne!(f, 0);
+            assert!(!is_ours(f), "a real function must not be one of ours");
+        }
+        assert!(is_ours(sys_socket as *const () as usize));
+    }
+
+    #[test]
+    fn real_socket_and_options_work() {
+        // SAFETY: plain socket call with constant arguments.
+        let fd = unsafe { socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        assert_eq!(set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1), Ok(()));
+        assert_eq!(get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), Ok(1));
+        assert_eq!(
+            set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 0),
+            Err(libc::EINVAL)
+        );
+        // SAFETY: closing the descriptor made above.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn real_connect_reports_errors_in_errno() {
+        // SAFETY: plain socket call with constant arguments.
+        let fd = unsafe { socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+        // SAFETY: a zeroed sockaddr_in is valid; port 0 on loopback is never listening.
+        let mut sin: libc::sockaddr_in = unsafe { core::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from(core::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = core::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+        // SAFETY: `sin` is a live sockaddr_in of `len` bytes.
+        let rc = unsafe { connect(fd, (&raw const sin).cast(), len) };
+        assert_eq!(rc, -1);
+        let err = crate::errno::get();
+        assert!(
+            err == libc::ECONNREFUSED || err == libc::EINPROGRESS,
+            "{err}"
+        );
+        // SAFETY: closing the descriptor made above.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn raw_system_call_fallbacks_behave_like_libc() {
+        // SAFETY: plain socket call with constant arguments.
+        let fd = unsafe { sys_socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        let one: c_int = 1;
+        // SAFETY: `one` is a live int.
+        let rc = unsafe {
+            sys_setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_KEEPALIVE,
+                (&raw const one).cast(),
+                4,
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: invalid descriptor on purpose: the call must fail with EBADF, not crash.
+        let rc = unsafe { sys_connect(-1, core::ptr::null(), 0) };
+        assert_eq!((rc, crate::errno::get()), (-1, libc::EBADF));
+        // SAFETY: closing the descriptor made above.
+        unsafe { libc::close(fd) };
+    }
+}
