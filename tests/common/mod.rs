@@ -145,6 +145,14 @@ impl Background {
         }
     }
 
+    /// Writes a line to its stdin.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().unwrap();
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
@@ -167,3 +175,5 @@ pub fn server(mode: &str) -> (Background, u16) {
     let port = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     (server, port)
 }
+
+pub mod lab;
