@@ -1,2 +1,53 @@
-//! keepalive-shim's command-line tool.
-fn main() {}
+//! keepalive-shim's command-line tool: run a program under the preload library, check a
+//! configuration before deploying it, and inspect the keepalive settings of live connections.
+
+// The library's own configuration code, compiled into this binary rather than linked from the
+// library crate: linking that crate would put its socket()/connect() exports into this program.
+#[allow(dead_code)]
+#[path = "../../src/config.rs"]
+mod config;
+
+mod check;
+mod inspect;
+mod reach;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "keepalive-shim",
+    version,
+    about = "Give every TCP connection of an unmodified program keepalive and a user timeout",
+    after_help = "Examples:\n  \
+        keepalive-shim run -- python3 tool.py\n  \
+        keepalive-shim run --idle 20s --user-timeout 45s -- curl https://service.internal/\n  \
+        KEEPALIVE_IDLE=2m keepalive-shim check\n  \
+        keepalive-shim inspect $(pidof python3)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::Args),
+    Check(check::Args),
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => run::main(args),
+        Command::Check(args) => check::main(args),
+        Command::Inspect(args) => inspect::main(args),
+    }
+}
+
+/// Prints `keepalive-shim: MESSAGE` to stderr.
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("keepalive-shim: {}", format_args!($($arg)*)) };
+}
+pub(crate) use say;

@@ -1,12 +1,11 @@
 //! The dead-peer lab from the tests' side: `scripts/lab.sh` builds and removes the namespaces;
 //! this runs programs inside them and removes the lab when dropped, also when a test fails.
 
-use super::{Background, command};
+use super::{Background, command, root};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +18,7 @@ pub struct Lab {
 }
 
 fn lab_sh() -> Command {
-    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
+    Command::new(root().join("scripts/lab.sh"))
 }
 
 /// Not root or no namespaces: skip, except under CI (which runs as root), where it is a failure.

@@ -19,7 +19,7 @@ pub fn library() -> &'static Path {
         if let Some(path) = std::env::var_os("KEEPALIVE_SHIM_TEST_LIBRARY") {
             return PathBuf::from(path);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = root();
         let target = root.join("target/under-test");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
@@ -41,10 +41,16 @@ pub fn library() -> &'static Path {
     })
 }
 
-pub fn program(name: &str) -> PathBuf {
+/// The workspace root (this file is shared by the library's tests and the CLI package's).
+pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs")
-        .join(name)
+        .ancestors()
+        .find(|dir| dir.join("scripts/lab.sh").is_file())
+        .expect("workspace root with scripts/lab.sh")
+}
+
+pub fn program(name: &str) -> PathBuf {
+    root().join("tests/programs").join(name)
 }
 
 /// The real Python interpreter, not a wrapper script such as pyenv's shim (which would run the

@@ -1,0 +1,246 @@
+//! Whether a preload library can reach a program at all, read from its executable file: a
+//! statically linked binary has no program interpreter to load it, a Go binary makes its network
+//! system calls without libc, and a setuid or setgid binary runs in the loader's secure mode.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Finds `program` as `execvp` would: a name with a slash is a path, anything else is looked up
+/// in `PATH`.
+pub fn resolve(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+}
+
+/// Why the library would not reach `path`; empty when nothing stands in its way.
+pub fn obstacles(path: &Path) -> Vec<String> {
+    obstacles_at(path, 0)
+}
+
+fn obstacles_at(path: &Path, depth: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(meta) = path.metadata() else {
+        return found;
+    };
+    // The loader's secure mode starts when exec changes the credentials.
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if meta.mode() & libc::S_ISUID != 0 && meta.uid() != uid {
+        found.push(format!(
+            "{} is setuid: the loader ignores LD_PRELOAD for it",
+            path.display()
+        ));
+    }
+    if meta.mode() & libc::S_ISGID != 0 && meta.gid() != gid {
+        found.push(format!(
+            "{} is setgid: the loader ignores LD_PRELOAD for it",
+            path.display()
+        ));
+    }
+    let mut head = Vec::new();
+    if File::open(path)
+        .and_then(|f| f.take(256).read_to_end(&mut head))
+        .is_err()
+    {
+        return found;
+    }
+    if head.starts_with(b"#!") && depth < 4 {
+        // A script: what matters is its interpreter (through `env NAME`, the named program).
+        let line = head[2..].split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut words = line.split_whitespace();
+        let interpreter = words.next().map(PathBuf::from);
+        let target = match (interpreter, words.next()) {
+            (Some(i), Some(name)) if i.ends_with("env") && !name.starts_with('-') => resolve(name),
+            (i, _) => i,
+        };
+        if let Some(target) = target {
+            found.extend(obstacles_at(&target, depth + 1));
+        }
+        return found;
+    }
+    if let Ok(Some(elf)) = std::fs::read(path).map(|bytes| Elf::parse(&bytes)) {
+        if !elf.class64 {
+            found.push(format!(
+                "{} is a 32-bit program: the 64-bit library cannot be loaded into it",
+                path.display()
+            ));
+        }
+        match elf.interpreter.as_deref() {
+            None => found.push(format!(
+                "{} is statically linked (no program interpreter): no preload library \
+                     reaches it",
+                path.display()
+            )),
+            Some(interp) if interp.contains("musl") => found.push(format!(
+                "{} uses musl ({interp}): a library built for glibc does not load into it",
+                path.display()
+            )),
+            Some(_) => {}
+        }
+        if elf.go {
+            found.push(format!(
+                "{} is a Go program: Go makes its network system calls without libc, so \
+                     no preload library reaches its sockets (Go enables a 15 s keepalive itself)",
+                path.display()
+            ));
+        }
+    }
+    found
+}
+
+/// What matters here of an ELF file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Elf {
+    pub class64: bool,
+    /// `PT_INTERP`: the dynamic loader; `None` for a statically linked program.
+    pub interpreter: Option<String>,
+    /// A Go build: a `.go.buildinfo` or `.note.go.buildid` section.
+    pub go: bool,
+}
+
+impl Elf {
+    /// Parses a little-endian ELF file (the only kind on the machines this library runs on).
+    /// `None` when `bytes` is not one, or is truncated.
+    pub fn parse(bytes: &[u8]) -> Option<Elf> {
+        if bytes.get(..4)? != b"\x7fELF" || *bytes.get(5)? != 1 {
+            return None;
+        }
+        let class64 = *bytes.get(4)? == 2;
+        // Every offset comes from the file: all arithmetic on them is checked.
+        let field = |o: usize, n: usize| bytes.get(o..o.checked_add(n)?);
+        let u16_at = |o: usize| Some(u16::from_le_bytes(field(o, 2)?.try_into().ok()?));
+        let u32_at = |o: usize| Some(u32::from_le_bytes(field(o, 4)?.try_into().ok()?));
+        let u64_at = |o: usize| Some(u64::from_le_bytes(field(o, 8)?.try_into().ok()?));
+        let word = |o: usize| -> Option<usize> {
+            if class64 {
+                u64_at(o).map(|v| v as usize)
+            } else {
+                u32_at(o).map(|v| v as usize)
+            }
+        };
+        // ELF header fields, by class.
+        let (phoff, shoff, phentsize, phnum, shentsize, shnum, shstrndx) = if class64 {
+            (
+                word(0x20)?,
+                word(0x28)?,
+                u16_at(0x36)?,
+                u16_at(0x38)?,
+                u16_at(0x3a)?,
+                u16_at(0x3c)?,
+                u16_at(0x3e)?,
+            )
+        } else {
+            (
+                word(0x1c)?,
+                word(0x20)?,
+                u16_at(0x2a)?,
+                u16_at(0x2c)?,
+                u16_at(0x2e)?,
+                u16_at(0x30)?,
+                u16_at(0x32)?,
+            )
+        };
+        let mut elf = Elf {
+            class64,
+            ..Elf::default()
+        };
+        for i in 0..usize::from(phnum) {
+            let ph = phoff.checked_add(i * usize::from(phentsize))?;
+            let at = |delta: usize| ph.checked_add(delta);
+            if u32_at(ph)? == 3 {
+                // PT_INTERP: p_offset and p_filesz locate the loader's path.
+                let (offset, size) = if class64 {
+                    (word(at(0x08)?)?, word(at(0x20)?)?)
+                } else {
+                    (word(at(0x04)?)?, word(at(0x10)?)?)
+                };
+                let raw = field(offset, size)?;
+                let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+                elf.interpreter = Some(String::from_utf8_lossy(raw).into_owned());
+            }
+        }
+        // Section names, from the section-name string table.
+        let section = |i: usize| shoff.checked_add(i * usize::from(shentsize));
+        let names_at = section(usize::from(shstrndx))
+            .and_then(|s| s.checked_add(if class64 { 0x18 } else { 0x10 }))
+            .and_then(word);
+        if let Some(names) = names_at {
+            for i in 0..usize::from(shnum) {
+                let Some(name_offset) = section(i).and_then(u32_at) else {
+                    break;
+                };
+                let start = names.saturating_add(name_offset as usize);
+                let name = bytes
+                    .get(start..)
+                    .and_then(|s| s.split(|&b| b == 0).next())
+                    .unwrap_or_default();
+                if name == b".go.buildinfo" || name == b".note.go.buildid" {
+                    elf.go = true;
+                }
+            }
+        }
+        Some(elf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_program_has_an_interpreter_and_nothing_in_the_way() {
+        let sh = resolve("sh").expect("sh on PATH");
+        let elf = Elf::parse(&std::fs::read(std::fs::canonicalize(&sh).unwrap()).unwrap()).unwrap();
+        assert!(elf.class64 && !elf.go);
+        assert!(elf.interpreter.unwrap().contains("ld-linux"));
+        assert!(obstacles(&sh).is_empty());
+    }
+
+    #[test]
+    fn garbage_is_not_elf_and_never_panics() {
+        assert_eq!(Elf::parse(b""), None);
+        assert_eq!(Elf::parse(b"\x7fELF"), None);
+        let mut truncated = std::fs::read("/bin/sh").unwrap();
+        truncated.truncate(100);
+        let _ = Elf::parse(&truncated);
+        let mut bogus = vec![0u8; 64];
+        bogus[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        bogus[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
+        bogus[0x38] = 5;
+        assert_eq!(Elf::parse(&bogus), None);
+    }
+
+    #[test]
+    fn mutated_headers_of_a_real_binary_never_panic() {
+        let original = std::fs::read("/bin/sh").unwrap();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let mut bytes = original.clone();
+            for _ in 0..4 {
+                // Mostly the ELF header and the first program headers, where the offsets are.
+                let at = (next() % 0x200) as usize;
+                bytes[at] = next() as u8;
+            }
+            let _ = Elf::parse(&bytes);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The command-line tool against real processes: `run` with python3 and a statically linked C
+//! program, `check` against what the library itself prints, `inspect` on python3 and curl with
+//! and without the library, and its errors for a missing PID and another user's process.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
+
+/// `keepalive-shim ARGS` with a clean environment, the library under test named by
+/// `KEEPALIVE_SHIM_LIBRARY`.
+fn cli(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut cmd = command(false, CLI);
+    cmd.args(args).envs(vars.iter().copied());
+    cmd.env("KEEPALIVE_SHIM_LIBRARY", library());
+    cmd
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn run_preloads_the_library_with_the_options_given() {
+    let probe = program("probe.py");
+    let probe = probe.to_str().unwrap();
+    let python = python().to_str().unwrap();
+    let without = json_of(
+        &command(false, python)
+            .args([probe, "sockets"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(five(&without["ipv4_connected"]), KERNEL);
+    let out = cli(
+        &["run", "--idle", "45", "--", python, probe, "sockets"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        five(&json_of(&out)["ipv4_connected"]),
+        [1, 45, 10, 3, 75_000]
+    );
+    // Where an option is not given, the environment's value stands.
+    let out = cli(
+        &[
+            "run",
+            "--idle",
+            "45",
+            "--user-timeout",
+            "1500ms",
+            "--",
+            python,
+            probe,
+            "sockets",
+        ],
+        &[("KEEPALIVE_COUNT", "7")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(five(&json_of(&out)["ipv4_connected"]), [1, 45, 10, 7, 1500]);
+    // --force reaches the library: a program's own values no longer win.
+    let out = cli(&["run", "--force", "--", python, probe, "own-options"], &[])
+        .output()
+        .unwrap();
+    assert_eq!(five(&json_of(&out)["after_own_idle_1"]), OURS);
+}
+
+#[test]
+fn run_keeps_what_ld_preload_already_had() {
+    let out = cli(
+        &["run", "--", "sh", "-c", "echo \"$LD_PRELOAD\""],
+        &[("LD_PRELOAD", "libc.so.6")],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = format!("{}:libc.so.6\n", library().display());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn run_rejects_bad_options_before_running_anything() {
+    let out = cli(
+        &["run", "--idle", "0", "--", "touch", "/nonexistent/x"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("'--idle <IDLE>': \"0\" is not whole seconds from 1 to 32767"));
+    let out = cli(&["run", "--", "no-such-program-here"], &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(stderr(&out).contains("no-such-program-here: command not found"));
+}
+
+#[test]
+fn run_says_where_it_looked_for_the_library() {
+    let dir = tempdir("lonely");
+    let lonely = dir.join("keepalive-shim");
+    std::fs::copy(CLI, &lonely).unwrap();
+    let out = output_of_fresh(command(false, &lonely).args(["run", "--", "true"]));
+    assert_eq!(out.status.code(), Some(78));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("looked in {}/libkeepalive_shim.so", dir.display())),
+        "{text}"
+    );
+    assert!(text.contains("../lib/libkeepalive_shim.so"), "{text}");
+    assert!(text.contains("set KEEPALIVE_SHIM_LIBRARY"), "{text}");
+    // Next to the executable, it is found without the variable.
+    std::fs::copy(library(), dir.join("libkeepalive_shim.so")).unwrap();
+    let out = output_of_fresh(command(false, &lonely).args(["run", "--", "true"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A variable naming nothing is an error that names it.
+    let out = cli(&["run", "--", "true"], &[])
+        .env("KEEPALIVE_SHIM_LIBRARY", "/nope.so")
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("KEEPALIVE_SHIM_LIBRARY=/nope.so does not name a file"));
+}
+
+/// Runs a binary this test has just written. Another test thread that forks while the copy's
+/// write descriptor is open holds it until its exec, and our exec then fails with ETXTBSY: retry.
+fn output_of_fresh(cmd: &mut Command) -> Output {
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other.expect("run"),
+        }
+    }
+    panic!("still ETXTBSY after 2 s");
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kas-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A C program that prints `hi` and exits 7, built static or dynamic with gcc.
+fn c_program(dir: &Path, static_: bool) -> PathBuf {
+    let src = dir.join("hi.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 7; }\n",
+    )
+    .unwrap();
+    let exe = dir.join(if static_ { "hi-static" } else { "hi-dynamic" });
+    let mut gcc = Command::new("gcc");
+    if static_ {
+        gcc.arg("-static");
+    }
+    let status = gcc.arg("-o").arg(&exe).arg(&src).status().expect("gcc");
+    assert!(status.success());
+    exe
+}
+
+#[test]
+fn run_warns_about_a_static_program_and_refuses_it_when_strict() {
+    let dir = tempdir("static");
+    let (stat, dynamic) = (c_program(&dir, true), c_program(&dir, false));
+    let (stat, dynamic) = (stat.to_str().unwrap(), dynamic.to_str().unwrap());
+    let out = cli(&["run", "--", stat], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "it runs anyway");
+    assert_eq!(out.stdout, b"hi\n");
+    assert!(
+        stderr(&out).contains("is statically linked (no program interpreter)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["run", "--strict", "--", stat], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stdout.is_empty(), "not run");
+    // The same program linked dynamically: no warning.
+    let out = cli(&["run", "--strict", "--", dynamic], &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn check_prints_the_settings_and_the_same_warnings_as_the_library() {
+    let out = cli(&["check"], &[]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("idle          30s"), "{text}");
+    assert!(
+        text.contains("on an idle connection (silent peer):    after 60 s"),
+        "{text}"
+    );
+
+    let vars = [("KEEPALIVE_INTERVAL", "10x"), ("KEEPIDLE", "20")];
+    let out = cli(&["check"], &vars).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("idle          20s    KEEPIDLE (libkeepalive's name)"),
+        "{text}"
+    );
+    // The library, loaded into a real program with the same environment, says the same thing.
+    let library_says = probe(true, "echo", &vars);
+    let line = stderr(&library_says);
+    let message = line.trim_end().split_once("]: ").unwrap().1;
+    assert!(
+        text.contains(&format!("warning: {message}")),
+        "{text}\nvs {message}"
+    );
+}
+
+/// A client holding a connection to a silent server, under `run` or not.
+fn holder(port: u16, under_run: bool) -> Background {
+    let target = format!("127.0.0.1:{port}");
+    let client = program("client.py");
+    let args = [client.to_str().unwrap(), "hold", &target];
+    let cmd = if under_run {
+        let mut cmd = cli(&["run", "--"], &[]);
+        cmd.arg(python()).args(args);
+        cmd
+    } else {
+        let mut cmd = command(false, python());
+        cmd.args(args);
+        cmd
+    };
+    let bg = Background::spawn(cmd);
+    bg.expect("connected", Duration::from_secs(10));
+    bg
+}
+
+fn inspect(pid: u32, extra: &[&str]) -> Value {
+    let mut args = vec!["inspect", "--json"];
+    args.extend_from_slice(extra);
+    let pid = pid.to_string();
+    args.push(&pid);
+    let items = json_of(&cli(&args, &[]).output().unwrap());
+    let items = items.as_array().unwrap();
+    let established: Vec<&Value> = items
+        .iter()
+        .filter(|c| c["state"] == "ESTABLISHED")
+        .collect();
+    assert_eq!(established.len(), 1, "{items:?}");
+    established[0].clone()
+}
+
+#[test]
+fn inspect_reads_live_sockets_of_programs_with_and_without_the_library() {
+    let (_server, port) = server("silent");
+    let with = holder(port, true);
+    let without = holder(port, false);
+    let mut curl = command(false, "curl");
+    curl.args(["-s", &format!("http://127.0.0.1:{port}/")])
+        .stdout(Stdio::null());
+    let curl = Background::spawn(curl);
+
+    let ours = inspect(with.child.id(), &[]);
+    assert_eq!(ours["source"], "socket");
+    assert_eq!(ours["keepalive"], true);
+    assert_eq!(
+        [
+            &ours["idle_s"],
+            &ours["interval_s"],
+            &ours["count"],
+            &ours["user_timeout_ms"]
+        ],
+        [30, 10, 3, 60_000]
+    );
+    let next = ours["next_probe_s"].as_f64().unwrap();
+    assert!(next > 0.0 && next <= 30.0, "{next}");
+    assert_eq!(ours["peer"], format!("127.0.0.1:{port}"));
+
+    let plain = inspect(without.child.id(), &[]);
+    assert_eq!(plain["keepalive"], false);
+    assert_eq!(plain["idle_s"], 7200);
+    assert!(plain["next_probe_s"].is_null());
+
+    // curl's own keepalive, read from outside: 60 s idle and interval.
+    let theirs = inspect(curl.child.id(), &[]);
+    assert_eq!(
+        [
+            &theirs["keepalive"],
+            &theirs["idle_s"],
+            &theirs["interval_s"]
+        ],
+        [&Value::from(true), &60.into(), &60.into()]
+    );
+
+    // From /proc only: the timer tells keepalive on or off, the values are unknown.
+    let proc_ours = inspect(with.child.id(), &["--proc-only"]);
+    assert_eq!(
+        (
+            proc_ours["source"].as_str(),
+            proc_ours["keepalive"].as_bool()
+        ),
+        (Some("proc"), Some(true))
+    );
+    assert!(proc_ours["idle_s"].is_null());
+    let proc_plain = inspect(without.child.id(), &["--proc-only"]);
+    assert_eq!(proc_plain["keepalive"], false);
+
+    // The table for people has the same facts.
+    let out = cli(&["inspect", &with.child.id().to_string()], &[])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("PID "), "{text}");
+    assert!(text.contains("ESTABLISHED  on         30s"), "{text}");
+}
+
+#[test]
+fn inspect_errors_are_clear() {
+    let out = cli(&["inspect", "999999999"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no process 999999999"),
+        "{}",
+        stderr(&out)
+    );
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped the other-user case: needs root to switch user");
+        return;
+    }
+    // This (root) process, inspected by user nobody: its descriptors are not readable.
+    let mut cmd = cli(&["inspect", &std::process::id().to_string()], &[]);
+    // SAFETY: setgid/setuid are async-signal-safe and allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("permission denied (run as root or as the user it runs as)"),
+        "{text}"
+    );
+}
