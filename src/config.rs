@@ -3,10 +3,14 @@
 //!
 //! Plain Rust with no I/O beyond reading the environment: the preload library calls [`from_env`]
 //! once at load time, the command-line tool's `check` calls the same function, and unit tests call
-//! [`load`] with a list of variables.
+//! [`load`] with a list of variables. It needs only `core` and `alloc`, so it compiles both in the
+//! `no_std` library and, through `#[path]`, in the command-line tool.
 
-use std::ffi::OsStr;
-use std::fmt;
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
 
 /// Every variable this project reads, with what the command-line tool adds.
 pub const IDLE: &str = "KEEPALIVE_IDLE";
@@ -220,31 +224,46 @@ impl Loaded {
 /// `sysexits.h`: configuration error.
 pub const EX_CONFIG: i32 = 78;
 
-/// Reads the process environment. Non-UTF-8 variables of other programs are skipped; a non-UTF-8
-/// value of one of ours is reported as invalid.
+/// Reads the process environment straight from `environ` (no lock, no copy of other programs'
+/// variables). Non-UTF-8 variables of other programs are skipped; a non-UTF-8 value of one of ours
+/// is reported as invalid.
 pub fn from_env() -> Loaded {
-    load(std::env::vars_os())
+    unsafe extern "C" {
+        static environ: *const *const core::ffi::c_char;
+    }
+    let mut entries = Vec::new();
+    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings, set up before any
+    // constructor runs; it is only read here.
+    unsafe {
+        let mut at = environ;
+        while !at.is_null() && !(*at).is_null() {
+            entries.push(core::ffi::CStr::from_ptr(*at).to_bytes());
+            at = at.add(1);
+        }
+    }
+    load(entries.into_iter().filter_map(|entry| {
+        let split = entry.iter().position(|&b| b == b'=')?;
+        Some((&entry[..split], &entry[split + 1..]))
+    }))
 }
 
-/// Reads the given variables as if they were the environment.
+/// Reads the given variables, as `(name, value)` bytes, as if they were the environment.
 pub fn load<I, K, V>(vars: I) -> Loaded
 where
     I: IntoIterator<Item = (K, V)>,
-    K: AsRef<OsStr>,
-    V: AsRef<OsStr>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
 {
     let mut env = Env::default();
     for (name, value) in vars {
-        let Some(name) = name.as_ref().to_str() else {
+        let Ok(name) = core::str::from_utf8(name.as_ref()) else {
             continue;
         };
         if name.starts_with("KEEPALIVE_")
             || [ALIAS_IDLE, ALIAS_INTERVAL, ALIAS_COUNT, ALIAS_ENABLE].contains(&name)
         {
-            env.vars.push((
-                name.to_owned(),
-                value.as_ref().to_string_lossy().into_owned(),
-            ));
+            let value = String::from_utf8_lossy(value.as_ref()).into_owned();
+            env.vars.push((name.to_owned(), value));
         }
     }
     env.resolve()
@@ -528,6 +547,7 @@ pub fn idle_detection_ms(s: &Settings) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn with(vars: &[(&str, &str)]) -> Loaded {
         load(vars.iter().map(|(k, v)| (*k, *v)))
@@ -765,13 +785,11 @@ mod tests {
 
     #[test]
     fn non_utf8_values_never_crash() {
-        use std::ffi::OsString;
-        use std::os::unix::ffi::OsStringExt;
-        let bad = OsString::from_vec(vec![b'3', 0xff]);
+        let bad: &[u8] = b"3\xff";
         let loaded = load([
-            (OsString::from("SOMETHING_ELSE"), bad.clone()),
-            (OsString::from_vec(vec![0xfe, b'X']), bad.clone()),
-            (OsString::from(IDLE), bad),
+            (&b"SOMETHING_ELSE"[..], bad),
+            (&b"\xfeX"[..], bad),
+            (IDLE.as_bytes(), bad),
         ]);
         assert_eq!(loaded.settings.idle_s, 30);
         assert_eq!(loaded.problems.len(), 1);

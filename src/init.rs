@@ -1,24 +1,50 @@
 //! Load time: the constructor that resolves the real functions and reads the configuration once,
 //! and the read-only access the hooks use afterwards.
 //!
-//! The hooks never block: they read a `OnceLock` with `get()`, an atomic load. A hook that runs
-//! before the constructor (from another library's constructor) loads the configuration itself if
-//! no other thread is doing so, and otherwise passes its call through untouched rather than wait.
+//! The hooks never block: they read the published settings with one atomic load. A hook that
+//! runs before the constructor (from another library's constructor) loads the configuration
+//! itself if no other thread is doing so, and otherwise passes its call through untouched rather
+//! than wait.
+//!
+//! The settings are published once, by whichever thread wins `LOADING`: a write-once cell of our
+//! own (the library is `no_std`, so std's `OnceLock` is not available, and its `get_or_init`
+//! would block anyway).
 
 use crate::config::{self, LogLevel, Settings};
 use crate::{log, real};
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
+/// Settings written once, then only read.
+struct Published {
+    ready: AtomicBool,
+    value: UnsafeCell<Settings>,
+}
+
+// SAFETY: `value` is written only by the one thread that won `LOADING`, before `ready` is set
+// with Release; readers read it only after seeing `ready` with Acquire.
+unsafe impl Sync for Published {}
+
+static SETTINGS: Published = Published {
+    ready: AtomicBool::new(false),
+    value: UnsafeCell::new(config::DEFAULT),
+};
 static LOADING: AtomicBool = AtomicBool::new(false);
+
+fn published() -> Option<&'static Settings> {
+    // SAFETY: see `impl Sync for Published`: once ready, the value never changes again.
+    SETTINGS
+        .ready
+        .load(Ordering::Acquire)
+        .then(|| unsafe { &*SETTINGS.value.get() })
+}
 
 /// The settings in force; `None` only while another thread is still reading them at load time.
 #[inline]
 pub fn settings() -> Option<&'static Settings> {
-    SETTINGS.get().or_else(|| {
+    published().or_else(|| {
         load();
-        SETTINGS.get()
+        published()
     })
 }
 
@@ -48,7 +74,9 @@ pub fn load() {
             log::line(format_args!("{problem}"));
         }
     }
-    let _ = SETTINGS.set(loaded.settings);
+    // SAFETY: only the thread that won LOADING gets here, and no reader looks before `ready`.
+    unsafe { *SETTINGS.value.get() = loaded.settings };
+    SETTINGS.ready.store(true, Ordering::Release);
 }
 
 #[cfg(not(test))]

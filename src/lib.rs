@@ -4,10 +4,20 @@
 //!
 //! Layout: `hooks` (the exported detours, thin), `sockets` (deciding and applying the options),
 //! `config` (parsing and validation), `log` (stderr lines without allocation), `init` (the
-//! load-time constructor), `real` (libc's functions behind the hooks), `errno`.
+//! load-time constructor), `real` (libc's functions behind the hooks), `errno`, `heap` (the
+//! host's malloc as the allocator of the `no_std` build).
+
+// The shipped library (built with panic = "abort") is no_std: std's panic machinery alone (a
+// backtrace symbolizer) was over half of its size. cargo builds the crate with unwinding for test
+// harnesses, where std stays.
+#![cfg_attr(panic = "abort", no_std)]
+
+extern crate alloc;
 
 pub mod config;
 mod errno;
+#[cfg(panic = "abort")]
+mod heap;
 // The detours are left out of unit-test builds so the test binary does not interpose on itself.
 #[cfg(not(test))]
 mod hooks;
@@ -15,3 +25,49 @@ mod init;
 pub mod log;
 mod real;
 pub mod sockets;
+
+// The precompiled `core` and `alloc` in Rust's sysroot are built to unwind: their landing pads
+// name `rust_eh_personality` (which std would define) and end in `_Unwind_Resume` (libgcc_s).
+// Left undefined, they make every program fail to start under LD_BIND_NOW. This library never
+// unwinds, so the personality routine only has to say "no handler, keep going"
+// (_URC_CONTINUE_UNWIND = 8), should a foreign unwind (a thread cancelled in connect()) pass
+// through such a frame; it then never enters a landing pad, so `_Unwind_Resume` is unreachable
+// and aborts. Both are defined in assembly to make them hidden: exported, they would replace the
+// real ones of any Rust extension module or C++ library in the host process.
+#[cfg(all(panic = "abort", target_arch = "x86_64"))]
+core::arch::global_asm!(
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality, @function",
+    "rust_eh_personality:",
+    "mov eax, 8",
+    "ret",
+    ".globl _Unwind_Resume",
+    ".hidden _Unwind_Resume",
+    ".type _Unwind_Resume, @function",
+    "_Unwind_Resume:",
+    "jmp abort@PLT",
+);
+#[cfg(all(panic = "abort", target_arch = "aarch64"))]
+core::arch::global_asm!(
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality, %function",
+    "rust_eh_personality:",
+    "mov w0, #8",
+    "ret",
+    ".globl _Unwind_Resume",
+    ".hidden _Unwind_Resume",
+    ".type _Unwind_Resume, %function",
+    "_Unwind_Resume:",
+    "b abort",
+);
+
+/// A panic cannot happen on any hook path; should one happen anyway, end the process rather than
+/// return garbage to the program.
+#[cfg(panic = "abort")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}

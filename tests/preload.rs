@@ -7,6 +7,32 @@ use common::*;
 use serde_json::Value;
 
 #[test]
+fn the_library_loads_with_every_symbol_resolved_and_exports_only_the_hooks() {
+    // LD_BIND_NOW resolves every symbol at load time: an undefined one fails the start.
+    let bound = command(true, "/bin/true")
+        .env("LD_BIND_NOW", "1")
+        .output()
+        .unwrap();
+    assert!(
+        bound.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bound.stderr)
+    );
+    assert!(bound.stderr.is_empty());
+    let nm = std::process::Command::new("nm")
+        .args(["-D", "--defined-only", "--format=just-symbols"])
+        .arg(library())
+        .output()
+        .expect("nm from binutils");
+    let mut exported: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    exported.sort();
+    assert_eq!(exported, ["connect", "setsockopt", "socket"]);
+}
+
+#[test]
 fn every_tcp_socket_gets_the_defaults_and_nothing_else_is_touched() {
     let without = probe_json(false, "sockets", &[]);
     let with = probe_json(true, "sockets", &[]);

@@ -7,6 +7,8 @@
 #[path = "../../src/config.rs"]
 mod config;
 
+extern crate alloc;
+
 mod check;
 mod inspect;
 mod reach;
