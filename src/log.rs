@@ -19,15 +19,24 @@ pub fn enabled(level: LogLevel) -> bool {
     level != LogLevel::Off && LEVEL.load(Ordering::Relaxed) >= level as u8
 }
 
-/// Logs at `debug`: the arguments are formatted only when debug logging is on.
+/// Logs at `debug`: the arguments are formatted only when debug logging is on, in a function of
+/// their own that is never inlined, so a hook's fast path carries no formatting code (and no
+/// stack frame for it).
 macro_rules! debug {
     ($($arg:tt)*) => {
         if $crate::log::enabled($crate::config::LogLevel::Debug) {
-            $crate::log::line(format_args!($($arg)*));
+            $crate::log::cold(move || $crate::log::line(format_args!($($arg)*)));
         }
     };
 }
 pub(crate) use debug;
+
+/// Runs `f` out of line, marked unlikely.
+#[cold]
+#[inline(never)]
+pub fn cold<F: FnOnce()>(f: F) {
+    f()
+}
 
 /// A fixed buffer that `core::fmt` writes into; what does not fit is dropped.
 pub struct Line {

@@ -3,8 +3,8 @@
 //! Inside this library the names `socket`, `connect` and `setsockopt` resolve to our own exports,
 //! so the library never calls them by name. Each pointer is resolved at load time by the
 //! constructor (or by the first hook that runs before it), without a lock: racing threads store the
-//! same value. A pointer that lands in this library itself, or no pointer at all, is refused and the
-//! raw system call is used instead, so a hook can neither recurse nor panic.
+//! same value. A pointer to this library's own hook of that name, or no pointer at all, is refused
+//! and the raw system call is used instead, so a hook can neither recurse nor panic.
 
 use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,8 @@ use libc::{c_int, c_long, sockaddr, socklen_t};
 
 type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
-type SetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
+pub type SetsockoptFn =
+    unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
 
 static SOCKET: AtomicUsize = AtomicUsize::new(0);
 static CONNECT: AtomicUsize = AtomicUsize::new(0);
@@ -20,45 +21,97 @@ static SETSOCKOPT: AtomicUsize = AtomicUsize::new(0);
 
 /// Resolves every real function now; called from the load-time constructor.
 pub fn resolve_all() {
-    resolve(&SOCKET, c"socket", sys_socket as *const () as usize);
-    resolve(&CONNECT, c"connect", sys_connect as *const () as usize);
-    resolve(
-        &SETSOCKOPT,
-        c"setsockopt",
-        sys_setsockopt as *const () as usize,
-    );
+    socket_fn();
+    connect_fn();
+    setsockopt_fn();
 }
 
-fn resolve(slot: &AtomicUsize, name: &CStr, fallback: usize) -> usize {
+/// This library's own export of each name: what `dlsym` must never hand back. (Unit-test builds
+/// have no exports, so nothing to refuse.)
+#[cfg(not(test))]
+mod own {
+    pub fn socket() -> usize {
+        crate::hooks::socket as *const () as usize
+    }
+    pub fn connect() -> usize {
+        crate::hooks::connect as *const () as usize
+    }
+    pub fn setsockopt() -> usize {
+        crate::hooks::setsockopt as *const () as usize
+    }
+}
+#[cfg(test)]
+mod own {
+    pub fn socket() -> usize {
+        0
+    }
+    pub fn connect() -> usize {
+        0
+    }
+    pub fn setsockopt() -> usize {
+        0
+    }
+}
+
+#[inline]
+fn resolve(slot: &AtomicUsize, name: &CStr, own: fn() -> usize, fallback: usize) -> usize {
     let current = slot.load(Ordering::Acquire);
     if current != 0 {
         return current;
     }
+    resolve_now(slot, name, own(), fallback)
+}
+
+#[cold]
+fn resolve_now(slot: &AtomicUsize, name: &CStr, own: usize, fallback: usize) -> usize {
     // SAFETY: dlsym takes a valid NUL-terminated name; RTLD_NEXT asks for the next object's symbol.
     let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-    let chosen = if found == 0 || is_ours(found) {
-        fallback
-    } else {
-        found
-    };
+    let chosen = choose(found, own, fallback);
     slot.store(chosen, Ordering::Release);
     chosen
 }
 
-/// True when `address` lies in the object that holds this function: this library.
-fn is_ours(address: usize) -> bool {
-    fn base(address: usize) -> usize {
-        let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-        // SAFETY: dladdr only reads the address and fills `info`; it returns 0 when unknown.
-        let known = unsafe { libc::dladdr(address as *const c_void, info.as_mut_ptr()) };
-        if known == 0 {
-            return 0;
-        }
-        // SAFETY: dladdr returned non-zero, so it filled `info`.
-        unsafe { info.assume_init() }.dli_fbase as usize
+/// What `dlsym` found, unless it found nothing or our own hook.
+fn choose(found: usize, own: usize, fallback: usize) -> usize {
+    if found == 0 || found == own {
+        fallback
+    } else {
+        found
     }
-    let own = base(is_ours as *const () as usize);
-    own != 0 && base(address) == own
+}
+
+fn socket_fn() -> SocketFn {
+    let f = resolve(
+        &SOCKET,
+        c"socket",
+        own::socket,
+        sys_socket as *const () as usize,
+    );
+    // SAFETY: `f` is libc's socket or sys_socket, both of type SocketFn.
+    unsafe { core::mem::transmute::<usize, SocketFn>(f) }
+}
+
+fn connect_fn() -> ConnectFn {
+    let f = resolve(
+        &CONNECT,
+        c"connect",
+        own::connect,
+        sys_connect as *const () as usize,
+    );
+    // SAFETY: `f` is libc's connect or sys_connect, both of type ConnectFn.
+    unsafe { core::mem::transmute::<usize, ConnectFn>(f) }
+}
+
+/// libc's `setsockopt()` as a function pointer, for a caller that makes several calls.
+pub fn setsockopt_fn() -> SetsockoptFn {
+    let f = resolve(
+        &SETSOCKOPT,
+        c"setsockopt",
+        own::setsockopt,
+        sys_setsockopt as *const () as usize,
+    );
+    // SAFETY: `f` is libc's setsockopt or sys_setsockopt, both of type SetsockoptFn.
+    unsafe { core::mem::transmute::<usize, SetsockoptFn>(f) }
 }
 
 /// libc's `socket()`.
@@ -66,9 +119,8 @@ fn is_ours(address: usize) -> bool {
 /// # Safety
 /// As for `socket(2)`.
 pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    let f = resolve(&SOCKET, c"socket", sys_socket as *const () as usize);
-    // SAFETY: `f` is libc's socket or sys_socket, both of type SocketFn.
-    unsafe { core::mem::transmute::<usize, SocketFn>(f)(domain, ty, protocol) }
+    // SAFETY: the caller's contract is socket(2)'s.
+    unsafe { socket_fn()(domain, ty, protocol) }
 }
 
 /// libc's `connect()`.
@@ -76,9 +128,8 @@ pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
 /// # Safety
 /// As for `connect(2)`: `addr` points to `len` readable bytes.
 pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let f = resolve(&CONNECT, c"connect", sys_connect as *const () as usize);
-    // SAFETY: `f` is libc's connect or sys_connect, both of type ConnectFn.
-    unsafe { core::mem::transmute::<usize, ConnectFn>(f)(fd, addr, len) }
+    // SAFETY: the caller's contract is connect(2)'s.
+    unsafe { connect_fn()(fd, addr, len) }
 }
 
 /// libc's `setsockopt()`.
@@ -92,13 +143,8 @@ pub unsafe fn setsockopt(
     value: *const c_void,
     len: socklen_t,
 ) -> c_int {
-    let f = resolve(
-        &SETSOCKOPT,
-        c"setsockopt",
-        sys_setsockopt as *const () as usize,
-    );
-    // SAFETY: `f` is libc's setsockopt or sys_setsockopt, both of type SetsockoptFn.
-    unsafe { core::mem::transmute::<usize, SetsockoptFn>(f)(fd, level, name, value, len) }
+    // SAFETY: the caller's contract is setsockopt(2)'s.
+    unsafe { setsockopt_fn()(fd, level, name, value, len) }
 }
 
 /// Sets one `int` option through the real `setsockopt`.
@@ -168,14 +214,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolves_libc_and_not_ourselves() {
+    fn resolves_libc() {
         resolve_all();
         for slot in [&SOCKET, &CONNECT, &SETSOCKOPT] {
             let f = slot.load(Ordering::Acquire);
             assert_ne!(f, 0);
-            assert!(!is_ours(f), "a real function must not be one of ours");
+            assert_ne!(
+                f, sys_socket as *const () as usize,
+                "found libc's, not the fallback"
+            );
         }
-        assert!(is_ours(sys_socket as *const () as usize));
+    }
+
+    #[test]
+    fn our_own_hook_or_nothing_is_refused() {
+        assert_eq!(choose(0x1000, 0x2000, 0x3000), 0x1000);
+        assert_eq!(
+            choose(0x2000, 0x2000, 0x3000),
+            0x3000,
+            "our own hook: the raw system call"
+        );
+        assert_eq!(
+            choose(0, 0x2000, 0x3000),
+            0x3000,
+            "nothing found: the raw system call"
+        );
     }
 
     #[test]

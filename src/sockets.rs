@@ -131,39 +131,52 @@ static FAILURE_LOGGED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
 
 /// Sets the five options on `fd`. A failure (EPERM under seccomp, ENOPROTOOPT on an old kernel)
 /// leaves the socket as it was for that option and is logged once per option per process, at
-/// debug. Returns how many options were set.
+/// debug. Returns how many options failed; `errno` is then changed, and is the caller's to keep.
+#[inline(always)]
 pub fn apply(fd: c_int, s: &Settings) -> usize {
-    let mut set = 0;
-    for (i, (opt, value)) in OPTIONS.iter().zip(values(s)).enumerate() {
-        match real::set_int(fd, opt.level, opt.name, value) {
-            Ok(()) => set += 1,
-            Err(err) => {
-                if !FAILURE_LOGGED[i].swap(true, Ordering::Relaxed) {
-                    debug!(
-                        "fd {fd}: setsockopt {}={value} failed: {}; the socket works without it \
-                         (said once per process)",
-                        opt.label,
-                        Errno(err)
-                    );
-                }
-            }
+    let set = real::setsockopt_fn();
+    let values = values(s);
+    let mut failed = 0;
+    for i in 0..OPTIONS.len() {
+        let (opt, value) = (&OPTIONS[i], values[i]);
+        let len = core::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: `value` lives on this stack frame for the duration of the call.
+        if unsafe { set(fd, opt.level, opt.name, (&raw const value).cast(), len) } != 0 {
+            failed += 1;
+            apply_failed(fd, i, value);
         }
     }
-    set
+    failed
+}
+
+#[cold]
+fn apply_failed(fd: c_int, i: usize, value: c_int) {
+    let err = errno::get();
+    if !FAILURE_LOGGED[i].swap(true, Ordering::Relaxed) {
+        debug!(
+            "fd {fd}: setsockopt {}={value} failed: {}; the socket works without it \
+             (said once per process)",
+            OPTIONS[i].label,
+            Errno(err)
+        );
+    }
 }
 
 /// After the real `socket()`: configures a new TCP socket; remembers what every other one is.
+#[inline]
 pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     if fd < 0 {
         return;
     }
-    let Some(s) = active() else { return };
     if !is_tcp(domain, ty, protocol) {
         mark(fd, OTHER);
         return;
     }
-    let _errno = errno::Saved::now();
-    apply(fd, s);
+    let Some(s) = active() else { return };
+    let saved = errno::get();
+    if apply(fd, s) != 0 {
+        errno::set(saved);
+    }
     mark(fd, TCP);
     debug!(
         "fd {fd}: new TCP socket ({}): {}",
@@ -433,7 +446,7 @@ mod tests {
         for domain in [libc::AF_INET, libc::AF_INET6] {
             let fd = tcp_socket(domain, libc::SOCK_STREAM);
             assert_eq!(read_all(fd)[0], 0, "keepalive is off on a fresh socket");
-            assert_eq!(apply(fd, &s), 5);
+            assert_eq!(apply(fd, &s), 0, "no option failed");
             assert_eq!(read_all(fd), [1, 45, 7, 4, 73_000]);
             close(fd);
         }
@@ -443,7 +456,7 @@ mod tests {
     fn apply_on_a_udp_socket_fails_softly() {
         // SAFETY: plain socket call with constant arguments.
         let fd = unsafe { real::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        assert!(apply(fd, &DEFAULT) < 5);
+        assert!(apply(fd, &DEFAULT) > 0, "TCP options fail on UDP");
         assert!(!fd_is_tcp(fd));
         close(fd);
         assert!(!fd_is_tcp(-1));

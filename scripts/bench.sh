@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What the library costs a program, rerunnable by anyone: per-call overhead (cargo bench,
+# alternating calls in one process, median ratios), process start-up (hyperfine, and
+# callgrind's instruction counts for the constructor), the release library's size and the glibc
+# symbol versions it needs. Installs hyperfine, valgrind and Debian's libkeepalive0 (for the same
+# measurement of a peer) when missing. Prints Markdown. About two minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v hyperfine >/dev/null || need+=(hyperfine)
+command -v valgrind >/dev/null || need+=(valgrind)
+dpkg -s libkeepalive0 >/dev/null 2>&1 || need+=(libkeepalive0)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --quiet --release --package keepalive-shim --lib
+LIB=$PWD/target/release/libkeepalive_shim.so
+PEER=$(dpkg -L libkeepalive0 | grep -m1 '/libkeepalive\.so')
+PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+echo "## Per call (median of per-round ratios; rounds interleave the two call by call)"
+echo
+# libkeepalive applies its three TCP options only when its variables are set.
+KEEPIDLE=30 KEEPINTVL=10 KEEPCNT=3 cargo bench --quiet --bench overhead -- "$LIB" --peer "libkeepalive 0.3=$PEER"
+
+echo
+echo "## Process start-up (hyperfine, mean ± σ)"
+echo
+echo "| program | without | with the library | difference |"
+echo "|---|---|---|---|"
+startup() {
+    local name=$1 runs=$2
+    shift 2
+    hyperfine --style none --shell=none --warmup 20 --runs "$runs" --export-json "$WORK/h.json" \
+        "env LD_PRELOAD= $*" "env LD_PRELOAD=$LIB $*" >/dev/null 2>&1
+    python3 - "$WORK/h.json" "$name" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+(a, b) = r
+ms = lambda x: x * 1000
+print("| %s | %.3f ± %.3f ms | %.3f ± %.3f ms | %+.3f ms |" % (
+    sys.argv[2], ms(a["mean"]), ms(a["stddev"]), ms(b["mean"]), ms(b["stddev"]),
+    ms(b["mean"] - a["mean"])))
+PY
+}
+startup "/bin/true" 2000 /bin/true
+startup "python3 -c pass" 300 "$PYTHON" -c pass
+
+echo
+echo "## Instructions (callgrind; the same on every run of the same build)"
+echo
+CARGO_PROFILE_RELEASE_STRIP=none cargo build --quiet --release --package keepalive-shim --lib \
+    --target-dir target/bench-symbols
+SYMBOLS=$PWD/target/bench-symbols/release/libkeepalive_shim.so
+count() { valgrind --tool=callgrind --callgrind-out-file="$WORK/cg" "$@" 2>&1 | sed -n 's/.*refs: *//p' | tr -d ,; }
+plain=$(count /bin/true)
+with=$(LD_PRELOAD=$SYMBOLS count /bin/true)
+ctor=$(callgrind_annotate --inclusive=yes "$WORK/cg" 2>/dev/null | awk '/init::constructor/ {gsub(",", "", $1); print $1; exit}')
+echo "| what | instructions |"
+echo "|---|---|"
+echo "| /bin/true | $plain |"
+echo "| /bin/true with the library (loading, relocation, constructor) | $with (+$((with - plain))) |"
+echo "| the constructor alone (reads and checks the environment, resolves 3 functions) | $ctor |"
+
+echo
+echo "## The release library"
+echo
+size=$(stat -c %s "$LIB")
+glibc=$(objdump -T "$LIB" | grep -o 'GLIBC_[0-9.]*' | sort -Vu | tail -1)
+exports=$(nm -D --defined-only --format=just-symbols "$LIB" | tr '\n' ' ')
+needed=$(readelf -d "$LIB" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')
+echo "| size | exports | needs | newest glibc symbol version |"
+echo "|---|---|---|---|"
+echo "| $size bytes | $exports| $needed| $glibc |"
