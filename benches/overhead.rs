@@ -48,6 +48,15 @@ fn set(fd: c_int, level: c_int, name: c_int, value: c_int) {
     unsafe { libc::setsockopt(fd, level, name, (&raw const value).cast(), 4) };
 }
 
+/// One TCP `socket()` + `close()` through `socket`; the caller times it.
+fn tcp_through(socket: SocketFn) -> f64 {
+    // SAFETY: `socket` is a socket() with libc's contract.
+    close(black_box(unsafe {
+        socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+    }));
+    0.0
+}
+
 /// libc's socket followed by the same options made inline: what the library cannot beat.
 fn floor_socket(options: usize) -> c_int {
     // SAFETY: plain socket call.
@@ -250,21 +259,10 @@ fn main() {
         "| measurement | against | with the library | without | ratio, median (p25–p75) | cost |"
     );
     println!("|---|---|---|---|---|---|");
-    let r = compare(
-        rounds,
-        n,
-        &mut || {
-            // SAFETY: the library's socket has libc's contract.
-            close(black_box(unsafe {
-                (ours.socket)(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-            }));
-            0.0
-        },
-        &mut || {
-            close(black_box(floor_socket(5)));
-            0.0
-        },
-    );
+    let r = compare(rounds, n, &mut || tcp_through(ours.socket), &mut || {
+        close(black_box(floor_socket(5)));
+        0.0
+    });
     row(
         "TCP socket() + close()",
         "libc socket() + the 5 setsockopt inline",
@@ -337,44 +335,18 @@ fn main() {
     for (name, path) in &peers {
         let peer = open(path);
         // libkeepalive sets SO_KEEPALIVE and, when its variables are set, three TCP options.
-        let r = compare(
-            rounds,
-            n,
-            &mut || {
-                // SAFETY: the peer's socket has libc's contract.
-                close(black_box(unsafe {
-                    (peer.socket)(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-                }));
-                0.0
-            },
-            &mut || {
-                close(black_box(floor_socket(4)));
-                0.0
-            },
-        );
+        let r = compare(rounds, n, &mut || tcp_through(peer.socket), &mut || {
+            close(black_box(floor_socket(4)));
+            0.0
+        });
         row(
             &format!("{name}: TCP socket() + close()"),
             "libc socket() + its 4 setsockopt inline",
             &r,
         );
-        let r = compare(
-            rounds,
-            n,
-            &mut || {
-                // SAFETY: the library's socket has libc's contract.
-                close(black_box(unsafe {
-                    (ours.socket)(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-                }));
-                0.0
-            },
-            &mut || {
-                // SAFETY: the peer's socket has libc's contract.
-                close(black_box(unsafe {
-                    (peer.socket)(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-                }));
-                0.0
-            },
-        );
+        let r = compare(rounds, n, &mut || tcp_through(ours.socket), &mut || {
+            tcp_through(peer.socket)
+        });
         row(
             "keepalive-shim: TCP socket() + close()",
             &format!("{name} (which sets one option fewer)"),

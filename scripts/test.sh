@@ -9,7 +9,11 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v wget >/dev/null || missing+=(wget)
 command -v ip >/dev/null && command -v ss >/dev/null || missing+=(iproute2)
-command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+# gcc builds the tests' C programs, one of them static (libc.a is in libc6-dev); nm is binutils.
+if ! echo 'int main(void){return 0;}' | gcc -static -x c - -o /dev/null 2>/dev/null \
+    || ! command -v nm >/dev/null; then
+    missing+=(gcc libc6-dev binutils)
+fi
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -23,14 +23,40 @@ const FAST_KEEPALIVE: [(&str, &str); 3] = [
 const USER_TIMEOUT_3S: [(&str, &str); 2] =
     [("KEEPALIVE_USER_TIMEOUT", "3s"), ("KEEPALIVE_IDLE", "600")];
 
-fn py(args: &[&str]) -> Vec<std::ffi::OsString> {
-    let mut argv = vec![python().as_os_str().to_owned()];
-    argv.extend(args.iter().map(|a| a.into()));
-    argv
+/// `tests/programs/NAME ARGS...` run by python3 in the lab's client (`'c'`) or server (`'s'`)
+/// namespace.
+fn python_in(
+    lab: &Lab,
+    side: char,
+    preload: bool,
+    vars: &[(&str, &str)],
+    name: &str,
+    args: &[&str],
+) -> Background {
+    let script = program(name);
+    let mut argv: Vec<&OsStr> = vec![python().as_os_str(), script.as_os_str()];
+    argv.extend(args.iter().map(OsStr::new));
+    lab.spawn(side, preload, vars, &argv)
 }
 
-fn refs(argv: &[std::ffi::OsString]) -> Vec<&OsStr> {
-    argv.iter().map(|a| a.as_os_str()).collect()
+/// `server.py --mode=MODE` on the server's address and `port`, once it listens.
+fn serve(
+    lab: &Lab,
+    preload: bool,
+    vars: &[(&str, &str)],
+    mode: &str,
+    host: &str,
+    port: &str,
+) -> Background {
+    let args = [
+        format!("--mode={mode}"),
+        format!("--host={host}"),
+        format!("--port={port}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = python_in(lab, 's', preload, vars, "server.py", &args);
+    server.expect("listening", Duration::from_secs(10));
+    server
 }
 
 fn url(ip: &str) -> String {
@@ -73,25 +99,10 @@ fn assert_still_blocked(what: &str, bg: &mut Background, t0: Instant, check: f64
 /// answers; the server's link is cut.
 fn waiting_for_an_answer(server_ip: &str) {
     let Some(lab) = Lab::new() else { return };
-    let server = lab.spawn(
-        's',
-        false,
-        &[],
-        &refs(&py(&[
-            program("server.py").to_str().unwrap(),
-            "--mode=silent",
-            &format!("--host={server_ip}"),
-            &format!("--port={PORT}"),
-        ])),
-    );
-    server.expect("listening", Duration::from_secs(10));
-    let client = py(&[
-        program("client.py").to_str().unwrap(),
-        "get",
-        &url(server_ip),
-    ]);
-    let with = lab.spawn('c', true, &FAST_KEEPALIVE, &refs(&client));
-    let mut without = lab.spawn('c', false, &FAST_KEEPALIVE, &refs(&client));
+    let server = serve(&lab, false, &[], "silent", server_ip, PORT);
+    let client = ["get", &url(server_ip)];
+    let with = python_in(&lab, 'c', true, &FAST_KEEPALIVE, "client.py", &client);
+    let mut without = python_in(&lab, 'c', false, &FAST_KEEPALIVE, "client.py", &client);
     for _ in 0..2 {
         server.expect("request", Duration::from_secs(10));
     }
@@ -120,25 +131,10 @@ fn case5_the_same_over_ipv6() {
 #[test]
 fn case2_a_request_never_acknowledged_fails_after_the_user_timeout() {
     let Some(lab) = Lab::new() else { return };
-    let server = lab.spawn(
-        's',
-        false,
-        &[],
-        &refs(&py(&[
-            program("server.py").to_str().unwrap(),
-            "--mode=http",
-            &format!("--host={SERVER4}"),
-            &format!("--port={PORT}"),
-        ])),
-    );
-    server.expect("listening", Duration::from_secs(10));
-    let client = py(&[
-        program("client.py").to_str().unwrap(),
-        "session",
-        &url(SERVER4),
-    ]);
-    let mut with = lab.spawn('c', true, &USER_TIMEOUT_3S, &refs(&client));
-    let mut without = lab.spawn('c', false, &USER_TIMEOUT_3S, &refs(&client));
+    let _server = serve(&lab, false, &[], "http", SERVER4, PORT);
+    let client = ["session", &url(SERVER4)];
+    let mut with = python_in(&lab, 'c', true, &USER_TIMEOUT_3S, "client.py", &client);
+    let mut without = python_in(&lab, 'c', false, &USER_TIMEOUT_3S, "client.py", &client);
     with.expect("first-done", Duration::from_secs(10));
     without.expect("first-done", Duration::from_secs(10));
     lab.cut("server");
@@ -155,10 +151,10 @@ fn case2_a_request_never_acknowledged_fails_after_the_user_timeout() {
 fn case3_connecting_to_a_peer_that_is_gone_fails_after_the_user_timeout() {
     let Some(lab) = Lab::new() else { return };
     lab.cut("server");
-    let client = py(&[program("client.py").to_str().unwrap(), "get", &url(SERVER4)]);
+    let client = ["get", &url(SERVER4)];
     let t0 = Instant::now();
-    let with = lab.spawn('c', true, &USER_TIMEOUT_3S, &refs(&client));
-    let mut without = lab.spawn('c', false, &USER_TIMEOUT_3S, &refs(&client));
+    let with = python_in(&lab, 'c', true, &USER_TIMEOUT_3S, "client.py", &client);
+    let mut without = python_in(&lab, 'c', false, &USER_TIMEOUT_3S, "client.py", &client);
     let (line, _) = ended(&with, "result", t0, 3.0);
     // The client times its own call, which starts after Python has imported requests.
     let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
@@ -173,34 +169,11 @@ fn case3_connecting_to_a_peer_that_is_gone_fails_after_the_user_timeout() {
 #[test]
 fn case4_a_server_notices_its_vanished_client() {
     let Some(lab) = Lab::new() else { return };
-    let serve = |preload, port: &str| {
-        lab.spawn(
-            's',
-            preload,
-            &FAST_KEEPALIVE,
-            &refs(&py(&[
-                program("server.py").to_str().unwrap(),
-                "--mode=once",
-                &format!("--host={SERVER4}"),
-                &format!("--port={port}"),
-            ])),
-        )
-    };
-    let with = serve(true, "8081");
-    let mut without = serve(false, "8082");
-    with.expect("listening", Duration::from_secs(10));
-    without.expect("listening", Duration::from_secs(10));
-    let _client = lab.spawn(
-        'c',
-        false,
-        &[],
-        &refs(&py(&[
-            program("client.py").to_str().unwrap(),
-            "hold",
-            &format!("{SERVER4}:8081"),
-            &format!("{SERVER4}:8082"),
-        ])),
-    );
+    let with = serve(&lab, true, &FAST_KEEPALIVE, "once", SERVER4, "8081");
+    let mut without = serve(&lab, false, &FAST_KEEPALIVE, "once", SERVER4, "8082");
+    let targets = [format!("{SERVER4}:8081"), format!("{SERVER4}:8082")];
+    let hold = ["hold", &targets[0], &targets[1]];
+    let _client = python_in(&lab, 'c', false, &[], "client.py", &hold);
     with.expect("accepted", Duration::from_secs(10));
     without.expect("accepted", Duration::from_secs(10));
     lab.cut("client");
