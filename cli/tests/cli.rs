@@ -158,13 +158,23 @@ fn tempdir(name: &str) -> PathBuf {
 
 /// A C program that prints `hi` and exits 7, built static or dynamic with gcc.
 fn c_program(dir: &Path, static_: bool) -> PathBuf {
-    let src = dir.join("hi.c");
+    c_program_with(
+        dir,
+        if static_ { "hi-static" } else { "hi-dynamic" },
+        static_,
+        "",
+    )
+}
+
+/// The same program with `extra` C source added, as `name`.
+fn c_program_with(dir: &Path, name: &str, static_: bool, extra: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
     std::fs::write(
         &src,
-        "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 7; }\n",
+        format!("#include <stdio.h>\n{extra}\nint main(void) {{ puts(\"hi\"); return 7; }}\n"),
     )
     .unwrap();
-    let exe = dir.join(if static_ { "hi-static" } else { "hi-dynamic" });
+    let exe = dir.join(name);
     let mut gcc = Command::new("gcc");
     if static_ {
         gcc.arg("-static");
@@ -196,6 +206,42 @@ fn run_warns_about_a_static_program_and_refuses_it_when_strict() {
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn run_warns_about_go_and_setuid_programs() {
+    let dir = tempdir("go-setuid");
+    // What Go's linker writes into every Go binary: a .go.buildinfo section.
+    let go = c_program_with(
+        &dir,
+        "hi-go",
+        false,
+        "__attribute__((used, section(\".go.buildinfo\"))) static const char info[] = \"go\";",
+    );
+    let out = cli(&["run", "--", go.to_str().unwrap()], &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(stderr(&out).contains("is a Go program"), "{}", stderr(&out));
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped the setuid case: needs root to give a file to another user");
+        return;
+    }
+    let setuid = c_program_with(&dir, "hi-setuid", false, "");
+    std::os::unix::fs::chown(&setuid, Some(65534), Some(65534)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let out = cli(&["run", "--strict", "--", setuid.to_str().unwrap()], &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("is setuid: the loader ignores LD_PRELOAD"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -246,19 +292,27 @@ fn holder(port: u16, under_run: bool) -> Background {
     bg
 }
 
+/// The one established connection `inspect --json` shows for `pid`, waiting for it to appear
+/// (curl connects a moment after it starts).
 fn inspect(pid: u32, extra: &[&str]) -> Value {
     let mut args = vec!["inspect", "--json"];
     args.extend_from_slice(extra);
     let pid = pid.to_string();
     args.push(&pid);
-    let items = json_of(&cli(&args, &[]).output().unwrap());
-    let items = items.as_array().unwrap();
-    let established: Vec<&Value> = items
-        .iter()
-        .filter(|c| c["state"] == "ESTABLISHED")
-        .collect();
-    assert_eq!(established.len(), 1, "{items:?}");
-    established[0].clone()
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let items = json_of(&cli(&args, &[]).output().unwrap());
+        let items = items.as_array().unwrap();
+        let established: Vec<&Value> = items
+            .iter()
+            .filter(|c| c["state"] == "ESTABLISHED")
+            .collect();
+        if established.len() == 1 || std::time::Instant::now() > end {
+            assert_eq!(established.len(), 1, "{items:?}");
+            return established[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
