@@ -149,14 +149,20 @@ pub unsafe fn setsockopt(
 
 /// Sets one `int` option through the real `setsockopt`.
 pub fn set_int(fd: c_int, level: c_int, name: c_int, value: c_int) -> Result<(), c_int> {
-    let len = core::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: `value` lives on this stack frame for the duration of the call.
-    let rc = unsafe { setsockopt(fd, level, name, (&raw const value).cast(), len) };
-    if rc == 0 {
+    if set_int_via(setsockopt_fn(), fd, level, name, value) {
         Ok(())
     } else {
         Err(crate::errno::get())
     }
+}
+
+/// Sets one `int` option through `set`, a `setsockopt` resolved once by a caller that sets
+/// several; true on success.
+#[inline(always)]
+pub fn set_int_via(set: SetsockoptFn, fd: c_int, level: c_int, name: c_int, value: c_int) -> bool {
+    let len = core::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `value` lives on this stack frame for the duration of the call.
+    unsafe { set(fd, level, name, (&raw const value).cast(), len) == 0 }
 }
 
 /// Reads one `int` option; `getsockopt` is not hooked, so libc's is called directly.
@@ -246,6 +252,19 @@ mod tests {
         // SAFETY: plain socket call with constant arguments.
         let fd = unsafe { socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
         assert!(fd >= 0);
+        let one: c_int = 1;
+        // SAFETY: `one` is a live int of the length given.
+        let rc = unsafe {
+            setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&raw const one).cast(),
+                4,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(get_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR), Ok(1));
         assert_eq!(set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1), Ok(()));
         assert_eq!(get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), Ok(1));
         assert_eq!(

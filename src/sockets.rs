@@ -139,9 +139,7 @@ pub fn apply(fd: c_int, s: &Settings) -> usize {
     let mut failed = 0;
     for i in 0..OPTIONS.len() {
         let (opt, value) = (&OPTIONS[i], values[i]);
-        let len = core::mem::size_of::<c_int>() as socklen_t;
-        // SAFETY: `value` lives on this stack frame for the duration of the call.
-        if unsafe { set(fd, opt.level, opt.name, (&raw const value).cast(), len) } != 0 {
+        if !real::set_int_via(set, fd, opt.level, opt.name, value) {
             failed += 1;
             apply_failed(fd, i, value);
         }

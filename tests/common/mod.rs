@@ -72,7 +72,8 @@ pub fn command(preload: bool, program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy();
-        if n.starts_with("KEEPALIVE") || n.starts_with("KEEP") || n == "LD_PRELOAD" {
+        // KEEPALIVE_*, and libkeepalive's KEEPIDLE, KEEPINTVL, KEEPCNT, KEEPALIVE.
+        if n.starts_with("KEEP") || n == "LD_PRELOAD" {
             cmd.env_remove(&name);
         }
     }
