@@ -15,7 +15,8 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --quiet --release --package keepalive-shim --lib
+# The shipped library, built by the README's command.
+cargo build --quiet --release
 LIB=$PWD/target/release/libkeepalive_shim.so
 PEER=$(dpkg -L libkeepalive0 | grep -m1 '/libkeepalive\.so')
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
@@ -53,13 +54,17 @@ startup "python3 -c pass" 300 "$PYTHON" -c pass
 echo
 echo "## Instructions (callgrind; the same on every run of the same build)"
 echo
+# The same build with its symbols kept, only so callgrind can attribute the constructor's share.
 CARGO_PROFILE_RELEASE_STRIP=none cargo build --quiet --release --package keepalive-shim --lib \
     --target-dir target/bench-symbols
 SYMBOLS=$PWD/target/bench-symbols/release/libkeepalive_shim.so
 count() { valgrind --tool=callgrind --callgrind-out-file="$WORK/cg" "$@" 2>&1 | sed -n 's/.*refs: *//p' | tr -d ,; }
 plain=$(count /bin/true)
 with=$(LD_PRELOAD=$SYMBOLS count /bin/true)
-ctor=$(callgrind_annotate --inclusive=yes "$WORK/cg" 2>/dev/null | awk '/init::constructor/ {gsub(",", "", $1); print $1; exit}')
+# awk reads to the end: leaving early would kill callgrind_annotate with SIGPIPE, and under
+# pipefail that status (141) would stop the script.
+ctor=$(callgrind_annotate --inclusive=yes "$WORK/cg" 2>/dev/null \
+    | awk '!found && /init::constructor/ {gsub(",", "", $1); print $1; found = 1}')
 echo "| what | instructions |"
 echo "|---|---|"
 echo "| /bin/true | $plain |"

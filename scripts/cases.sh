@@ -24,7 +24,7 @@ cases_init() {
     # The real interpreter: a wrapper script (pyenv's shim) would load the library a dozen times.
     PYTHON=$(python3 -c 'import sys; print(sys.executable)')
     python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet requests
-    (cd "$ROOT" && cargo build --quiet --release --package keepalive-shim --lib)
+    (cd "$ROOT" && cargo build --quiet --release)
     WORK=$(mktemp -d)
     trap cases_cleanup EXIT INT TERM
     "$LAB" sweep

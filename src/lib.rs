@@ -14,7 +14,8 @@
 
 extern crate alloc;
 
-pub mod config;
+// The configuration and socket policy, shared with the command-line tool.
+use keepalive_shim_policy::config;
 mod errno;
 #[cfg(panic = "abort")]
 mod heap;

@@ -10,6 +10,45 @@ use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use libc::{c_int, c_long, sockaddr, socklen_t};
 
+// `dlsym` bound to its oldest version. Linked against glibc 2.34 or later, a plain reference
+// binds to `dlsym@GLIBC_2.34`, and every program of an older distribution then refuses to start
+// with the library preloaded. glibc keeps the original `dlsym@GLIBC_2.2.5` (x86_64) and
+// `dlsym@GLIBC_2.17` (aarch64, its first version) as compatibility symbols with the same
+// behaviour; older glibc defines them in libdl.so.2, which build.rs therefore makes a NEEDED
+// entry. musl's loader ignores symbol versions. `.symver` rewrites only references made in the
+// same assembly, so the versioned call sits in a one-instruction hidden trampoline.
+#[cfg(all(target_env = "gnu", target_arch = "x86_64"))]
+core::arch::global_asm!(
+    ".symver keepalive_shim_versioned_dlsym, dlsym@GLIBC_2.2.5",
+    ".globl keepalive_shim_dlsym",
+    ".hidden keepalive_shim_dlsym",
+    ".type keepalive_shim_dlsym, @function",
+    "keepalive_shim_dlsym:",
+    "jmp keepalive_shim_versioned_dlsym@PLT",
+);
+#[cfg(all(target_env = "gnu", target_arch = "aarch64"))]
+core::arch::global_asm!(
+    ".symver keepalive_shim_versioned_dlsym, dlsym@GLIBC_2.17",
+    ".globl keepalive_shim_dlsym",
+    ".hidden keepalive_shim_dlsym",
+    ".type keepalive_shim_dlsym, %function",
+    "keepalive_shim_dlsym:",
+    "b keepalive_shim_versioned_dlsym",
+);
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+unsafe extern "C" {
+    #[link_name = "keepalive_shim_dlsym"]
+    fn dlsym(handle: *mut c_void, name: *const libc::c_char) -> *mut c_void;
+}
+#[cfg(not(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+use libc::dlsym;
+
 type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 pub type SetsockoptFn =
@@ -65,7 +104,7 @@ fn resolve(slot: &AtomicUsize, name: &CStr, own: fn() -> usize, fallback: usize)
 #[cold]
 fn resolve_now(slot: &AtomicUsize, name: &CStr, own: usize, fallback: usize) -> usize {
     // SAFETY: dlsym takes a valid NUL-terminated name; RTLD_NEXT asks for the next object's symbol.
-    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    let found = unsafe { dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
     let chosen = choose(found, own, fallback);
     slot.store(chosen, Ordering::Release);
     chosen

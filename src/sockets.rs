@@ -12,84 +12,8 @@ use crate::log::debug;
 use crate::real;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use keepalive_shim_policy::options::{OPTIONS, is_tcp, option_index, values};
 use libc::{c_int, c_void, sockaddr, socklen_t};
-
-/// One socket option this library manages.
-#[derive(Clone, Copy, Debug)]
-pub struct Opt {
-    pub level: c_int,
-    pub name: c_int,
-    pub label: &'static str,
-    /// The range the kernel accepts: anything else is EINVAL.
-    pub min: c_int,
-    pub max: c_int,
-}
-
-/// The five options, in the order they are applied.
-pub const OPTIONS: [Opt; 5] = [
-    Opt {
-        level: libc::SOL_SOCKET,
-        name: libc::SO_KEEPALIVE,
-        label: "SO_KEEPALIVE",
-        min: c_int::MIN,
-        max: c_int::MAX,
-    },
-    Opt {
-        level: libc::IPPROTO_TCP,
-        name: libc::TCP_KEEPIDLE,
-        label: "TCP_KEEPIDLE",
-        min: 1,
-        max: crate::config::SECONDS_MAX as c_int,
-    },
-    Opt {
-        level: libc::IPPROTO_TCP,
-        name: libc::TCP_KEEPINTVL,
-        label: "TCP_KEEPINTVL",
-        min: 1,
-        max: crate::config::SECONDS_MAX as c_int,
-    },
-    Opt {
-        level: libc::IPPROTO_TCP,
-        name: libc::TCP_KEEPCNT,
-        label: "TCP_KEEPCNT",
-        min: 1,
-        max: crate::config::COUNT_MAX as c_int,
-    },
-    Opt {
-        level: libc::IPPROTO_TCP,
-        name: libc::TCP_USER_TIMEOUT,
-        label: "TCP_USER_TIMEOUT",
-        min: 0,
-        max: c_int::MAX,
-    },
-];
-
-/// The value of each of [`OPTIONS`] under `s`.
-pub fn values(s: &Settings) -> [c_int; 5] {
-    [
-        1,
-        s.idle_s as c_int,
-        s.interval_s as c_int,
-        s.count as c_int,
-        s.user_timeout_ms as c_int,
-    ]
-}
-
-/// The index in [`OPTIONS`] of `(level, name)`, if it is one of ours.
-pub fn option_index(level: c_int, name: c_int) -> Option<usize> {
-    OPTIONS
-        .iter()
-        .position(|o| o.level == level && o.name == name)
-}
-
-/// `socket()` arguments that make a TCP socket: IPv4 or IPv6, stream (ignoring `SOCK_NONBLOCK`
-/// and `SOCK_CLOEXEC`, which Python always adds), protocol 0 or TCP.
-pub fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
-    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    (domain == libc::AF_INET || domain == libc::AF_INET6)
-        && base == libc::SOCK_STREAM
-        && (protocol == 0 || protocol == libc::IPPROTO_TCP)
-}
 
 /// Asks the kernel whether `fd` is a TCP socket (for descriptors `socket()` never returned).
 pub fn fd_is_tcp(fd: c_int) -> bool {
@@ -412,29 +336,6 @@ mod tests {
 
     fn read_all(fd: c_int) -> [c_int; 5] {
         OPTIONS.map(|o| real::get_int(fd, o.level, o.name).unwrap())
-    }
-
-    #[test]
-    fn tcp_is_recognised_with_flags_and_explicit_protocol() {
-        use libc::*;
-        assert!(is_tcp(AF_INET, SOCK_STREAM, 0));
-        assert!(is_tcp(
-            AF_INET6,
-            SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-            0
-        ));
-        assert!(is_tcp(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
-        for (d, t, p) in [
-            (AF_INET, SOCK_DGRAM, 0),
-            (AF_UNIX, SOCK_STREAM, 0),
-            (AF_INET, SOCK_RAW, IPPROTO_TCP),
-            (AF_INET, SOCK_SEQPACKET, 0),
-            (AF_INET, SOCK_STREAM, IPPROTO_SCTP),
-            (AF_INET, SOCK_STREAM, 262), // IPPROTO_MPTCP
-            (AF_NETLINK, SOCK_RAW, 0),
-        ] {
-            assert!(!is_tcp(d, t, p), "{d} {t} {p}");
-        }
     }
 
     #[test]

@@ -1,13 +1,9 @@
 //! keepalive-shim's command-line tool: run a program under the preload library, check a
 //! configuration before deploying it, and inspect the keepalive settings of live connections.
 
-// The library's own configuration code, compiled into this binary rather than linked from the
-// library crate: linking that crate would put its socket()/connect() exports into this program.
-#[allow(dead_code)]
-#[path = "../../src/config.rs"]
-mod config;
-
-extern crate alloc;
+// The library's own configuration code, from the policy crate both use (linking the library
+// itself would put its socket()/connect() exports into this program).
+use keepalive_shim_policy::config;
 
 mod check;
 mod inspect;

@@ -77,18 +77,23 @@ fn obstacles_at(path: &Path, depth: usize) -> Vec<String> {
                 "{} is a 32-bit program: the 64-bit library cannot be loaded into it",
                 path.display()
             ));
+        } else if elf.machine != HOST_MACHINE {
+            found.push(format!(
+                "{} is built for {}: the library next to this tool is for {}",
+                path.display(),
+                machine_name(elf.machine),
+                machine_name(HOST_MACHINE)
+            ));
         }
-        match elf.interpreter.as_deref() {
-            None => found.push(format!(
+        // One library file serves glibc and musl programs alike (it needs only libc.so.6 and
+        // libdl.so.2, which musl's loader provides itself, and no symbol version above
+        // GLIBC_2.17): the interpreter's C library is no obstacle, its absence is.
+        if elf.interpreter.is_none() {
+            found.push(format!(
                 "{} is statically linked (no program interpreter): no preload library \
                      reaches it",
                 path.display()
-            )),
-            Some(interp) if interp.contains("musl") => found.push(format!(
-                "{} uses musl ({interp}): a library built for glibc does not load into it",
-                path.display()
-            )),
-            Some(_) => {}
+            ));
         }
         if elf.go {
             found.push(format!(
@@ -101,10 +106,28 @@ fn obstacles_at(path: &Path, depth: usize) -> Vec<String> {
     found
 }
 
+/// `e_machine` of the architecture this tool (and the library shipped with it) is built for.
+#[cfg(target_arch = "aarch64")]
+const HOST_MACHINE: u16 = 183;
+#[cfg(not(target_arch = "aarch64"))]
+const HOST_MACHINE: u16 = 62;
+
+fn machine_name(machine: u16) -> String {
+    match machine {
+        62 => "x86_64".to_owned(),
+        183 => "aarch64".to_owned(),
+        3 => "i386".to_owned(),
+        40 => "32-bit ARM".to_owned(),
+        other => format!("ELF machine {other}"),
+    }
+}
+
 /// What matters here of an ELF file.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Elf {
     pub class64: bool,
+    /// `e_machine`: 62 for x86_64, 183 for aarch64.
+    pub machine: u16,
     /// `PT_INTERP`: the dynamic loader; `None` for a statically linked program.
     pub interpreter: Option<String>,
     /// A Go build: a `.go.buildinfo` or `.note.go.buildid` section.
@@ -155,6 +178,7 @@ impl Elf {
         };
         let mut elf = Elf {
             class64,
+            machine: u16_at(0x12)?,
             ..Elf::default()
         };
         for i in 0..usize::from(phnum) {
@@ -205,6 +229,7 @@ mod tests {
         let sh = resolve("sh").expect("sh on PATH");
         let elf = Elf::parse(&std::fs::read(std::fs::canonicalize(&sh).unwrap()).unwrap()).unwrap();
         assert!(elf.class64 && !elf.go);
+        assert_eq!(elf.machine, HOST_MACHINE);
         assert!(elf.interpreter.unwrap().contains("ld-linux"));
         assert!(obstacles(&sh).is_empty());
     }

@@ -9,10 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The library under test: the release build, exactly as shipped (LTO, `panic = "abort"`,
-/// stripped), not the unwinding build cargo makes for test harnesses. Built once per test binary
-/// with a nested `cargo build` into its own target folder, so it never waits on the outer build's
-/// lock. `KEEPALIVE_SHIM_TEST_LIBRARY` names another build to test instead.
+/// The library under test: `target/release/libkeepalive_shim.so`, the very file the README's
+/// commands (`cargo build --release`, `cargo run --release -- run …`) and `scripts/dist.sh` give
+/// a user. It is built here with that same command (a no-op when `scripts/test.sh` already did),
+/// so no test ever preloads a variant built only for tests. `KEEPALIVE_SHIM_TEST_LIBRARY` names
+/// another build to test instead.
 pub fn library() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY.get_or_init(|| {
@@ -20,24 +21,14 @@ pub fn library() -> &'static Path {
             return PathBuf::from(path);
         }
         let root = root();
-        let target = root.join("target/under-test");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(root)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--package",
-                "keepalive-shim",
-                "--lib",
-            ])
-            .arg("--target-dir")
-            .arg(&target)
+            .args(["build", "--quiet", "--release"])
             .status()
-            .expect("run cargo build for the library under test");
-        assert!(status.success(), "cargo build of the library failed");
-        target.join("release/libkeepalive_shim.so")
+            .expect("run cargo build --release");
+        assert!(status.success(), "cargo build --release failed");
+        root.join("target/release/libkeepalive_shim.so")
     })
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Plain Rust with no I/O beyond reading the environment: the preload library calls [`from_env`]
 //! once at load time, the command-line tool's `check` calls the same function, and unit tests call
-//! [`load`] with a list of variables. It needs only `core` and `alloc`, so it compiles both in the
-//! `no_std` library and, through `#[path]`, in the command-line tool.
+//! [`load`] with a list of variables. It needs only `core` and `alloc`, so the `no_std` library
+//! and the command-line tool use the same code.
 
 use alloc::borrow::ToOwned;
 use alloc::format;
