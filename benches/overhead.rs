@@ -1,7 +1,8 @@
 //! What the library costs a program, measured inside one process: the library is loaded with
-//! `dlopen` and its `socket`/`connect` are called in turn with libc's, interleaved call by call
-//! in rounds, so the machine's drift falls on both alike; the median of the per-round ratios is
-//! reported with its interquartile range.
+//! `dlopen` and its `socket`/`connect`/`close`/`dup`/`fcntl` are called in turn with libc's,
+//! interleaved call by call in rounds, so the machine's drift falls on both alike; the median of
+//! the per-round ratios is reported with its interquartile range. Destination rules are measured
+//! on a second copy of the library, loaded with `KEEPALIVE_EXCLUDE` set.
 //!
 //! `cargo bench --bench overhead -- [LIBRARY] [--peer NAME=PATH]...` (scripts/bench.sh runs it
 //! with the release library and Debian's libkeepalive). Prints one Markdown row per measurement.
@@ -13,11 +14,16 @@ use std::time::Instant;
 
 type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, usize) -> c_int;
 
-/// A preload library opened with dlopen, and its socket/connect.
+/// A preload library opened with dlopen, and its hooks (libc's where it has none).
 struct Loaded {
     socket: SocketFn,
     connect: Option<ConnectFn>,
+    close: CloseFn,
+    dup: CloseFn,
+    fcntl: FcntlFn,
 }
 
 fn open(path: &str) -> Loaded {
@@ -33,14 +39,50 @@ fn open(path: &str) -> Loaded {
     let socket = sym("socket");
     assert!(!socket.is_null(), "{path} has no socket");
     let connect = sym("connect");
-    // SAFETY: the symbols have libc's signatures.
+    let or_libc = |p: *mut c_void, libc_fn: usize| if p.is_null() { libc_fn } else { p as usize };
+    // SAFETY: the symbols have libc's signatures (fcntl's third argument as a machine word, as the
+    // library declares it).
     unsafe {
         Loaded {
             socket: std::mem::transmute::<*mut c_void, SocketFn>(socket),
             connect: (!connect.is_null())
                 .then(|| std::mem::transmute::<*mut c_void, ConnectFn>(connect)),
+            close: std::mem::transmute::<usize, CloseFn>(or_libc(
+                sym("close"),
+                libc::close as *const () as usize,
+            )),
+            dup: std::mem::transmute::<usize, CloseFn>(or_libc(
+                sym("dup"),
+                libc::dup as *const () as usize,
+            )),
+            fcntl: std::mem::transmute::<usize, FcntlFn>(or_libc(
+                sym("fcntl"),
+                libc::fcntl as *const () as usize,
+            )),
         }
     }
+}
+
+/// A second copy of the library at another path, loaded with `vars` in the environment (its
+/// constructor reads them), so one process can measure two configurations.
+fn open_copy(library: &str, name: &str, vars: &[(&str, &str)]) -> Loaded {
+    let copy = std::env::temp_dir().join(format!("kas-bench-{}-{name}.so", std::process::id()));
+    std::fs::copy(library, &copy).expect("copy the library");
+    // SAFETY: no other thread runs yet; the variables are removed again right after loading.
+    unsafe {
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+    }
+    let loaded = open(copy.to_str().unwrap());
+    // SAFETY: as above.
+    unsafe {
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+    }
+    let _ = std::fs::remove_file(&copy);
+    loaded
 }
 
 fn set(fd: c_int, level: c_int, name: c_int, value: c_int) {
@@ -48,12 +90,16 @@ fn set(fd: c_int, level: c_int, name: c_int, value: c_int) {
     unsafe { libc::setsockopt(fd, level, name, (&raw const value).cast(), 4) };
 }
 
-/// One TCP `socket()` + `close()` through `socket`; the caller times it.
-fn tcp_through(socket: SocketFn) -> f64 {
-    // SAFETY: `socket` is a socket() with libc's contract.
-    close(black_box(unsafe {
-        socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-    }));
+/// One TCP `socket()` + `close()` through a library's hooks; the caller times it.
+fn tcp_through(lib: &Loaded) -> f64 {
+    // SAFETY: `socket` and `close` have libc's contracts.
+    unsafe {
+        (lib.close)(black_box((lib.socket)(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        )))
+    };
     0.0
 }
 
@@ -259,7 +305,7 @@ fn main() {
         "| measurement | against | with the library | without | ratio, median (p25–p75) | cost |"
     );
     println!("|---|---|---|---|---|---|");
-    let r = compare(rounds, n, &mut || tcp_through(ours.socket), &mut || {
+    let r = compare(rounds, n, &mut || tcp_through(&ours), &mut || {
         close(black_box(floor_socket(5)));
         0.0
     });
@@ -275,9 +321,9 @@ fn main() {
         let r = compare(
             rounds,
             n,
-            // SAFETY: both are socket() with libc's contract.
+            // SAFETY: both are socket() and close() with libc's contracts.
             &mut || {
-                close(black_box(unsafe { (ours.socket)(domain, ty, 0) }));
+                unsafe { (ours.close)(black_box((ours.socket)(domain, ty, 0))) };
                 0.0
             },
             &mut || {
@@ -287,6 +333,36 @@ fn main() {
         );
         row(&format!("{name} socket() + close()"), "libc socket()", &r);
     }
+    // Pass-through: calls the library only watches (dup and close keep its descriptor table).
+    let r = compare(
+        rounds,
+        n,
+        // SAFETY: dup and close of stdin's descriptor, with libc's contracts.
+        &mut || {
+            unsafe { (ours.close)(black_box((ours.dup)(0))) };
+            0.0
+        },
+        &mut || {
+            unsafe { libc::close(black_box(libc::dup(0))) };
+            0.0
+        },
+    );
+    row("dup() + close() (pass-through)", "libc dup() + close()", &r);
+    let r = compare(
+        rounds,
+        n,
+        // SAFETY: F_GETFL on stdin's descriptor.
+        &mut || {
+            black_box(unsafe { (ours.fcntl)(0, libc::F_GETFL, 0) });
+            0.0
+        },
+        &mut || {
+            black_box(unsafe { libc::fcntl(0, libc::F_GETFL) });
+            0.0
+        },
+    );
+    row("fcntl(F_GETFL) (pass-through)", "libc fcntl()", &r);
+
     let (server, addr) = listener();
     let our_connect = ours.connect.expect("the library exports connect");
     let (crounds, cn) = if quick { (6, 50) } else { (40, 300) };
@@ -332,10 +408,46 @@ fn main() {
         );
     }
 
+    // Destination rules: every connect() copies the address through the kernel and matches it.
+    let ruled = open_copy(
+        &library,
+        "rules",
+        &[("KEEPALIVE_EXCLUDE", "10.99.0.0/16, fd99::/16, :9")],
+    );
+    let ruled_connect = ruled.connect.expect("the library exports connect");
+    // SAFETY: the library's socket has libc's contract.
+    let ruled_tcp = || unsafe { (ruled.socket)(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    let r = compare(
+        crounds,
+        cn,
+        &mut || timed_connect(&ruled_tcp, ruled_connect, server, &addr),
+        &mut || timed_connect(&floor_tcp, libc::connect, server, &addr),
+    );
+    row(
+        "TCP connect(), KEEPALIVE_EXCLUDE set, destination not excluded",
+        "libc connect()",
+        &r,
+    );
+    let excluded = open_copy(&library, "excluded", &[("KEEPALIVE_EXCLUDE", "127.0.0.1")]);
+    let excluded_connect = excluded.connect.expect("the library exports connect");
+    // SAFETY: the library's socket has libc's contract.
+    let excluded_tcp = || unsafe { (excluded.socket)(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    let r = compare(
+        crounds,
+        cn,
+        &mut || timed_connect(&excluded_tcp, excluded_connect, server, &addr),
+        &mut || timed_connect(&floor_tcp, libc::connect, server, &addr),
+    );
+    row(
+        "TCP connect() to an excluded destination (options taken back)",
+        "libc connect()",
+        &r,
+    );
+
     for (name, path) in &peers {
         let peer = open(path);
         // libkeepalive sets SO_KEEPALIVE and, when its variables are set, three TCP options.
-        let r = compare(rounds, n, &mut || tcp_through(peer.socket), &mut || {
+        let r = compare(rounds, n, &mut || tcp_through(&peer), &mut || {
             close(black_box(floor_socket(4)));
             0.0
         });
@@ -344,8 +456,8 @@ fn main() {
             "libc socket() + its 4 setsockopt inline",
             &r,
         );
-        let r = compare(rounds, n, &mut || tcp_through(ours.socket), &mut || {
-            tcp_through(peer.socket)
+        let r = compare(rounds, n, &mut || tcp_through(&ours), &mut || {
+            tcp_through(&peer)
         });
         row(
             "keepalive-shim: TCP socket() + close()",

@@ -1,5 +1,6 @@
-//! Load time: the constructor that resolves the real functions and reads the configuration once,
-//! and the read-only access the hooks use afterwards.
+//! Load time: the constructor that resolves the real functions and reads the configuration once
+//! (`config::from_process`: the system file, and the environment unless the loader runs the
+//! process in secure mode), and the read-only access the hooks use afterwards.
 //!
 //! The hooks never block: they read the published settings with one atomic load. A hook that
 //! runs before the constructor (from another library's constructor) loads the configuration
@@ -48,15 +49,24 @@ pub fn settings() -> Option<&'static Settings> {
     })
 }
 
-/// Reads the environment, reports its problems and publishes the settings, once per process.
+/// Reads the configuration (`/etc/keepalive-shim.conf`, and the environment unless the process
+/// runs in secure mode), reports its problems and publishes the settings, once per process.
 /// In strict mode a problem ends the process with status 78 before `main` runs.
 pub fn load() {
     if LOADING.swap(true, Ordering::AcqRel) {
         return;
     }
     real::resolve_all();
-    let loaded = config::from_env();
+    log::capture_stderr();
+    crate::descriptors::limit_from_env();
+    let loaded = config::from_process();
     log::set_level(loaded.settings.log);
+    if loaded.secure {
+        log::debug!(
+            "secure execution (setuid, setgid or capabilities): the environment is ignored; only {} counts",
+            config::SYSTEM_FILE
+        );
+    }
     if loaded.rejected() {
         for problem in &loaded.problems {
             log::line(format_args!("{}", problem.strict_message()));
@@ -75,7 +85,7 @@ pub fn load() {
         }
     }
     // SAFETY: only the thread that won LOADING gets here, and no reader looks before `ready`.
-    unsafe { *SETTINGS.value.get() = loaded.settings };
+    unsafe { *SETTINGS.value.get() = crate::copies::settings_for_this_copy(loaded.settings) };
     SETTINGS.ready.store(true, Ordering::Release);
 }
 

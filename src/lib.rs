@@ -16,6 +16,8 @@ extern crate alloc;
 
 // The configuration and socket policy, shared with the command-line tool.
 use keepalive_shim_policy::config;
+pub mod copies;
+pub mod descriptors;
 mod errno;
 #[cfg(panic = "abort")]
 mod heap;

@@ -1,11 +1,20 @@
 //! Logging: one line per call to stderr with a single `write(2)`, formatted into a stack buffer,
 //! so a hook can log without allocating, taking a lock, or changing `errno`.
+//!
+//! Only to the stderr the program started with: the file behind descriptor 2 is noted when the
+//! library loads, and a line is written only while descriptor 2 is still that file and not a
+//! socket. A program that closed its stderr would otherwise receive our lines on whatever it
+//! opens next as descriptor 2 — a TCP connection, say, or a pipe that kills it with SIGPIPE.
 
 use crate::config::LogLevel;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
+/// Device and inode of the program's stderr at load; `STDERR_KNOWN` false: none to write to.
+static STDERR_DEV: AtomicU64 = AtomicU64::new(0);
+static STDERR_INO: AtomicU64 = AtomicU64::new(0);
+static STDERR_KNOWN: AtomicBool = AtomicBool::new(false);
 
 /// Longest line written; a longer one is cut and ends with `...`.
 const LINE_MAX: usize = 512;
@@ -89,9 +98,47 @@ impl Write for Line {
     }
 }
 
-/// Formats `keepalive-shim[PID]: MESSAGE` and writes it to fd 2, leaving `errno` as it was.
+/// What descriptor 2 is now: device and inode, unless it is closed or a socket.
+fn stderr_now() -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // The system call, not libc's fstat: glibc 2.33 made that a symbol of its own
+    // (`fstat@GLIBC_2.33`), which older C libraries do not have. On x86_64 and aarch64 libc's
+    // `struct stat` is the kernel's.
+    // SAFETY: `st` is a live, writable stat.
+    let rc = unsafe { libc::syscall(libc::SYS_fstat, 2, &raw mut st) };
+    if rc != 0 || st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+        return None;
+    }
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Notes the program's stderr; called once, when the library loads.
+pub fn capture_stderr() {
+    let saved = crate::errno::Saved::now();
+    if let Some((dev, ino)) = stderr_now() {
+        STDERR_DEV.store(dev, Ordering::Relaxed);
+        STDERR_INO.store(ino, Ordering::Relaxed);
+        STDERR_KNOWN.store(true, Ordering::Release);
+    }
+    drop(saved);
+}
+
+/// Whether descriptor 2 is still the stderr noted at load.
+fn stderr_unchanged() -> bool {
+    STDERR_KNOWN.load(Ordering::Acquire)
+        && stderr_now().is_some_and(|(dev, ino)| {
+            dev == STDERR_DEV.load(Ordering::Relaxed) && ino == STDERR_INO.load(Ordering::Relaxed)
+        })
+}
+
+/// Formats `keepalive-shim[PID]: MESSAGE` and writes it to fd 2, leaving `errno` as it was;
+/// nothing when descriptor 2 is no longer the program's stderr.
 pub fn line(args: fmt::Arguments<'_>) {
     let saved = crate::errno::Saved::now();
+    if !stderr_unchanged() {
+        return;
+    }
     let mut out = Line::new();
     // SAFETY: getpid has no preconditions and cannot fail.
     let pid = unsafe { libc::getpid() };

@@ -1,14 +1,14 @@
 //! The real libc functions behind the hooks, found with `dlsym(RTLD_NEXT, …)`.
 //!
-//! Inside this library the names `socket`, `connect` and `setsockopt` resolve to our own exports,
-//! so the library never calls them by name. Each pointer is resolved at load time by the
+//! Inside this library the hooked names (`socket`, `connect`, `close`, …) resolve to our own
+//! exports, so the library never calls them by name. Each pointer is resolved at load time by the
 //! constructor (or by the first hook that runs before it), without a lock: racing threads store the
 //! same value. A pointer to this library's own hook of that name, or no pointer at all, is refused
 //! and the raw system call is used instead, so a hook can neither recurse nor panic.
 
 use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use libc::{c_int, c_long, sockaddr, socklen_t};
+use libc::{c_int, c_long, c_uint, sockaddr, socklen_t};
 
 // `dlsym` bound to its oldest version. Linked against glibc 2.34 or later, a plain reference
 // binds to `dlsym@GLIBC_2.34`, and every program of an older distribution then refuses to start
@@ -49,56 +49,130 @@ unsafe extern "C" {
 )))]
 use libc::dlsym;
 
-type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
-type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
-pub type SetsockoptFn =
-    unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
+/// Declares one real function: its slot, its resolver, a wrapper with the C signature, and the
+/// raw system call used when libc has none (or `dlsym` hands back this library's own hook).
+macro_rules! real {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) via $getter:ident: $ty:ident, $slot:ident,
+     $cname:literal, $sys:ident = $nr:expr) => {
+        pub type $ty = unsafe extern "C" fn($($t),*) -> c_int;
+        static $slot: AtomicUsize = AtomicUsize::new(0);
 
-static SOCKET: AtomicUsize = AtomicUsize::new(0);
-static CONNECT: AtomicUsize = AtomicUsize::new(0);
-static SETSOCKOPT: AtomicUsize = AtomicUsize::new(0);
+        /// The real function as a pointer, for a caller that makes several calls.
+        pub fn $getter() -> $ty {
+            #[cfg(not(test))]
+            let own = crate::hooks::$name as *const () as usize;
+            // Unit-test builds have no exports, so nothing to refuse.
+            #[cfg(test)]
+            let own = 0;
+            let f = resolve(&$slot, $cname, own, $sys as *const () as usize);
+            // SAFETY: `f` is libc's function of this name or the raw-syscall fallback below,
+            // both of this type.
+            unsafe { core::mem::transmute::<usize, $ty>(f) }
+        }
+
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The contract of the C function of the same name.
+        // Unit-test builds leave out the hooks, the only callers of some of these.
+        #[cfg_attr(test, allow(dead_code))]
+        pub unsafe fn $name($($arg: $t),*) -> c_int {
+            // SAFETY: the caller's contract is the C function's.
+            unsafe { $getter()($($arg),*) }
+        }
+
+        unsafe extern "C" fn $sys($($arg: $t),*) -> c_int {
+            // SAFETY: the raw system call takes the same arguments as the C function.
+            unsafe { libc::syscall($nr, $($arg as c_long),*) as c_int }
+        }
+    };
+}
+
+real!(
+    /// libc's `socket()`.
+    socket(domain: c_int, ty: c_int, protocol: c_int) via socket_fn: SocketFn, SOCKET,
+    c"socket", sys_socket = libc::SYS_socket
+);
+real!(
+    /// libc's `connect()`.
+    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) via connect_fn: ConnectFn, CONNECT,
+    c"connect", sys_connect = libc::SYS_connect
+);
+real!(
+    /// libc's `setsockopt()`.
+    setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t)
+    via setsockopt_fn: SetsockoptFn, SETSOCKOPT, c"setsockopt", sys_setsockopt = libc::SYS_setsockopt
+);
+real!(
+    /// libc's `close()`.
+    close(fd: c_int) via close_fn: CloseFn, CLOSE, c"close", sys_close = libc::SYS_close
+);
+real!(
+    /// libc's `close_range()` (glibc 2.34; older C libraries have none: the system call).
+    close_range(first: c_uint, last: c_uint, flags: c_int) via close_range_fn: CloseRangeFn,
+    CLOSE_RANGE, c"close_range", sys_close_range = libc::SYS_close_range
+);
+real!(
+    /// libc's `dup()`.
+    dup(fd: c_int) via dup_fn: DupFn, DUP, c"dup", sys_dup = libc::SYS_dup
+);
+real!(
+    /// libc's `dup2()` (aarch64 has no dup2 system call: the fallback is dup3 without flags, which
+    /// differs only when both numbers are equal).
+    dup2(from: c_int, to: c_int) via dup2_fn: Dup2Fn, DUP2, c"dup2", sys_dup2 = SYS_DUP2
+);
+real!(
+    /// libc's `dup3()`.
+    dup3(from: c_int, to: c_int, flags: c_int) via dup3_fn: Dup3Fn, DUP3, c"dup3",
+    sys_dup3 = libc::SYS_dup3
+);
+real!(
+    /// libc's `fcntl()`, called with its third argument as a machine word: on x86_64 and aarch64
+    /// an integer or pointer variadic argument travels in the same register as a fixed one.
+    fcntl(fd: c_int, cmd: c_int, arg: usize) via fcntl_fn: FcntlFn, FCNTL, c"fcntl",
+    sys_fcntl = libc::SYS_fcntl
+);
+real!(
+    /// libc's `fcntl64()` (glibc 2.28; the name programs built with 64-bit file offsets call).
+    fcntl64(fd: c_int, cmd: c_int, arg: usize) via fcntl64_fn: Fcntl64Fn, FCNTL64, c"fcntl64",
+    sys_fcntl64 = libc::SYS_fcntl
+);
+
+#[cfg(target_arch = "x86_64")]
+const SYS_DUP2: c_long = libc::SYS_dup2;
+#[cfg(not(target_arch = "x86_64"))]
+const SYS_DUP2: c_long = libc::SYS_dup3;
 
 /// Resolves every real function now; called from the load-time constructor.
 pub fn resolve_all() {
     socket_fn();
     connect_fn();
     setsockopt_fn();
+    close_fn();
+    close_range_fn();
+    dup_fn();
+    dup2_fn();
+    dup3_fn();
+    fcntl_fn();
+    fcntl64_fn();
 }
 
-/// This library's own export of each name: what `dlsym` must never hand back. (Unit-test builds
-/// have no exports, so nothing to refuse.)
-#[cfg(not(test))]
-mod own {
-    pub fn socket() -> usize {
-        crate::hooks::socket as *const () as usize
-    }
-    pub fn connect() -> usize {
-        crate::hooks::connect as *const () as usize
-    }
-    pub fn setsockopt() -> usize {
-        crate::hooks::setsockopt as *const () as usize
-    }
-}
-#[cfg(test)]
-mod own {
-    pub fn socket() -> usize {
-        0
-    }
-    pub fn connect() -> usize {
-        0
-    }
-    pub fn setsockopt() -> usize {
-        0
-    }
+/// `dlsym(RTLD_DEFAULT, name)`: the first definition of `name` in the loader's search order.
+///
+/// # Safety
+/// `name` is a NUL-terminated string.
+pub unsafe fn dlsym_default(name: *const libc::c_char) -> *mut c_void {
+    // SAFETY: the caller's contract; RTLD_DEFAULT only looks the name up.
+    unsafe { dlsym(libc::RTLD_DEFAULT, name) }
 }
 
 #[inline]
-fn resolve(slot: &AtomicUsize, name: &CStr, own: fn() -> usize, fallback: usize) -> usize {
+fn resolve(slot: &AtomicUsize, name: &CStr, own: usize, fallback: usize) -> usize {
     let current = slot.load(Ordering::Acquire);
     if current != 0 {
         return current;
     }
-    resolve_now(slot, name, own(), fallback)
+    resolve_now(slot, name, own, fallback)
 }
 
 #[cold]
@@ -117,73 +191,6 @@ fn choose(found: usize, own: usize, fallback: usize) -> usize {
     } else {
         found
     }
-}
-
-fn socket_fn() -> SocketFn {
-    let f = resolve(
-        &SOCKET,
-        c"socket",
-        own::socket,
-        sys_socket as *const () as usize,
-    );
-    // SAFETY: `f` is libc's socket or sys_socket, both of type SocketFn.
-    unsafe { core::mem::transmute::<usize, SocketFn>(f) }
-}
-
-fn connect_fn() -> ConnectFn {
-    let f = resolve(
-        &CONNECT,
-        c"connect",
-        own::connect,
-        sys_connect as *const () as usize,
-    );
-    // SAFETY: `f` is libc's connect or sys_connect, both of type ConnectFn.
-    unsafe { core::mem::transmute::<usize, ConnectFn>(f) }
-}
-
-/// libc's `setsockopt()` as a function pointer, for a caller that makes several calls.
-pub fn setsockopt_fn() -> SetsockoptFn {
-    let f = resolve(
-        &SETSOCKOPT,
-        c"setsockopt",
-        own::setsockopt,
-        sys_setsockopt as *const () as usize,
-    );
-    // SAFETY: `f` is libc's setsockopt or sys_setsockopt, both of type SetsockoptFn.
-    unsafe { core::mem::transmute::<usize, SetsockoptFn>(f) }
-}
-
-/// libc's `socket()`.
-///
-/// # Safety
-/// As for `socket(2)`.
-pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    // SAFETY: the caller's contract is socket(2)'s.
-    unsafe { socket_fn()(domain, ty, protocol) }
-}
-
-/// libc's `connect()`.
-///
-/// # Safety
-/// As for `connect(2)`: `addr` points to `len` readable bytes.
-pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    // SAFETY: the caller's contract is connect(2)'s.
-    unsafe { connect_fn()(fd, addr, len) }
-}
-
-/// libc's `setsockopt()`.
-///
-/// # Safety
-/// As for `setsockopt(2)`: `value` points to `len` readable bytes.
-pub unsafe fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    value: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    // SAFETY: the caller's contract is setsockopt(2)'s.
-    unsafe { setsockopt_fn()(fd, level, name, value, len) }
 }
 
 /// Sets one `int` option through the real `setsockopt`.
@@ -217,41 +224,25 @@ pub fn get_int(fd: c_int, level: c_int, name: c_int) -> Result<c_int, c_int> {
     }
 }
 
-unsafe extern "C" fn sys_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    // SAFETY: the raw system call takes the same arguments as socket(2).
-    unsafe {
-        libc::syscall(
-            libc::SYS_socket,
-            domain as c_long,
-            ty as c_long,
-            protocol as c_long,
-        ) as c_int
+/// Copies `out.len()` bytes of this process's memory at `addr` into `out` without ever faulting:
+/// the kernel reads them (`process_vm_readv` on ourselves) and says EFAULT where the program
+/// passed a pointer it could not read. The program's pointers are never dereferenced directly.
+/// Returns how many bytes were copied (0 for a null or unreadable pointer).
+pub fn copy_from_program(addr: *const c_void, out: &mut [u8]) -> usize {
+    if addr.is_null() || out.is_empty() {
+        return 0;
     }
-}
-
-unsafe extern "C" fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    // SAFETY: the raw system call takes the same arguments as connect(2).
-    unsafe { libc::syscall(libc::SYS_connect, fd as c_long, addr, len as c_long) as c_int }
-}
-
-unsafe extern "C" fn sys_setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    value: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    // SAFETY: the raw system call takes the same arguments as setsockopt(2).
-    unsafe {
-        libc::syscall(
-            libc::SYS_setsockopt,
-            fd as c_long,
-            level as c_long,
-            name as c_long,
-            value,
-            len as c_long,
-        ) as c_int
-    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr.cast_mut(),
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` describes `out`, writable; the kernel validates `remote` itself.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    usize::try_from(n).unwrap_or(0)
 }
 
 #[cfg(test)]

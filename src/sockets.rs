@@ -2,18 +2,39 @@
 //! value wins when the program sets its own. The hooks in `hooks.rs` call one function of this
 //! module each; everything here can be called from a unit test without preloading anything.
 //!
-//! A table of what `socket()` made of each descriptor (TCP, something else, or not seen) lets the
-//! common paths decide with two atomic loads and no system call: `connect()` on a socket that
-//! `socket()` already configured, and every call on a UDP or UNIX socket.
+//! The rules, in the order a socket meets them:
+//! - `socket()` makes a TCP socket: the five options are set at once, so listeners and the
+//!   connections they accept have them too.
+//! - The program sets one of the five itself: its value stands (with `KEEPALIVE_FORCE`, ours is
+//!   set again). If it set idle, interval or count and not the user timeout, the user timeout is
+//!   changed to follow the keepalive now in effect (`options::user_timeout_for`), so the library
+//!   never makes the program notice a dead peer later than its own keepalive would.
+//! - `connect()`: a destination the rules exclude gets back the kernel's defaults for every
+//!   option the program did not set itself; a TCP socket that `socket()` never saw gets the
+//!   options now, unless it already has keepalive on (whoever turned it on chose its values).
+//!
+//! What is known of each descriptor is in `descriptors.rs`. The common paths decide from it with
+//! atomic loads and no system call: `connect()` on a socket `socket()` configured, and every call
+//! on a UDP or UNIX socket.
 
+use crate::config::LogLevel;
 use crate::config::Settings;
+use crate::descriptors::{self, Kind, State};
 use crate::errno;
-use crate::log::debug;
+use crate::log::{self, debug};
 use crate::real;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use keepalive_shim_policy::options::{OPTIONS, is_tcp, option_index, values};
-use libc::{c_int, c_void, sockaddr, socklen_t};
+use keepalive_shim_policy::options::{OPTIONS, is_tcp, option_index, user_timeout_for, values};
+use keepalive_shim_policy::rules::Destination;
+use libc::{c_int, c_uint, sockaddr, socklen_t};
+
+const KEEPALIVE: usize = 0;
+const IDLE: usize = 1;
+const INTERVAL: usize = 2;
+const COUNT: usize = 3;
+const USER_TIMEOUT: usize = 4;
+/// Every option, as a bit mask over [`OPTIONS`].
+const ALL: u8 = 0b1_1111;
 
 /// Asks the kernel whether `fd` is a TCP socket (for descriptors `socket()` never returned).
 pub fn fd_is_tcp(fd: c_int) -> bool {
@@ -23,65 +44,88 @@ pub fn fd_is_tcp(fd: c_int) -> bool {
     matches!((domain, ty, protocol), (Ok(d), Ok(t), Ok(p)) if is_tcp(d, t, p))
 }
 
-/// What `socket()` made of a descriptor, as far as this library saw.
-const UNSEEN: u8 = 0;
-const TCP: u8 = 1;
-const OTHER: u8 = 2;
-/// Descriptors tracked; higher ones are always asked of the kernel.
-const TRACKED: usize = 1 << 16;
-static SEEN: [AtomicU8; TRACKED] = [const { AtomicU8::new(UNSEEN) }; TRACKED];
-
-fn seen(fd: c_int) -> u8 {
-    match usize::try_from(fd) {
-        Ok(i) if i < TRACKED => SEEN[i].load(Ordering::Relaxed),
-        _ => UNSEEN,
-    }
-}
-
-fn mark(fd: c_int, what: u8) {
-    if let Ok(i) = usize::try_from(fd) {
-        if i < TRACKED {
-            SEEN[i].store(what, Ordering::Relaxed);
-        }
-    }
-}
-
 /// The settings in force, or `None` when keepalive-shim is disabled or not yet loaded.
 fn active() -> Option<&'static Settings> {
     crate::init::settings().filter(|s| s.enabled)
 }
 
-static FAILURE_LOGGED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
-
-/// Sets the five options on `fd`. A failure (EPERM under seccomp, ENOPROTOOPT on an old kernel)
-/// leaves the socket as it was for that option and is logged once per option per process, at
-/// debug. Returns how many options failed; `errno` is then changed, and is the caller's to keep.
+/// Sets the options of `mask` (bits over [`OPTIONS`]) to `values` on `fd`. A failure (EPERM
+/// under seccomp, ENOPROTOOPT on an old kernel) leaves the socket as it was for that option.
+/// Returns the mask of the options that failed; `errno` is then changed, and is the caller's to
+/// keep.
 #[inline(always)]
-pub fn apply(fd: c_int, s: &Settings) -> usize {
+fn apply_masked(fd: c_int, mask: u8, values: &[c_int; 5]) -> u8 {
     let set = real::setsockopt_fn();
-    let values = values(s);
     let mut failed = 0;
-    for i in 0..OPTIONS.len() {
-        let (opt, value) = (&OPTIONS[i], values[i]);
-        if !real::set_int_via(set, fd, opt.level, opt.name, value) {
-            failed += 1;
-            apply_failed(fd, i, value);
+    for (i, opt) in OPTIONS.iter().enumerate() {
+        if mask & (1 << i) != 0 && !real::set_int_via(set, fd, opt.level, opt.name, values[i]) {
+            failed |= 1 << i;
         }
     }
     failed
 }
 
-#[cold]
-fn apply_failed(fd: c_int, i: usize, value: c_int) {
-    let err = errno::get();
-    if !FAILURE_LOGGED[i].swap(true, Ordering::Relaxed) {
-        debug!(
-            "fd {fd}: setsockopt {}={value} failed: {}; the socket works without it \
-             (said once per process)",
-            OPTIONS[i].label,
-            Errno(err)
-        );
+/// Sets all five options of `s` on `fd`; the mask of those that failed.
+pub fn apply(fd: c_int, s: &Settings) -> u8 {
+    apply_masked(fd, ALL, &values(s))
+}
+
+/// What is known of `fd`: the table's entry, or, for a number beyond the table, what the kernel
+/// says now.
+fn state_of(fd: c_int, s: &Settings) -> State {
+    descriptors::get(fd).unwrap_or_else(|| state_from_kernel(fd, s))
+}
+
+/// A descriptor's state read from the kernel, for numbers the table cannot hold: an option whose
+/// value is the configured one is taken to be the library's, any other the program's, so the
+/// library never overrides a choice it cannot remember.
+fn state_from_kernel(fd: c_int, s: &Settings) -> State {
+    if !fd_is_tcp(fd) {
+        return State::OTHER;
     }
+    let ours = values(s);
+    let mut state = State::CONFIGURED_TCP;
+    for (i, opt) in OPTIONS.iter().enumerate() {
+        let same = match real::get_int(fd, opt.level, opt.name) {
+            Ok(v) if i == KEEPALIVE => (v != 0) == (ours[i] != 0),
+            Ok(v) => v == ours[i],
+            Err(_) => false,
+        };
+        if !same {
+            state = state.with_own(i);
+        }
+    }
+    if state.own(KEEPALIVE) {
+        state = state.with_configured(false);
+    }
+    state
+}
+
+/// The user timeout for a socket in `state` under `s`: the program's own keepalive values, where
+/// it set any, give the bound the user timeout must not exceed (`options::user_timeout_for`);
+/// otherwise the configured one. Reads the program's values from the socket.
+fn user_timeout(fd: c_int, s: &Settings, state: State) -> c_int {
+    let ours = values(s);
+    if !(state.own(IDLE) || state.own(INTERVAL) || state.own(COUNT)) {
+        return ours[USER_TIMEOUT];
+    }
+    let in_effect = |i: usize| -> u32 {
+        let v = if state.own(i) {
+            real::get_int(fd, OPTIONS[i].level, OPTIONS[i].name).unwrap_or(ours[i])
+        } else {
+            ours[i]
+        };
+        u32::try_from(v).unwrap_or(0)
+    };
+    let ms = user_timeout_for(s, in_effect(IDLE), in_effect(INTERVAL), in_effect(COUNT));
+    c_int::try_from(ms).unwrap_or(c_int::MAX)
+}
+
+/// The options the program did not set itself, as a mask over [`OPTIONS`].
+fn not_own(state: State) -> u8 {
+    (0..5)
+        .filter(|&i| !state.own(i))
+        .fold(0, |m, i| m | (1 << i))
 }
 
 /// After the real `socket()`: configures a new TCP socket; remembers what every other one is.
@@ -91,15 +135,19 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
         return;
     }
     if !is_tcp(domain, ty, protocol) {
-        mark(fd, OTHER);
+        descriptors::set(fd, State::OTHER);
         return;
     }
-    let Some(s) = active() else { return };
+    let Some(s) = active() else {
+        descriptors::set(fd, State::TCP);
+        return;
+    };
     let saved = errno::get();
-    if apply(fd, s) != 0 {
+    let failed = apply(fd, s);
+    if failed != 0 {
         errno::set(saved);
     }
-    mark(fd, TCP);
+    descriptors::set(fd, State::CONFIGURED_TCP);
     debug!(
         "fd {fd}: new TCP socket ({}): {}",
         if domain == libc::AF_INET6 {
@@ -107,153 +155,310 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
         } else {
             "IPv4"
         },
-        Values(s)
+        Applied {
+            values: values(s),
+            mask: ALL,
+            failed,
+        }
     );
 }
 
-/// Before the real `connect()`: a TCP socket that never went through `socket()` (raw system
-/// call, inherited) gets the options here unless it already has keepalive on; with FORCE every
-/// TCP socket gets them again, over whatever the program set since.
-///
-/// # Safety
-/// `addr` is what the program passed to `connect()`; it is read only when debug logging is on.
-pub unsafe fn before_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) {
+/// Before the real `connect()`. A destination the rules exclude gets back the kernel's defaults
+/// for every option the program did not set itself. A TCP socket not configured yet (made by a
+/// raw system call, inherited, received) gets the options now unless it already has keepalive
+/// on; with FORCE every TCP socket gets them again. `addr` is read through the kernel, never
+/// directly, and only when there are destination rules or debug lines to write.
+pub fn before_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) {
     let Some(s) = active() else { return };
-    let what = seen(fd);
-    if what == OTHER {
-        return;
-    }
-    let peer = Peer { addr, len };
-    if what == TCP && !s.force {
-        debug!("fd {fd}: connecting to {peer}; options were set at socket()");
+    let quick = descriptors::get(fd);
+    if quick == Some(State::OTHER)
+        || (quick.is_some_and(State::configured) && !s.force && !s.has_rules())
+    {
+        if quick != Some(State::OTHER) {
+            debug!(
+                "fd {fd}: connecting to {}; options were set at socket()",
+                Peer::read(addr, len)
+            );
+        }
         return;
     }
     let _errno = errno::Saved::now();
-    if what == UNSEEN {
+    connect_slow(fd, s, addr, len);
+}
+
+#[inline(never)]
+fn connect_slow(fd: c_int, s: &Settings, addr: *const sockaddr, len: socklen_t) {
+    let mut state = state_of(fd, s);
+    if state.kind() == Kind::Unseen {
         if !fd_is_tcp(fd) {
-            mark(fd, OTHER);
+            descriptors::set(fd, State::OTHER);
             return;
         }
-        mark(fd, TCP);
-        let on = real::get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE);
-        if !s.force && matches!(on, Ok(v) if v != 0) {
+        state = State::TCP;
+        if !s.force
+            && matches!(real::get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), Ok(v) if v != 0)
+        {
+            // Someone turned keepalive on before this process saw the socket: theirs, all five.
+            descriptors::set(fd, State::LEFT_ALONE);
             debug!(
-                "fd {fd}: connecting to {peer}; a TCP socket not made by socket() that already \
-                 has keepalive on: its own settings kept"
+                "fd {fd}: connecting to {}; a TCP socket not made by socket() that already has \
+                 keepalive on: its own settings kept",
+                Peer::read(addr, len)
             );
             return;
         }
     }
-    apply(fd, s);
+    if state.kind() != Kind::Tcp {
+        return;
+    }
+    // The address is copied only for what needs it: the rules, and debug lines.
+    let peer = if s.has_rules() || log::enabled(LogLevel::Debug) {
+        Peer::read(addr, len)
+    } else {
+        Peer::UNREAD
+    };
+    if s.has_rules() && peer.destination().is_some_and(|d| !s.touches(&d)) {
+        exclude(fd, state, &peer);
+        return;
+    }
+    if state.configured() && !s.force {
+        debug!("fd {fd}: connecting to {peer}; options were set at socket()");
+        return;
+    }
+    let (mask, failed, vals) = if s.force {
+        (ALL, apply(fd, s), values(s))
+    } else {
+        let mut vals = values(s);
+        vals[USER_TIMEOUT] = user_timeout(fd, s, state);
+        let mask = not_own(state);
+        (mask, apply_masked(fd, mask, &vals), vals)
+    };
+    let was_configured = state.configured();
+    descriptors::set(fd, state.with_configured(true));
     debug!(
         "fd {fd}: connecting to {peer}; {} {}",
-        if what == TCP {
+        if was_configured {
             "applied again (KEEPALIVE_FORCE):"
         } else {
             "a TCP socket not made by socket(), configured:"
         },
-        Values(s)
+        Applied {
+            values: vals,
+            mask,
+            failed
+        }
     );
 }
 
-/// The program's own `setsockopt()`. `None`: pass the call through. `Some(rc)`: return `rc`
-/// (with `errno` set as the kernel would) without passing it on.
-///
-/// Without FORCE every call passes through: the program's value wins. With FORCE a call for one
-/// of the five options on a TCP socket is checked as the kernel would check it (length, pointer,
-/// range) and then answered by setting the configured value again, so the fd's validity is the
-/// kernel's to judge and the option keeps the configured value.
-///
-/// # Safety
-/// `value` is what the program passed: when not null it points to `len` readable bytes.
-pub unsafe fn on_setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    value: *const c_void,
-    len: socklen_t,
-) -> Option<c_int> {
-    let index = option_index(level, name)?;
-    let s = active()?;
-    let what = seen(fd);
-    if what == OTHER {
-        return None;
+/// A connection the destination rules leave alone: every option the library set goes back to
+/// what the socket had without it, and the socket is marked so nothing is set on it again.
+#[cold]
+fn exclude(fd: c_int, state: State, peer: &Peer) {
+    let mut mask = 0;
+    let mut failed = 0;
+    let mut defaults = [0; 5];
+    if state.configured() {
+        mask = not_own(state);
+        defaults = kernel_defaults();
+        failed = apply_masked(fd, mask, &defaults);
     }
-    let opt = OPTIONS[index];
-    if !s.force {
-        if what == TCP {
-            debug!(
-                "fd {fd}: the program sets {}{}; its value stands (KEEPALIVE_FORCE=1 keeps ours)",
-                opt.label,
-                // SAFETY: the caller's contract: value points to len readable bytes.
-                Shown(unsafe { read_int(value, len) })
-            );
+    descriptors::set(fd, State::LEFT_ALONE);
+    debug!(
+        "fd {fd}: connecting to {peer}: a destination the rules exclude; {}",
+        Restored {
+            values: defaults,
+            mask,
+            failed
         }
-        return None;
-    }
-    if what == UNSEEN {
-        let _errno = errno::Saved::now();
-        if !fd_is_tcp(fd) {
-            mark(fd, OTHER);
-            return None;
+    );
+}
+
+/// What a new TCP socket has without this library: keepalive off, no user timeout, and the
+/// network namespace's idle, interval and count, read from a socket made for the purpose.
+fn kernel_defaults() -> [c_int; 5] {
+    let mut defaults = [0, 7200, 75, 9, 0];
+    // SAFETY: a plain socket call with constant arguments, through libc's function (not the hook).
+    let probe = unsafe { real::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if probe >= 0 {
+        for i in [IDLE, INTERVAL, COUNT] {
+            if let Ok(v) = real::get_int(probe, OPTIONS[i].level, OPTIONS[i].name) {
+                defaults[i] = v;
+            }
         }
-        mark(fd, TCP);
+        // SAFETY: closing the socket made just above.
+        unsafe { real::close(probe) };
     }
-    // SAFETY: the caller's contract: value points to len readable bytes.
-    let theirs = match unsafe { read_int(value, len) } {
-        Ok(v) if (opt.min..=opt.max).contains(&v) => v,
-        Ok(_) => return Some(fail(libc::EINVAL)),
-        Err(err) => return Some(fail(err)),
+    defaults
+}
+
+/// After the real `setsockopt()`. Nothing to do unless it set one of the five options on a TCP
+/// socket: then the option is the program's from now on; with FORCE ours is set again; and when
+/// the program set its own idle, interval or count, the user timeout follows the keepalive in
+/// effect (unless the program set the user timeout too). `errno` is kept.
+#[inline]
+pub fn after_setsockopt(fd: c_int, level: c_int, name: c_int, rc: c_int) {
+    let Some(index) = option_index(level, name) else {
+        return;
     };
-    let ours = values(s)[index];
-    match real::set_int(fd, opt.level, opt.name, ours) {
-        Ok(()) => {
-            debug!(
-                "fd {fd}: the program sets {}={theirs}; kept {ours} (KEEPALIVE_FORCE)",
-                opt.label
-            );
-            Some(0)
+    let Some(s) = active() else { return };
+    setsockopt_slow(fd, s, index, rc);
+}
+
+#[inline(never)]
+fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int) {
+    let label = OPTIONS[index].label;
+    let _errno = errno::Saved::now();
+    if rc != 0 {
+        debug!(
+            "fd {fd}: the program's {label} was refused by the kernel ({}); nothing changed",
+            Errno(errno::get())
+        );
+        return;
+    }
+    let mut state = state_of(fd, s);
+    if state.kind() == Kind::Unseen {
+        if !fd_is_tcp(fd) {
+            descriptors::set(fd, State::OTHER);
+            return;
         }
-        Err(err) => Some(fail(err)),
+        state = State::TCP;
+    }
+    if state.kind() != Kind::Tcp {
+        return;
+    }
+    if state == State::LEFT_ALONE {
+        return;
+    }
+    let theirs = Shown(real::get_int(fd, OPTIONS[index].level, OPTIONS[index].name));
+    if s.force {
+        let ours = values(s)[index];
+        let outcome = real::set_int(fd, OPTIONS[index].level, OPTIONS[index].name, ours);
+        debug!(
+            "fd {fd}: the program sets {label}{theirs}; {}",
+            SetBack(ours, outcome)
+        );
+        return;
+    }
+    state = state.with_own(index);
+    descriptors::set(fd, state);
+    let follows =
+        state.configured() && !state.own(USER_TIMEOUT) && matches!(index, IDLE | INTERVAL | COUNT);
+    if !follows {
+        debug!("fd {fd}: the program sets {label}{theirs}; its value stands");
+        return;
+    }
+    let ut = user_timeout(fd, s, state);
+    let outcome = real::set_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ut);
+    debug!(
+        "fd {fd}: the program sets {label}{theirs}; its value stands, and {}",
+        Following(ut, outcome)
+    );
+}
+
+/// `close()` and `dup2()` onto a number: whatever was known of it is forgotten first, before the
+/// number can be given to a new descriptor.
+#[inline]
+pub fn before_close(fd: c_int) {
+    descriptors::forget(fd);
+}
+
+/// `close_range()`: as `close()` for every number closed (not for `CLOSE_RANGE_CLOEXEC`, which
+/// only marks them).
+pub fn before_close_range(first: c_uint, last: c_uint, flags: c_int) {
+    if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 && first <= last {
+        descriptors::forget_range(first, last);
     }
 }
 
-fn fail(err: c_int) -> c_int {
-    errno::set(err);
-    -1
+/// `dup2()`/`dup3()` close `to` first, unless it is `from` itself.
+#[inline]
+pub fn before_dup_onto(from: c_int, to: c_int) {
+    if from != to {
+        descriptors::forget(to);
+    }
 }
 
-/// Reads an `int` option value the way the kernel does: EINVAL when shorter than an int, EFAULT
-/// when there is no buffer.
-///
-/// # Safety
-/// When not null, `value` points to `len` readable bytes.
-unsafe fn read_int(value: *const c_void, len: socklen_t) -> Result<c_int, c_int> {
-    if (len as usize) < core::mem::size_of::<c_int>() {
-        return Err(libc::EINVAL);
+/// A duplicate was made: the same socket, so the same state.
+#[inline]
+pub fn after_dup(from: c_int, new: c_int) {
+    if new >= 0 && new != from {
+        descriptors::copy(from, new);
     }
-    if value.is_null() {
-        return Err(libc::EFAULT);
-    }
-    // SAFETY: non-null and at least an int long, by the caller's contract; alignment not assumed.
-    Ok(unsafe { value.cast::<c_int>().read_unaligned() })
 }
 
-/// The configured values, for debug lines.
-struct Values<'a>(&'a Settings);
+/// `fcntl()`: only `F_DUPFD` and `F_DUPFD_CLOEXEC` matter, as duplicates.
+#[inline]
+pub fn after_fcntl(fd: c_int, cmd: c_int, rc: c_int) {
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        after_dup(fd, rc);
+    }
+}
 
-impl fmt::Display for Values<'_> {
+/// Option values set, for debug lines: `NAME=VALUE` for each set, then what failed.
+struct Applied {
+    values: [c_int; 5],
+    mask: u8,
+    failed: u8,
+}
+
+impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0;
+        let mut first = true;
+        for (i, opt) in OPTIONS.iter().enumerate() {
+            if self.mask & !self.failed & (1 << i) == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            let unit = if i == USER_TIMEOUT { "ms" } else { "" };
+            write!(f, "{}={}{unit}", opt.label, self.values[i])?;
+        }
+        if first {
+            f.write_str("nothing set")?;
+        }
+        if self.mask & ALL != ALL && self.mask != 0 {
+            f.write_str(" (the program's own values for the rest)")?;
+        }
+        if self.failed != 0 {
+            f.write_str("; the kernel refused")?;
+            for (i, opt) in OPTIONS.iter().enumerate() {
+                if self.failed & (1 << i) != 0 {
+                    write!(f, " {}", opt.label)?;
+                }
+            }
+            write!(f, " ({}): the socket works without", Errno(errno::get()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Options put back to the kernel's defaults, for debug lines.
+struct Restored {
+    values: [c_int; 5],
+    mask: u8,
+    failed: u8,
+}
+
+impl fmt::Display for Restored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mask == 0 {
+            return f.write_str("left as it is (the library had set nothing on it)");
+        }
         write!(
             f,
-            "SO_KEEPALIVE=1 TCP_KEEPIDLE={} TCP_KEEPINTVL={} TCP_KEEPCNT={} TCP_USER_TIMEOUT={}ms",
-            s.idle_s, s.interval_s, s.count, s.user_timeout_ms
+            "back to the kernel's defaults: {}",
+            Applied {
+                values: self.values,
+                mask: self.mask,
+                failed: self.failed
+            }
         )
     }
 }
 
-/// `=VALUE` of an option value as the program passed it, or nothing when unreadable.
+/// `=VALUE` of an option value read back from the socket, or nothing when unreadable.
 struct Shown(Result<c_int, c_int>);
 
 impl fmt::Display for Shown {
@@ -265,32 +470,94 @@ impl fmt::Display for Shown {
     }
 }
 
-/// A `connect()` destination, formatted without allocating.
+/// Ours set again under FORCE, or why not.
+struct SetBack(c_int, Result<(), c_int>);
+
+impl fmt::Display for SetBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Ok(()) => write!(f, "set back to {} (KEEPALIVE_FORCE)", self.0),
+            Err(e) => write!(
+                f,
+                "its value stands: the kernel refused ours, {} ({})",
+                self.0,
+                Errno(e)
+            ),
+        }
+    }
+}
+
+/// The user timeout made to follow the program's keepalive, or why not.
+struct Following(c_int, Result<(), c_int>);
+
+impl fmt::Display for Following {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Ok(()) => write!(
+                f,
+                "TCP_USER_TIMEOUT is now {}ms, following the keepalive in effect",
+                self.0
+            ),
+            Err(e) => write!(
+                f,
+                "TCP_USER_TIMEOUT could not follow it: the kernel refused {}ms ({})",
+                self.0,
+                Errno(e)
+            ),
+        }
+    }
+}
+
+/// A `connect()` destination, copied out of the program's memory through the kernel (so a bad
+/// pointer is reported, not dereferenced), formatted without allocating.
 struct Peer {
-    addr: *const sockaddr,
-    len: socklen_t,
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Peer {
+    const UNREAD: Peer = Peer {
+        bytes: [0; 128],
+        len: 0,
+    };
+
+    fn read(addr: *const sockaddr, len: socklen_t) -> Peer {
+        let mut peer = Peer {
+            bytes: [0; 128],
+            len: 0,
+        };
+        let want = (len as usize).min(peer.bytes.len());
+        peer.len = real::copy_from_program(addr.cast(), &mut peer.bytes[..want]);
+        peer
+    }
+
+    fn destination(&self) -> Option<Destination> {
+        Destination::from_sockaddr(self.bytes.get(..self.len)?)
+    }
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use core::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-        let len = self.len as usize;
-        if self.addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
-            return f.write_str("(no address)");
+        let b = &self.bytes;
+        if self.len < 2 {
+            return f.write_str("(an address the kernel cannot read)");
         }
-        // SAFETY: non-null and long enough for the family field, by connect()'s contract.
-        let family = c_int::from(unsafe { (*self.addr).sa_family });
-        if family == libc::AF_INET && len >= core::mem::size_of::<libc::sockaddr_in>() {
-            // SAFETY: the family and length say this is a sockaddr_in.
-            let sin = unsafe { self.addr.cast::<libc::sockaddr_in>().read_unaligned() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            write!(f, "{}", SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))
-        } else if family == libc::AF_INET6 && len >= core::mem::size_of::<libc::sockaddr_in6>() {
-            // SAFETY: the family and length say this is a sockaddr_in6.
-            let sin6 = unsafe { self.addr.cast::<libc::sockaddr_in6>().read_unaligned() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let port = u16::from_be(sin6.sin6_port);
-            write!(f, "{}", SocketAddrV6::new(ip, port, 0, sin6.sin6_scope_id))
+        let family = c_int::from(u16::from_ne_bytes([b[0], b[1]]));
+        let port = u16::from_be_bytes([b[2], b[3]]);
+        if family == libc::AF_INET && self.len >= core::mem::size_of::<libc::sockaddr_in>() {
+            let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            write!(f, "{}", SocketAddrV4::new(ip, port))
+        } else if family == libc::AF_INET6 && self.len >= core::mem::size_of::<libc::sockaddr_in6>()
+        {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&b[8..24]);
+            let scope = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
+            write!(
+                f,
+                "{}",
+                SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, scope)
+            )
         } else {
             write!(f, "(address family {family})")
         }
@@ -306,6 +573,7 @@ impl fmt::Display for Errno {
             libc::EPERM => "EPERM",
             libc::EACCES => "EACCES",
             libc::EBADF => "EBADF",
+            libc::EFAULT => "EFAULT",
             libc::EINVAL => "EINVAL",
             libc::ENOTSOCK => "ENOTSOCK",
             libc::ENOPROTOOPT => "ENOPROTOOPT",
@@ -331,7 +599,7 @@ mod tests {
 
     fn close(fd: c_int) {
         // SAFETY: closing a descriptor this test made.
-        unsafe { libc::close(fd) };
+        unsafe { real::close(fd) };
     }
 
     fn read_all(fd: c_int) -> [c_int; 5] {
@@ -355,25 +623,46 @@ mod tests {
     fn apply_on_a_udp_socket_fails_softly() {
         // SAFETY: plain socket call with constant arguments.
         let fd = unsafe { real::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        assert!(apply(fd, &DEFAULT) > 0, "TCP options fail on UDP");
+        assert_ne!(apply(fd, &DEFAULT), 0, "TCP options fail on UDP");
         assert!(!fd_is_tcp(fd));
         close(fd);
         assert!(!fd_is_tcp(-1));
     }
 
     #[test]
-    fn read_int_checks_like_the_kernel() {
-        let v: c_int = 9;
-        // SAFETY: a live int and its size, or invalid on purpose with no read.
-        unsafe {
-            assert_eq!(read_int((&raw const v).cast(), 4), Ok(9));
-            assert_eq!(read_int((&raw const v).cast(), 2), Err(libc::EINVAL));
-            assert_eq!(read_int(core::ptr::null(), 4), Err(libc::EFAULT));
-        }
+    fn only_the_masked_options_are_set() {
+        let fd = tcp_socket(libc::AF_INET, libc::SOCK_STREAM);
+        let failed = apply_masked(fd, 1 << IDLE | 1 << USER_TIMEOUT, &[1, 45, 7, 4, 9_000]);
+        assert_eq!(failed, 0);
+        assert_eq!(read_all(fd), [0, 45, 75, 9, 9_000]);
+        close(fd);
     }
 
     #[test]
-    fn peers_are_formatted_without_allocation() {
+    fn beyond_the_table_the_kernel_tells_what_is_ours() {
+        let fd = tcp_socket(libc::AF_INET, libc::SOCK_STREAM);
+        let s = DEFAULT;
+        apply(fd, &s);
+        real::set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 5).unwrap();
+        // A number beyond the table: nothing remembered, so the kernel is asked.
+        let far = descriptors::TABLE_LEN as c_int + 1;
+        assert_eq!(descriptors::get(far), None);
+        let state = state_from_kernel(fd, &s);
+        assert!(state.configured() && state.own(IDLE) && !state.own(INTERVAL));
+        assert_eq!(user_timeout(fd, &s, state), 35_000, "5 + 10 x 3 s");
+        close(fd);
+    }
+
+    #[test]
+    fn kernel_defaults_are_the_namespaces() {
+        let d = kernel_defaults();
+        let fd = tcp_socket(libc::AF_INET, libc::SOCK_STREAM);
+        assert_eq!(read_all(fd), d);
+        close(fd);
+    }
+
+    #[test]
+    fn peers_are_read_through_the_kernel_and_formatted_without_allocation() {
         use crate::log::Line;
         use core::fmt::Write;
         // SAFETY: a zeroed sockaddr_in is valid.
@@ -381,34 +670,15 @@ mod tests {
         sin.sin_family = libc::AF_INET as libc::sa_family_t;
         sin.sin_port = 8080u16.to_be();
         sin.sin_addr.s_addr = u32::from(core::net::Ipv4Addr::new(10, 0, 0, 2)).to_be();
-        let peer = Peer {
-            addr: (&raw const sin).cast(),
-            len: core::mem::size_of::<libc::sockaddr_in>() as socklen_t,
-        };
+        let len = core::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+        let peer = Peer::read((&raw const sin).cast(), len);
         let mut line = Line::new();
         let _ = write!(line, "{peer}");
         assert_eq!(line.as_bytes(), b"10.0.0.2:8080");
-        let none = Peer {
-            addr: core::ptr::null(),
-            len: 0,
-        };
-        let mut line = Line::new();
-        let _ = write!(line, "{none}");
-        assert_eq!(line.as_bytes(), b"(no address)");
-    }
-
-    #[test]
-    fn the_descriptor_table_remembers_and_forgets() {
-        let fd = 60_000;
-        assert_eq!(seen(fd), UNSEEN);
-        mark(fd, TCP);
-        assert_eq!(seen(fd), TCP);
-        mark(fd, OTHER);
-        assert_eq!(seen(fd), OTHER);
-        mark(fd, UNSEEN);
-        // Out of the table: always unseen, never out of bounds.
-        mark(TRACKED as c_int, TCP);
-        assert_eq!(seen(TRACKED as c_int), UNSEEN);
-        assert_eq!(seen(-1), UNSEEN);
+        for bad in [core::ptr::null(), 16 as *const sockaddr] {
+            let mut line = Line::new();
+            let _ = write!(line, "{}", Peer::read(bad, len));
+            assert_eq!(line.as_bytes(), b"(an address the kernel cannot read)");
+        }
     }
 }

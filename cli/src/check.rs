@@ -1,8 +1,11 @@
-//! `keepalive-shim check`: reads the environment with the library's own configuration code and
-//! shows the effective settings, where each came from, every warning the library would print, and
-//! how long a dead peer would take to be noticed.
+//! `keepalive-shim check`: reads the configuration (the system file and the environment) with the
+//! library's own code and shows the effective settings, where each came from, the destination
+//! rules, what a program in secure execution would get, every warning the library would print,
+//! how long a dead peer would take to be noticed, and the user-timeout rule for programs that
+//! set their own keepalive.
 
-use crate::config::{self, EX_CONFIG, Loaded, Origin};
+use crate::config::{self, EX_CONFIG, FileUse, Loaded, Origin};
+use keepalive_shim_policy::options::user_timeout_for;
 use std::fmt::Write;
 use std::process::ExitCode;
 
@@ -17,8 +20,14 @@ use std::process::ExitCode;
 pub struct Args {}
 
 pub fn main(_: Args) -> ExitCode {
-    let loaded = config::from_env();
-    print!("{}", report(&loaded));
+    // The same reading as the library's constructor, and what a setuid program would read.
+    let loaded = config::from_process();
+    let secure = config::load_system(
+        &config::read_system_file(),
+        std::iter::empty::<(&str, &str)>(),
+        true,
+    );
+    print!("{}", report(&loaded, &secure));
     if loaded.problems.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -35,10 +44,11 @@ fn secs(ms: u64) -> String {
     }
 }
 
-pub fn report(loaded: &Loaded) -> String {
+/// The settings table's rows: name, value, origin.
+fn rows(loaded: &Loaded) -> [(&'static str, String, Origin); 8] {
     let s = &loaded.settings;
     let o = &loaded.origins;
-    let rows: [(&str, String, Origin); 8] = [
+    [
         ("idle", config::show_seconds(s.idle_s), o.idle),
         ("interval", config::show_seconds(s.interval_s), o.interval),
         ("count", s.count.to_string(), o.count),
@@ -51,13 +61,81 @@ pub fn report(loaded: &Loaded) -> String {
         ("force", config::show_bool(s.force), o.force),
         ("log", s.log.name().to_owned(), o.log),
         ("strict", config::show_bool(s.strict), o.strict),
-    ];
+    ]
+}
+
+/// The report for `loaded` (this process's configuration); `secure` is what a program in secure
+/// execution would get (the file alone).
+pub fn report(loaded: &Loaded, secure: &Loaded) -> String {
+    let s = &loaded.settings;
+    let rows = rows(loaded);
     let mut out = String::new();
     let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
     let _ = writeln!(out, "{:<14}{:<width$}  from", "setting", "value");
     for (name, value, origin) in &rows {
         let _ = writeln!(out, "{name:<14}{value:<width$}  {origin}");
     }
+
+    out.push('\n');
+    destinations(&mut out, loaded);
+
+    out.push('\n');
+    let file = config::SYSTEM_FILE;
+    let _ = match loaded.file {
+        FileUse::Absent => writeln!(out, "System file {file}: not present."),
+        FileUse::Read if loaded.secure => writeln!(out, "System file {file}: read."),
+        FileUse::Read => writeln!(
+            out,
+            "System file {file}: read (the environment wins over it, setting by setting)."
+        ),
+        FileUse::Ignored => writeln!(out, "System file {file}: ignored (see the warning below)."),
+    };
+    if loaded.secure {
+        let _ = writeln!(
+            out,
+            "This process runs in secure mode (setuid, setgid or file capabilities): the \
+             environment was ignored; only {file} counts."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "In secure execution (setuid, setgid or file capabilities) the library ignores the \
+             environment: only {file} counts."
+        );
+        let differ: Vec<String> = rows
+            .iter()
+            .zip(self::rows(secure))
+            .filter(|(ours, theirs)| ours.1 != theirs.1)
+            .map(|(_, (name, value, origin))| format!("{name} {value} ({origin})"))
+            .chain(
+                [
+                    (
+                        "exclude",
+                        s.exclude,
+                        secure.settings.exclude,
+                        secure.origins.exclude,
+                    ),
+                    (
+                        "include",
+                        s.include,
+                        secure.settings.include,
+                        secure.origins.include,
+                    ),
+                ]
+                .into_iter()
+                .filter(|(_, ours, theirs, _)| ours != theirs)
+                .map(|(name, _, theirs, origin)| format!("{name} {theirs} ({origin})")),
+            )
+            .collect();
+        if !differ.is_empty() {
+            let _ = writeln!(
+                out,
+                "  A program in secure execution gets: {}.",
+                differ.join(", ")
+            );
+        }
+    }
+
     if !loaded.problems.is_empty() {
         out.push('\n');
         for problem in &loaded.problems {
@@ -122,22 +200,91 @@ pub fn report(loaded: &Loaded) -> String {
             out,
             "KEEPALIVE_FORCE is on: these values win over the program's own."
         );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "A program that sets its own keepalive options keeps them (KEEPALIVE_FORCE=1 overrides)."
+    );
+    let node = secs(u64::from(user_timeout_for(s, 1, 1, 10)));
+    if !s.user_timeout_explicit {
+        let _ = writeln!(
+            out,
+            "A program that sets its own idle, interval or count gets a user timeout of its own \
+             idle + interval x count (node's 1 s / 1 s / 10: {node}), so it never notices a dead \
+             peer later than without the library."
+        );
+    } else if s.user_timeout_ms == 0 {
+        let _ = writeln!(
+            out,
+            "KEEPALIVE_USER_TIMEOUT is 0: no socket gets a user timeout from the library, \
+             whatever keepalive the program sets."
+        );
     } else {
         let _ = writeln!(
             out,
-            "A program that sets its own keepalive options keeps them (KEEPALIVE_FORCE=1 overrides)."
+            "A program that sets its own idle, interval or count gets a user timeout of its own \
+             idle + interval x count, or KEEPALIVE_USER_TIMEOUT ({}) when that is shorter \
+             (node's 1 s / 1 s / 10: {node}).",
+            secs(u64::from(s.user_timeout_ms))
         );
     }
     out
 }
 
+/// Which connections get the options: the destination rules and where they came from.
+fn destinations(out: &mut String, loaded: &Loaded) {
+    let s = &loaded.settings;
+    let o = &loaded.origins;
+    if !s.has_rules() {
+        let _ = writeln!(
+            out,
+            "Destinations: every TCP connection is configured (no KEEPALIVE_EXCLUDE or \
+             KEEPALIVE_INCLUDE rule)."
+        );
+        return;
+    }
+    let _ = writeln!(out, "Destinations (decided at connect()):");
+    if s.include.is_empty() {
+        let _ = writeln!(out, "  configured:  every destination not left alone");
+    } else {
+        let _ = writeln!(
+            out,
+            "  configured:  only {}, unless left alone  ({})",
+            s.include, o.include
+        );
+    }
+    if !s.exclude.is_empty() {
+        let wins = if s.include.is_empty() {
+            ""
+        } else {
+            "; it wins over KEEPALIVE_INCLUDE"
+        };
+        let _ = writeln!(out, "  left alone:  {}  ({}{wins})", s.exclude, o.exclude);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use config::SystemFile;
+
+    const NO_VARS: [(&str, &str); 0] = [];
+
+    /// The report for `vars` with `file` (`None`: no file), as a non-secure program sees it.
+    fn report_for(file: Option<&str>, vars: &[(&str, &str)]) -> String {
+        let file = match file {
+            Some(text) => SystemFile::Text(text.as_bytes().to_vec()),
+            None => SystemFile::Absent,
+        };
+        let loaded = config::load_system(&file, vars.iter().copied(), false);
+        let secure = config::load_system(&file, NO_VARS, true);
+        report(&loaded, &secure)
+    }
 
     #[test]
     fn the_defaults_read_as_a_table() {
-        let text = report(&config::load(std::iter::empty::<(&str, &str)>()));
+        let text = report_for(None, &[]);
         assert!(text.contains("idle          30s"), "{text}");
         assert!(
             text.contains("user timeout  60s    derived: idle + interval * count"),
@@ -149,11 +296,149 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains("Destinations: every TCP connection is configured"),
+            "{text}"
+        );
+        assert!(
+            text.contains("System file /etc/keepalive-shim.conf: not present."),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "In secure execution (setuid, setgid or file capabilities) the library ignores \
+                 the environment: only /etc/keepalive-shim.conf counts."
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("A program in secure execution gets"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "A program that sets its own idle, interval or count gets a user timeout of its \
+                 own idle + interval x count (node's 1 s / 1 s / 10: 11 s)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn no_user_timeout_is_spelled_out() {
-        let text = report(&config::load([("KEEPALIVE_USER_TIMEOUT", "0")]));
+        let text = report_for(None, &[("KEEPALIVE_USER_TIMEOUT", "0")]);
         assert!(text.contains("about 15 minutes"), "{text}");
+        assert!(
+            text.contains("KEEPALIVE_USER_TIMEOUT is 0: no socket gets a user timeout"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_user_timeout_is_the_cap_of_a_programs_own() {
+        let text = report_for(None, &[("KEEPALIVE_USER_TIMEOUT", "3s")]);
+        assert!(
+            text.contains(
+                "or KEEPALIVE_USER_TIMEOUT (3 s) when that is shorter (node's 1 s / 1 s / 10: 3 s)"
+            ),
+            "{text}"
+        );
+        let forced = report_for(None, &[("KEEPALIVE_FORCE", "1")]);
+        assert!(
+            forced.contains("KEEPALIVE_FORCE is on: these values win over the program's own."),
+            "{forced}"
+        );
+        assert!(!forced.contains("its own idle + interval"), "{forced}");
+    }
+
+    #[test]
+    fn destination_rules_are_shown_with_their_origin() {
+        let text = report_for(
+            Some("KEEPALIVE_INCLUDE=10.0.0.0/8\n"),
+            &[("KEEPALIVE_EXCLUDE", ":5432 [fd00::]/8:22")],
+        );
+        assert!(
+            text.contains("Destinations (decided at connect()):"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  configured:  only 10.0.0.0/8, unless left alone  (/etc/keepalive-shim.conf:1)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  left alone:  :5432, [fd00::]/8:22  (KEEPALIVE_EXCLUDE; it wins over \
+                 KEEPALIVE_INCLUDE)"
+            ),
+            "{text}"
+        );
+        // What a setuid program would get instead: the file's rules only.
+        assert!(
+            text.contains("A program in secure execution gets: exclude none (default)."),
+            "{text}"
+        );
+        let exclude_only = report_for(None, &[("KEEPALIVE_EXCLUDE", "192.0.2.1")]);
+        assert!(
+            exclude_only.contains("  configured:  every destination not left alone"),
+            "{exclude_only}"
+        );
+        assert!(
+            exclude_only.contains("  left alone:  192.0.2.1  (KEEPALIVE_EXCLUDE)\n"),
+            "{exclude_only}"
+        );
+    }
+
+    #[test]
+    fn the_files_settings_show_their_line_and_secure_mode_what_differs() {
+        let file = "# site defaults\nKEEPALIVE_IDLE=45\nKEEPALIVE_COUNT=zero\n";
+        let text = report_for(Some(file), &[("KEEPALIVE_INTERVAL", "5")]);
+        assert!(
+            text.contains("idle          45s    /etc/keepalive-shim.conf:2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("interval      5s     KEEPALIVE_INTERVAL"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "System file /etc/keepalive-shim.conf: read (the environment wins over it, \
+                 setting by setting)."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "A program in secure execution gets: interval 10s (default), user timeout 75s \
+                 (derived: idle + interval * count)."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warning: /etc/keepalive-shim.conf:3: KEEPALIVE_COUNT=\"zero\" is not a whole \
+                 number from 1 to 127; using 3"
+            ),
+            "{text}"
+        );
+        // An unusable file, and a process that is itself in secure mode.
+        let ignored = SystemFile::Ignored("it is owned by uid 1000, not root".into());
+        let loaded = config::load_system(&ignored, [("KEEPALIVE_IDLE", "5")], false);
+        let secure = config::load_system(&ignored, NO_VARS, true);
+        let text = report(&loaded, &secure);
+        assert!(
+            text.contains("System file /etc/keepalive-shim.conf: ignored (see the warning below)."),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warning: /etc/keepalive-shim.conf is ignored: it is owned by uid 1000, not root"
+            ),
+            "{text}"
+        );
+        let text = report(&secure, &secure);
+        assert!(text.contains("This process runs in secure mode"), "{text}");
     }
 }

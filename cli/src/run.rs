@@ -31,7 +31,7 @@ pub struct Args {
     /// Unanswered probes before the connection fails (KEEPALIVE_COUNT): 1-127.
     #[arg(long, value_parser = count)]
     count: Option<String>,
-    /// How long sent data may stay unacknowledged (KEEPALIVE_USER_TIMEOUT): suffixes ms, s, m;
+    /// How long sent data may stay unacknowledged (KEEPALIVE_USER_TIMEOUT): suffixes ms, s, m, h;
     /// 0 keeps the kernel's default.
     #[arg(long, value_parser = user_timeout)]
     user_timeout: Option<String>,

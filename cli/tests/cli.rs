@@ -1,6 +1,7 @@
 //! The command-line tool against real processes: `run` with python3 and a statically linked C
-//! program, `check` against what the library itself prints, `inspect` on python3 and curl with
-//! and without the library, and its errors for a missing PID and another user's process.
+//! program, `check` against what the library itself prints (and against a system file, in a
+//! private mount namespace), `inspect` on python3 and curl with and without the library, and its
+//! errors for a missing PID and another user's process.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -270,6 +271,225 @@ fn check_prints_the_settings_and_the_same_warnings_as_the_library() {
     assert!(
         text.contains(&format!("warning: {message}")),
         "{text}\nvs {message}"
+    );
+}
+
+/// check's warnings, and the library's lines (without their `keepalive-shim[PID]: ` prefix) for
+/// the same environment in a real program.
+fn warnings_of_check_and_library(vars: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let out = cli(&["check"], vars).output().unwrap();
+    let check: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: ").map(str::to_owned))
+        .collect();
+    let library = stderr(&probe(true, "echo", vars))
+        .lines()
+        .map(|l| l.split_once("]: ").expect("a library line").1.to_owned())
+        .collect();
+    (check, library)
+}
+
+#[test]
+fn check_shows_destination_rules_and_each_bad_entry_as_the_library_does() {
+    let vars = [(
+        "KEEPALIVE_EXCLUDE",
+        "10.0.0.0/8, :5432 db.internal [fd00::]/8:22",
+    )];
+    let out = cli(&["check"], &vars).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Destinations (decided at connect()):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  left alone:  10.0.0.0/8, :5432, [fd00::]/8:22  (KEEPALIVE_EXCLUDE)"),
+        "{text}"
+    );
+    let (check, library) = warnings_of_check_and_library(&vars);
+    assert_eq!(check.len(), 1, "{text}");
+    assert!(
+        check[0].starts_with("KEEPALIVE_EXCLUDE entry \"db.internal\" is not an IP address"),
+        "{check:?}"
+    );
+    assert_eq!(check, library);
+    // No rule: every connection.
+    let out = cli(&["check"], &[]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Destinations: every TCP connection is configured"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_near_misses_with_the_name_meant_and_never_the_tools_own_names() {
+    let vars = [
+        ("KEEP_ALIVE_IDLE", "5"),
+        ("KEEPALIVE_TIMEOUT", "3"),
+        ("KEEPALIVE_SHIM_TEST_LIBRARY", "/x.so"),
+    ];
+    let (check, library) = warnings_of_check_and_library(&vars);
+    assert_eq!(
+        check,
+        [
+            "KEEPALIVE_TIMEOUT is not a known setting (did you mean KEEPALIVE_USER_TIMEOUT?); ignored",
+            "KEEP_ALIVE_IDLE is not a known setting (did you mean KEEPALIVE_IDLE?); ignored",
+        ]
+    );
+    assert_eq!(check, library);
+    // KEEPALIVE_SHIM_LIBRARY, which cli() always sets, is never a warning either.
+    let out = cli(&["check"], &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn an_unknown_name_with_a_newline_and_escape_bytes_stays_one_escaped_line() {
+    let name = "KEEPALIVE_X\nkeepalive-shim[1]: forged\u{1b}[2J";
+    let library = probe(true, "echo", &[(name, "1")]);
+    let text = stderr(&library);
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(
+        text.contains(
+            "]: KEEPALIVE_X\\nkeepalive-shim[1]: forged\\u{1b}[2J is not a known setting"
+        ),
+        "{text:?}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    let (check, library) = warnings_of_check_and_library(&[(name, "1")]);
+    assert_eq!(check, library);
+}
+
+#[test]
+fn check_states_the_user_timeout_rule_and_what_secure_mode_ignores() {
+    let out = cli(&["check"], &[]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "A program that sets its own idle, interval or count gets a user timeout of its own \
+             idle + interval x count (node's 1 s / 1 s / 10: 11 s)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "In secure execution (setuid, setgid or file capabilities) the library ignores the \
+             environment: only /etc/keepalive-shim.conf counts."
+        ),
+        "{text}"
+    );
+    let vars = [("KEEPALIVE_USER_TIMEOUT", "3s"), ("KEEPALIVE_IDLE", "1h")];
+    let out = cli(&["check"], &vars).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "or KEEPALIVE_USER_TIMEOUT (3 s) when that is shorter (node's 1 s / 1 s / 10: 3 s)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  A program in secure execution gets: idle 30s (default), user timeout 60s \
+             (derived: idle + interval * count)."
+        ),
+        "{text}"
+    );
+}
+
+/// `keepalive-shim check` with `vars`, in a private mount namespace whose `/etc` has an overlay
+/// holding `conf` as `/etc/keepalive-shim.conf` (root's, mode 0644); the host's `/etc` is never
+/// touched. `None` when not root.
+fn check_with_system_file(conf: &str, vars: &[(&str, &str)]) -> Option<Output> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the system-file check test needs root under CI=true");
+        }
+        eprintln!("skipped: a private mount namespace needs root");
+        return None;
+    }
+    let host = std::fs::read("/etc/keepalive-shim.conf").ok();
+    let dir = tempdir("system-file");
+    let (upper, work) = (dir.join("upper"), dir.join("work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(upper.join("keepalive-shim.conf"), conf).unwrap();
+    let options = std::ffi::CString::new(format!(
+        "lowerdir=/etc,upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    ))
+    .unwrap();
+    let mut cmd = cli(&["check"], vars);
+    // SAFETY: between fork and exec only system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            let null = std::ptr::null();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(c"none".as_ptr(), c"/".as_ptr(), null, private, null.cast()) != 0
+                || libc::mount(
+                    c"overlay".as_ptr(),
+                    c"/etc".as_ptr(),
+                    c"overlay".as_ptr(),
+                    0,
+                    options.as_ptr().cast(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        std::fs::read("/etc/keepalive-shim.conf").ok(),
+        host,
+        "the host's file changed"
+    );
+    Some(out)
+}
+
+#[test]
+fn check_shows_the_system_files_settings_with_their_lines() {
+    let conf = "# site-wide\nKEEPALIVE_IDLE=45\nKEEPALIVE_COUNT=lots\nKEEPALIVE_EXCLUDE=:5432\n";
+    let Some(out) = check_with_system_file(conf, &[("KEEPALIVE_INTERVAL", "5")]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(78));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("idle          45s    /etc/keepalive-shim.conf:2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("interval      5s     KEEPALIVE_INTERVAL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  left alone:  :5432  (/etc/keepalive-shim.conf:4)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("System file /etc/keepalive-shim.conf: read (the environment wins over it"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "warning: /etc/keepalive-shim.conf:3: KEEPALIVE_COUNT=\"lots\" is not a whole number \
+             from 1 to 127; using 3"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  A program in secure execution gets: interval 10s (default),"),
+        "{text}"
     );
 }
 

@@ -32,6 +32,24 @@ pub fn library() -> &'static Path {
     })
 }
 
+/// What the library exports, sorted: the hooks that do the work (`socket`, `connect`,
+/// `setsockopt`), those that keep its descriptor table true to the sockets (`close`,
+/// `close_range`, `dup`, `dup2`, `dup3`, `fcntl`, `fcntl64`), and the marker by which two copies
+/// in one process find each other (`keepalive_shim_copy`). Nothing else.
+pub const EXPORTS: &[&str] = &[
+    "close",
+    "close_range",
+    "connect",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "fcntl64",
+    "keepalive_shim_copy",
+    "setsockopt",
+    "socket",
+];
+
 /// The workspace root (this file is shared by the library's tests and the CLI package's).
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,4 +192,6 @@ pub fn server(mode: &str) -> (Background, u16) {
     (server, port)
 }
 
+pub mod docker;
 pub mod lab;
+pub mod rootfs;

@@ -1,7 +1,9 @@
-//! keepalive-shim's policy: the configuration (read from the environment, validated, with the
-//! origin of every value and every problem found) and the socket options it gives TCP
-//! connections. Plain `no_std` Rust (`core` and `alloc`), so the preload library keeps its size
-//! and the command-line tool decides with exactly the same code.
+//! keepalive-shim's policy: the configuration (read from `/etc/keepalive-shim.conf` and the
+//! environment, which secure execution ignores; validated, with the origin of every value and
+//! every problem found), the socket options it gives TCP connections and the user timeout that
+//! follows a program's own keepalive, and the destination rules decided at `connect()`. Plain
+//! `no_std` Rust (`core` and `alloc`), so the preload library keeps its size and the
+//! command-line tool decides with exactly the same code.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -9,3 +11,4 @@ extern crate alloc;
 
 pub mod config;
 pub mod options;
+pub mod rules;

@@ -2,7 +2,7 @@
 //! configuration gives them, and which `socket()` arguments make a TCP socket: the facts every
 //! mechanism (the preload library, the command-line tool) decides from.
 
-use crate::config::Settings;
+use crate::config::{Settings, derived_user_timeout_ms};
 use libc::c_int;
 
 /// One socket option this library manages.
@@ -66,6 +66,24 @@ pub fn values(s: &Settings) -> [c_int; 5] {
     ]
 }
 
+/// The user timeout (milliseconds) for a socket whose keepalive values in effect are `idle_s`,
+/// `interval_s` and `count`, at least one of them the program's own: the bound those values
+/// imply, idle + interval × count (capped like [`derived_user_timeout_ms`]), so that the
+/// library never makes the program notice a dead peer later than its own keepalive would; with
+/// an explicit `KEEPALIVE_USER_TIMEOUT`, the smaller of that value and the bound (an explicit 0
+/// stays 0: the kernel's default, no user timeout).
+///
+/// Only for that case: with all three of the library's values in effect the user timeout is
+/// `s.user_timeout_ms`, an explicit value standing as given even when longer than their bound.
+pub fn user_timeout_for(s: &Settings, idle_s: u32, interval_s: u32, count: u32) -> u32 {
+    let bound = derived_user_timeout_ms(idle_s, interval_s, count);
+    if s.user_timeout_explicit {
+        s.user_timeout_ms.min(bound)
+    } else {
+        bound
+    }
+}
+
 /// The index in [`OPTIONS`] of `(level, name)`, if it is one of ours.
 pub fn option_index(level: c_int, name: c_int) -> Option<usize> {
     OPTIONS
@@ -116,5 +134,47 @@ mod tests {
         }
         assert_eq!(option_index(libc::SOL_SOCKET, libc::SO_REUSEADDR), None);
         assert_eq!(values(&crate::config::DEFAULT), [1, 30, 10, 3, 60_000]);
+    }
+
+    fn explicit(ms: u32) -> Settings {
+        Settings {
+            user_timeout_ms: ms,
+            user_timeout_explicit: true,
+            ..crate::config::DEFAULT
+        }
+    }
+
+    #[test]
+    fn the_user_timeout_follows_the_programs_own_keepalive() {
+        let d = crate::config::DEFAULT;
+        // node sets 1 s / 1 s / 10 after connect; redis-cli 15 s / 5 s / 3.
+        assert_eq!(user_timeout_for(&d, 1, 1, 10), 11_000);
+        assert_eq!(user_timeout_for(&d, 15, 5, 3), 30_000);
+        // A program whose values bound detection later than ours gets that later bound too:
+        // the user timeout then never cuts its keepalive short.
+        assert_eq!(user_timeout_for(&d, 60, 60, 9), 600_000);
+        // Our own values give our own user timeout.
+        assert_eq!(user_timeout_for(&d, 30, 10, 3), d.user_timeout_ms);
+        // The kernel's largest values: capped, not wrapped.
+        assert_eq!(user_timeout_for(&d, 32767, 32767, 127), i32::MAX as u32);
+    }
+
+    #[test]
+    fn an_explicit_user_timeout_applies_when_it_is_shorter() {
+        assert_eq!(user_timeout_for(&explicit(3000), 1, 1, 10), 3000);
+        assert_eq!(user_timeout_for(&explicit(120_000), 1, 1, 10), 11_000);
+        assert_eq!(user_timeout_for(&explicit(11_000), 1, 1, 10), 11_000);
+        // 0 leaves the kernel's default, whatever the program's values.
+        assert_eq!(user_timeout_for(&explicit(0), 1, 1, 10), 0);
+        // From the parser: KEEPALIVE_USER_TIMEOUT marks it explicit; idle alone does not.
+        let loaded = crate::config::load([("KEEPALIVE_USER_TIMEOUT", "3s")]);
+        assert!(loaded.settings.user_timeout_explicit);
+        assert_eq!(user_timeout_for(&loaded.settings, 1, 1, 10), 3000);
+        let loaded = crate::config::load([("KEEPALIVE_IDLE", "5")]);
+        assert!(!loaded.settings.user_timeout_explicit);
+        assert_eq!(user_timeout_for(&loaded.settings, 1, 1, 10), 11_000);
+        // An invalid explicit value is not explicit: the derived one stands.
+        let loaded = crate::config::load([("KEEPALIVE_USER_TIMEOUT", "soon")]);
+        assert!(!loaded.settings.user_timeout_explicit);
     }
 }
