@@ -30,4 +30,5 @@ if ! python3 -c 'import requests' 2>/dev/null; then
         || python3 -m pip install --quiet --break-system-packages requests
 fi
 
+scripts/dist.sh # the release artifacts, checked by tests/portable.rs (and the tools it uses)
 exec cargo test --workspace "$@"
