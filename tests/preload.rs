@@ -349,3 +349,48 @@ fn debug_logs_each_socket_and_decision() {
     assert!(quiet.stderr.is_empty());
     assert_eq!(quiet.status.code(), Some(3));
 }
+
+/// The user timeout follows the keepalive a program chooses itself, so the library never makes
+/// it notice a dead peer later than its own keepalive would: `(variables, node, idle_only,
+/// own_timeout)`, each the five options read back by the program.
+const USER_TIMEOUT_FOLLOWS: &[(Vars, [i64; 5], [i64; 5], [i64; 5])] = &[
+    // Node's 1 s / 1 s / 10 bound is 11 s; idle 5 with our interval and count, 5 + 10 x 3 s.
+    (&[], [1, 1, 1, 10, 11_000], [1, 5, 10, 3, 35_000], [1, 1, 10, 3, 1234]),
+    // An explicit user timeout shorter than the program's bound stands.
+    (
+        &[("KEEPALIVE_USER_TIMEOUT", "3s")],
+        [1, 1, 1, 10, 3_000],
+        [1, 5, 10, 3, 3_000],
+        [1, 1, 10, 3, 1234],
+    ),
+    // A longer one would stretch the program's own keepalive: its bound wins.
+    (
+        &[("KEEPALIVE_USER_TIMEOUT", "120s")],
+        [1, 1, 1, 10, 11_000],
+        [1, 5, 10, 3, 35_000],
+        [1, 1, 10, 3, 1234],
+    ),
+    // 0 keeps the kernel's default: no user timeout at all.
+    (
+        &[("KEEPALIVE_USER_TIMEOUT", "0")],
+        [1, 1, 1, 10, 0],
+        [1, 5, 10, 3, 0],
+        [1, 1, 10, 3, 1234],
+    ),
+    // FORCE: ours, whatever the program sets.
+    (&[("KEEPALIVE_FORCE", "1")], OURS, OURS, OURS),
+];
+
+#[test]
+fn the_user_timeout_follows_the_keepalive_a_program_chooses() {
+    let without = probe_json(false, "own-keepalive", &[]);
+    assert_eq!(five(&without["node"]), [1, 1, 1, 10, 0]);
+    assert_eq!(five(&without["idle_only"]), [0, 5, 75, 9, 0]);
+    assert_eq!(five(&without["own_timeout"]), [0, 1, 75, 9, 1234]);
+    for (vars, node, idle_only, own_timeout) in USER_TIMEOUT_FOLLOWS {
+        let with = probe_json(true, "own-keepalive", vars);
+        assert_eq!(five(&with["node"]), *node, "node, {vars:?}");
+        assert_eq!(five(&with["idle_only"]), *idle_only, "idle only, {vars:?}");
+        assert_eq!(five(&with["own_timeout"]), *own_timeout, "own timeout, {vars:?}");
+    }
+}

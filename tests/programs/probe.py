@@ -87,6 +87,27 @@ def own_options():
     return out
 
 
+def own_keepalive():
+    """Programs that choose their own keepalive: Node's libuv after connect() (keepalive on,
+    idle 1 s, interval 1 s, count 10), one that sets only its idle time before connect(), and
+    one that also sets its own user timeout."""
+    srv = listener()
+    node = socket.socket()
+    node.connect(srv.getsockname())
+    for level, opt, value in [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+                              (TCP, socket.TCP_KEEPIDLE, 1), (TCP, socket.TCP_KEEPINTVL, 1),
+                              (TCP, socket.TCP_KEEPCNT, 10)]:
+        node.setsockopt(level, opt, value)
+    idle_only = socket.socket()
+    idle_only.setsockopt(TCP, socket.TCP_KEEPIDLE, 5)
+    idle_only.connect(srv.getsockname())
+    own_timeout = socket.socket()
+    own_timeout.setsockopt(TCP, TCP_USER_TIMEOUT, 1234)
+    own_timeout.connect(srv.getsockname())
+    own_timeout.setsockopt(TCP, socket.TCP_KEEPIDLE, 1)
+    return {"node": read(node), "idle_only": read(idle_only), "own_timeout": read(own_timeout)}
+
+
 def opt_out():
     """A program that turns keepalive off on its socket."""
     srv = listener()
@@ -142,6 +163,7 @@ def echo():
 CASES = {
     "sockets": sockets,
     "own-options": own_options,
+    "own-keepalive": own_keepalive,
     "opt-out": opt_out,
     "raw-syscall": raw_syscall,
     "nonblocking-connect": nonblocking_connect,
