@@ -350,12 +350,21 @@ fn debug_logs_each_socket_and_decision() {
     assert_eq!(quiet.status.code(), Some(3));
 }
 
+/// Variables, then the five options of Node's socket, of one with its own idle, and of one with
+/// its own user timeout.
+type FollowsCase = (Vars, [i64; 5], [i64; 5], [i64; 5]);
+
 /// The user timeout follows the keepalive a program chooses itself, so the library never makes
 /// it notice a dead peer later than its own keepalive would: `(variables, node, idle_only,
 /// own_timeout)`, each the five options read back by the program.
-const USER_TIMEOUT_FOLLOWS: &[(Vars, [i64; 5], [i64; 5], [i64; 5])] = &[
+const USER_TIMEOUT_FOLLOWS: &[FollowsCase] = &[
     // Node's 1 s / 1 s / 10 bound is 11 s; idle 5 with our interval and count, 5 + 10 x 3 s.
-    (&[], [1, 1, 1, 10, 11_000], [1, 5, 10, 3, 35_000], [1, 1, 10, 3, 1234]),
+    (
+        &[],
+        [1, 1, 1, 10, 11_000],
+        [1, 5, 10, 3, 35_000],
+        [1, 1, 10, 3, 1234],
+    ),
     // An explicit user timeout shorter than the program's bound stands.
     (
         &[("KEEPALIVE_USER_TIMEOUT", "3s")],
@@ -391,6 +400,10 @@ fn the_user_timeout_follows_the_keepalive_a_program_chooses() {
         let with = probe_json(true, "own-keepalive", vars);
         assert_eq!(five(&with["node"]), *node, "node, {vars:?}");
         assert_eq!(five(&with["idle_only"]), *idle_only, "idle only, {vars:?}");
-        assert_eq!(five(&with["own_timeout"]), *own_timeout, "own timeout, {vars:?}");
+        assert_eq!(
+            five(&with["own_timeout"]),
+            *own_timeout,
+            "own timeout, {vars:?}"
+        );
     }
 }

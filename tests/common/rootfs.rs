@@ -1,0 +1,201 @@
+//! An old glibc for the tests: the Debian bullseye tree (glibc 2.31, Python 3.9) that
+//! `scripts/rootfs.sh` makes once and caches under `target/rootfs/`, and programs run chrooted
+//! into it, each test with a folder of its own there (removed when the test ends, also on
+//! failure).
+
+use super::{library, root};
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// A test that cannot run here (not root, a tool that cannot be installed): `None` after saying
+/// why, except under CI (which runs as root with the Debian mirror), where it is a failure.
+pub fn skip<T>(why: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("this test is required under CI=true: {why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn rootfs_sh() -> Command {
+    Command::new(root().join("scripts/rootfs.sh"))
+}
+
+/// The bullseye tree, made by `scripts/rootfs.sh` on first use (once per test process; the
+/// script itself reuses its cache), or why it cannot be had.
+pub fn rootfs() -> Result<&'static Path, String> {
+    static TREE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TREE.get_or_init(|| {
+        if !is_root() {
+            return Err("the bullseye tree needs root (debootstrap, chroot)".into());
+        }
+        let t0 = Instant::now();
+        let out = rootfs_sh()
+            .output()
+            .map_err(|e| format!("cannot run scripts/rootfs.sh: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
+        if !out.status.success() {
+            return Err(format!("scripts/rootfs.sh failed: {stderr}"));
+        }
+        eprintln!(
+            "rootfs: scripts/rootfs.sh took {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        let path = rootfs_sh().arg("path").output().unwrap().stdout;
+        Ok(PathBuf::from(String::from_utf8(path).unwrap().trim()))
+    })
+    .as_deref()
+    .map_err(Clone::clone)
+}
+
+/// A folder of this test's own in the bullseye tree, `/tmp/kas-PID-N` seen from inside, holding
+/// a copy of the library; removed when dropped.
+pub struct Chroot {
+    tree: &'static Path,
+    /// The folder as seen from inside the tree.
+    pub dir: PathBuf,
+}
+
+impl Chroot {
+    pub fn new() -> Option<Chroot> {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let tree = match rootfs() {
+            Ok(tree) => tree,
+            Err(why) => return skip(&why),
+        };
+        SWEEP.call_once(|| sweep(tree));
+        let dir = PathBuf::from(format!(
+            "/tmp/kas-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let chroot = Chroot { tree, dir };
+        std::fs::create_dir_all(chroot.host(""))
+            .unwrap_or_else(|e| panic!("{}: {e}", chroot.host("").display()));
+        std::fs::copy(library(), chroot.host("libkeepalive_shim.so")).expect("copy the library");
+        Some(chroot)
+    }
+
+    /// The whole tree, on the host.
+    pub fn tree(&self) -> &Path {
+        self.tree
+    }
+
+    /// `name` in this test's folder, as seen from inside the tree.
+    pub fn inside(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `name` in this test's folder, as seen from the host.
+    pub fn host(&self, name: &str) -> PathBuf {
+        self.tree
+            .join(self.dir.strip_prefix("/").unwrap())
+            .join(name)
+    }
+
+    /// Copies `tests/programs/NAME` into this test's folder.
+    pub fn copy_program(&self, name: &str) {
+        std::fs::copy(super::program(name), self.host(name))
+            .unwrap_or_else(|e| panic!("copy {name}: {e}"));
+    }
+
+    /// `program` (a path inside the tree) run chrooted into the tree, with only `PATH` in its
+    /// environment, plus `LD_PRELOAD` naming this test's copy of the library if `preload`.
+    pub fn command(&self, preload: bool, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .current_dir("/");
+        if preload {
+            cmd.env("LD_PRELOAD", self.inside("libkeepalive_shim.so"));
+        }
+        let tree = CString::new(self.tree.as_os_str().as_bytes()).unwrap();
+        // SAFETY: chroot and chdir are async-signal-safe, and the closure allocates nothing (the
+        // path was made before the fork).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::chroot(tree.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// `rootfs.sh gcc`: builds `tests/programs/SOURCE` with the host's gcc against the tree's
+    /// glibc into this test's folder, as `output`.
+    pub fn gcc(&self, source: &str, output: &str) {
+        let out = rootfs_sh()
+            .args(["gcc", "-O2", "-Wall", "-o"])
+            .arg(self.host(output))
+            .arg(super::program(source))
+            .output()
+            .expect("run rootfs.sh gcc");
+        assert!(
+            out.status.success(),
+            "rootfs.sh gcc {source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.host(""));
+    }
+}
+
+/// Removes the folders of test processes that are gone (a run killed before it cleaned up).
+fn sweep(tree: &Path) {
+    let Ok(entries) = std::fs::read_dir(tree.join("tmp")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("kas-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The glibc symbol versions a binary needs, as `[major, minor]`, newest last.
+pub fn glibc_versions(binary: &Path) -> Vec<[u32; 2]> {
+    let out: Output = Command::new("readelf")
+        .arg("-V")
+        .arg(binary)
+        .output()
+        .expect("readelf");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut versions: Vec<[u32; 2]> = text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some([parts.next()??, parts.next()??])
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
