@@ -15,6 +15,11 @@ if ! echo 'int main(void){return 0;}' | gcc -static -x c - -o /dev/null 2>/dev/n
     missing+=(gcc libc6-dev binutils)
 fi
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+# Real clients that choose their own keepalive (tests/never_worse.rs).
+command -v node >/dev/null || missing+=(nodejs)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v psql >/dev/null || missing+=(postgresql-client)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: the tests need: ${missing[*]} (install them, or run as root)" >&2
