@@ -15,11 +15,22 @@ if ! echo 'int main(void){return 0;}' | gcc -static -x c - -o /dev/null 2>/dev/n
     missing+=(gcc libc6-dev binutils)
 fi
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+# PHP loads its curl extension with RTLD_DEEPBIND (tests/deepbind.rs). grep without -q reads
+# all of php -m, which pipefail would otherwise fail on SIGPIPE.
+command -v php >/dev/null && php -m 2>/dev/null | grep -x curl >/dev/null || missing+=(php-cli php-curl)
 # Real clients that choose their own keepalive (tests/never_worse.rs).
 command -v node >/dev/null || missing+=(nodejs)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v psql >/dev/null || missing+=(postgresql-client)
+# The stress suite (tests/stress.rs): memcheck over C clients and Debian's python3 (which runs
+# clean under valgrind, unlike a pyenv build); redis-benchmark comes with redis-tools.
+command -v valgrind >/dev/null || missing+=(valgrind)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+# The seccomp supervisor's tests (cli/tests/supervise.rs): a Go client built there with
+# Debian's Go, and Debian's statically linked busybox.
+command -v go >/dev/null || missing+=(golang-go)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: the tests need: ${missing[*]} (install them, or run as root)" >&2

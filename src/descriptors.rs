@@ -124,10 +124,10 @@ pub fn set(fd: c_int, state: State) {
 /// to forget, so closing files never dirties the table's pages.
 #[inline]
 pub fn forget(fd: c_int) {
-    if let Some(s) = slot(fd) {
-        if s.load(Ordering::Relaxed) != 0 {
-            s.store(0, Ordering::Relaxed);
-        }
+    if let Some(s) = slot(fd)
+        && s.load(Ordering::Relaxed) != 0
+    {
+        s.store(0, Ordering::Relaxed);
     }
 }
 

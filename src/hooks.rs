@@ -138,3 +138,181 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     sockets::after_fcntl(fd, cmd, rc);
     rc
 }
+
+// --- dlopen -------------------------------------------------------------------------------------
+
+/// `dlopen()`, so that libraries loaded with `RTLD_DEEPBIND` call the hooks too (deepbind.rs).
+///
+/// glibc's dlopen takes its caller from its return address: the caller's namespace, the
+/// RUNPATH/RPATH a bare name is searched along, what `$ORIGIN` means. A hook written as a Rust
+/// function would make this library the caller, and a program that opens its plugins by bare name
+/// through its own RUNPATH would fail to find them. So the hook is a naked function that leaves
+/// the stack as it found it and *jumps* to the real dlopen, which then sees the program's return
+/// address: for every call without `RTLD_DEEPBIND` (bit 3 of the flags, tested first) once the
+/// real dlopen is resolved, and for every call `deepbind::route` hands back (a bare name, a `$`
+/// in the name, a caller outside the main namespace, not glibc). Only an `RTLD_DEEPBIND` load of a
+/// path by code of the main namespace goes on to `deepbind::open`, by a jump too, so that it
+/// returns to the program itself. (Naked, not `global_asm!`: rustc exports from a cdylib only
+/// the symbols it defines itself.)
+///
+/// # Safety
+/// Same contract as libc's `dlopen()`: a file name that is null or a readable NUL-terminated
+/// string, and flags.
+#[cfg(all(target_env = "gnu", target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+// SAFETY: the body is the whole function: it keeps the stack pointer, the arguments and the
+// return address as the C calling convention has them, and ends in a jump or a return.
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlopen(file: *const libc::c_char, flags: c_int) -> *mut c_void {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        // Without RTLD_DEEPBIND, once the real dlopen is known: straight there.
+        "test sil, 8",
+        "jnz 2f",
+        "mov rax, qword ptr [rip + {slot}]",
+        "test rax, rax",
+        "jz 2f",
+        "jmp rax",
+        // Otherwise ask `route`, keeping the arguments; the stack is 16-byte aligned at the call.
+        "2:",
+        "push rdi",
+        ".cfi_adjust_cfa_offset 8",
+        "push rsi",
+        ".cfi_adjust_cfa_offset 8",
+        "sub rsp, 8",
+        ".cfi_adjust_cfa_offset 8",
+        "mov rdx, qword ptr [rsp + 24]",
+        "call {route}",
+        "add rsp, 8",
+        ".cfi_adjust_cfa_offset -8",
+        "pop rsi",
+        ".cfi_adjust_cfa_offset -8",
+        "pop rdi",
+        ".cfi_adjust_cfa_offset -8",
+        "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        "3:",
+        "jmp {open}",
+        ".cfi_endproc",
+        slot = sym real::DLOPEN,
+        route = sym crate::deepbind::route,
+        open = sym crate::deepbind::open,
+    )
+}
+
+/// `dlopen()`, so that libraries loaded with `RTLD_DEEPBIND` call the hooks too: the aarch64
+/// version of the x86_64 one above.
+///
+/// # Safety
+/// Same contract as libc's `dlopen()`.
+#[cfg(all(target_env = "gnu", target_arch = "aarch64"))]
+#[unsafe(no_mangle)]
+// SAFETY: as for the x86_64 version.
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlopen(file: *const libc::c_char, flags: c_int) -> *mut c_void {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        // Without RTLD_DEEPBIND, once the real dlopen is known: straight there (through x16,
+        // the register a BTI landing pad accepts an indirect jump from).
+        "tbnz w1, #3, 2f",
+        "adrp x16, {slot}",
+        "ldr x16, [x16, :lo12:{slot}]",
+        "cbz x16, 2f",
+        "br x16",
+        // Otherwise ask `route`, keeping the arguments and the return address (x30).
+        "2:",
+        "stp x29, x30, [sp, #-32]!",
+        ".cfi_def_cfa_offset 32",
+        ".cfi_offset x29, -32",
+        ".cfi_offset x30, -24",
+        "mov x29, sp",
+        "stp x0, x1, [sp, #16]",
+        "mov x2, x30",
+        "bl {route}",
+        "mov x16, x0",
+        "ldp x0, x1, [sp, #16]",
+        "ldp x29, x30, [sp], #32",
+        ".cfi_def_cfa_offset 0",
+        ".cfi_restore x29",
+        ".cfi_restore x30",
+        "cbz x16, 3f",
+        "br x16",
+        "3:",
+        "b {open}",
+        ".cfi_endproc",
+        slot = sym real::DLOPEN,
+        route = sym crate::deepbind::route,
+        open = sym crate::deepbind::open,
+    )
+}
+
+/// The address of this library's own `dlopen` hook.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn dlopen_address() -> usize {
+    dlopen as *const () as usize
+}
+
+/// Every hook, by name, with the function behind it: what `deepbind.rs` writes into the
+/// relocations of libraries that bound these names past the hooks. A new hook belongs here too
+/// (a unit test of `deepbind.rs` checks that every exported name of this file is listed).
+/// Resolves the real functions that are not resolved yet.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn table() -> [crate::deepbind::Hooked; 11] {
+    use crate::deepbind::Hooked;
+    [
+        Hooked::new(
+            c"socket",
+            socket as *const () as usize,
+            real::socket_fn() as usize,
+        ),
+        Hooked::new(
+            c"connect",
+            connect as *const () as usize,
+            real::connect_fn() as usize,
+        ),
+        Hooked::new(
+            c"setsockopt",
+            setsockopt as *const () as usize,
+            real::setsockopt_fn() as usize,
+        ),
+        Hooked::new(
+            c"close",
+            close as *const () as usize,
+            real::close_fn() as usize,
+        ),
+        Hooked::new(
+            c"close_range",
+            close_range as *const () as usize,
+            real::close_range_fn() as usize,
+        ),
+        Hooked::new(c"dup", dup as *const () as usize, real::dup_fn() as usize),
+        Hooked::new(
+            c"dup2",
+            dup2 as *const () as usize,
+            real::dup2_fn() as usize,
+        ),
+        Hooked::new(
+            c"dup3",
+            dup3 as *const () as usize,
+            real::dup3_fn() as usize,
+        ),
+        Hooked::new(
+            c"fcntl",
+            fcntl as *const () as usize,
+            real::fcntl_fn() as usize,
+        ),
+        Hooked::new(
+            c"fcntl64",
+            fcntl64 as *const () as usize,
+            real::fcntl64_fn() as usize,
+        ),
+        Hooked::new(c"dlopen", dlopen_address(), real::dlopen_fn() as usize),
+    ]
+}

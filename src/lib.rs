@@ -18,6 +18,13 @@ extern crate alloc;
 use keepalive_shim_policy::config;
 pub mod copies;
 pub mod descriptors;
+// Libraries loaded with RTLD_DEEPBIND, reached through the `dlopen` hook (glibc, x86_64 and
+// aarch64: the hook is a naked function in assembly).
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod deepbind;
 mod errno;
 #[cfg(panic = "abort")]
 mod heap;

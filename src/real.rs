@@ -155,6 +155,14 @@ pub fn resolve_all() {
     dup3_fn();
     fcntl_fn();
     fcntl64_fn();
+    #[cfg(all(
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        dlopen_fn();
+        is_glibc();
+    }
 }
 
 /// `dlsym(RTLD_DEFAULT, name)`: the first definition of `name` in the loader's search order.
@@ -243,6 +251,117 @@ pub fn copy_from_program(addr: *const c_void, out: &mut [u8]) -> usize {
     // SAFETY: `local` describes `out`, writable; the kernel validates `remote` itself.
     let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     usize::try_from(n).unwrap_or(0)
+}
+
+// --- dlopen, for the libraries loaded with RTLD_DEEPBIND (src/deepbind.rs) -------------------
+
+/// `dlopen()`'s type.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub type DlopenFn = unsafe extern "C" fn(*const libc::c_char, c_int) -> *mut c_void;
+
+/// The real `dlopen`, 0 until resolved. The `dlopen` trampoline in `hooks.rs` reads it with one
+/// load and jumps to it, so it is a static of its own rather than behind a getter.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub static DLOPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The real `dlopen`: whatever `dlsym(RTLD_NEXT, "dlopen")` finds, the default version, the one
+/// a program linked now binds (`dlopen@GLIBC_2.34` in libc since glibc 2.34, libdl's before;
+/// the older `dlopen@GLIBC_2.2.5` of libc is the same function). Without one (no C library
+/// would), a `dlopen` that fails.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn dlopen_fn() -> DlopenFn {
+    #[cfg(not(test))]
+    let own = crate::hooks::dlopen_address();
+    #[cfg(test)]
+    let own = 0;
+    let f = resolve(&DLOPEN, c"dlopen", own, no_dlopen as *const () as usize);
+    // SAFETY: `f` is the C library's dlopen or `no_dlopen`, both of this type.
+    unsafe { core::mem::transmute::<usize, DlopenFn>(f) }
+}
+
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+unsafe extern "C" fn no_dlopen(_: *const libc::c_char, _: c_int) -> *mut c_void {
+    core::ptr::null_mut()
+}
+
+/// `dlsym(handle, name)` as an address, 0 when not found. A failed lookup leaves a message for
+/// the program's next `dlerror()`: the caller clears it with [`clear_dlerror`].
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn lookup(handle: *mut c_void, name: &CStr) -> usize {
+    // SAFETY: a NUL-terminated name; `handle` is RTLD_DEFAULT, RTLD_NEXT or a live dlopen handle.
+    unsafe { dlsym(handle, name.as_ptr()) as usize }
+}
+
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+static DLERROR: AtomicUsize = AtomicUsize::new(0);
+
+/// Calls the C library's `dlerror()` once, discarding the message a lookup of ours left, so the
+/// program's own next `dlerror()` says what it would have said without the library.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn clear_dlerror() {
+    let mut f = DLERROR.load(Ordering::Acquire);
+    if f == 0 {
+        f = lookup(libc::RTLD_NEXT, c"dlerror");
+        DLERROR.store(f, Ordering::Release);
+    }
+    if f != 0 {
+        // SAFETY: the C library's dlerror, which takes nothing and returns a string or null.
+        let dlerror = unsafe {
+            core::mem::transmute::<usize, unsafe extern "C" fn() -> *mut libc::c_char>(f)
+        };
+        // SAFETY: dlerror has no preconditions.
+        unsafe { dlerror() };
+    }
+}
+
+/// 0 not known yet, 1 glibc, 2 another C library (musl, whose loader has no RTLD_DEEPBIND).
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+static GLIBC: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Whether the process runs on glibc (whose loader `deepbind.rs` relies on): it has
+/// `gnu_get_libc_version`. Decided at load, in the constructor, where clearing the failed
+/// lookup's message from `dlerror()` can hide nothing of the program's.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn is_glibc() -> bool {
+    match GLIBC.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let found = lookup(libc::RTLD_DEFAULT, c"gnu_get_libc_version") != 0;
+            if !found {
+                clear_dlerror();
+            }
+            GLIBC.store(if found { 1 } else { 2 }, Ordering::Relaxed);
+            found
+        }
+    }
 }
 
 #[cfg(test)]

@@ -49,24 +49,41 @@ fn active() -> Option<&'static Settings> {
     crate::init::settings().filter(|s| s.enabled)
 }
 
-/// Sets the options of `mask` (bits over [`OPTIONS`]) to `values` on `fd`. A failure (EPERM
-/// under seccomp, ENOPROTOOPT on an old kernel) leaves the socket as it was for that option.
-/// Returns the mask of the options that failed; `errno` is then changed, and is the caller's to
-/// keep.
-#[inline(always)]
-fn apply_masked(fd: c_int, mask: u8, values: &[c_int; 5]) -> u8 {
-    let set = real::setsockopt_fn();
-    let mut failed = 0;
-    for (i, opt) in OPTIONS.iter().enumerate() {
-        if mask & (1 << i) != 0 && !real::set_int_via(set, fd, opt.level, opt.name, values[i]) {
-            failed |= 1 << i;
-        }
-    }
-    failed
+/// The options a kernel refused, as a mask over [`OPTIONS`], and the errno of the last refusal
+/// (kept here because the caller puts the program's errno back before any debug line is
+/// written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub mask: u8,
+    pub errno: c_int,
 }
 
-/// Sets all five options of `s` on `fd`; the mask of those that failed.
-pub fn apply(fd: c_int, s: &Settings) -> u8 {
+impl Refused {
+    pub const NONE: Refused = Refused { mask: 0, errno: 0 };
+
+    pub fn any(self) -> bool {
+        self.mask != 0
+    }
+}
+
+/// Sets the options of `mask` (bits over [`OPTIONS`]) to `values` on `fd`. A failure (EPERM
+/// under seccomp, ENOPROTOOPT on an old kernel) leaves the socket as it was for that option.
+/// Returns what was refused; `errno` is then changed, and is the caller's to keep.
+#[inline(always)]
+fn apply_masked(fd: c_int, mask: u8, values: &[c_int; 5]) -> Refused {
+    let set = real::setsockopt_fn();
+    let mut refused = Refused::NONE;
+    for (i, opt) in OPTIONS.iter().enumerate() {
+        if mask & (1 << i) != 0 && !real::set_int_via(set, fd, opt.level, opt.name, values[i]) {
+            refused.mask |= 1 << i;
+            refused.errno = errno::get();
+        }
+    }
+    refused
+}
+
+/// Sets all five options of `s` on `fd`; what the kernel refused.
+pub fn apply(fd: c_int, s: &Settings) -> Refused {
     apply_masked(fd, ALL, &values(s))
 }
 
@@ -144,10 +161,17 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     };
     let saved = errno::get();
     let failed = apply(fd, s);
-    if failed != 0 {
+    if failed.any() {
         errno::set(saved);
     }
-    descriptors::set(fd, State::CONFIGURED_TCP);
+    // A socket on which the kernel refused every option (a seccomp filter) is left alone from
+    // here on: nothing about it is the library's.
+    let state = if failed.mask == ALL {
+        State::LEFT_ALONE
+    } else {
+        State::CONFIGURED_TCP
+    };
+    descriptors::set(fd, state);
     debug!(
         "fd {fd}: new TCP socket ({}): {}",
         if domain == libc::AF_INET6 {
@@ -225,6 +249,13 @@ fn connect_slow(fd: c_int, s: &Settings, addr: *const sockaddr, len: socklen_t) 
         debug!("fd {fd}: connecting to {peer}; options were set at socket()");
         return;
     }
+    if state == State::LEFT_ALONE && !s.force {
+        debug!(
+            "fd {fd}: connecting to {peer}; left as it is (the program's own settings, or none \
+             the kernel would take)"
+        );
+        return;
+    }
     let (mask, failed, vals) = if s.force {
         (ALL, apply(fd, s), values(s))
     } else {
@@ -255,7 +286,7 @@ fn connect_slow(fd: c_int, s: &Settings, addr: *const sockaddr, len: socklen_t) 
 #[cold]
 fn exclude(fd: c_int, state: State, peer: &Peer) {
     let mut mask = 0;
-    let mut failed = 0;
+    let mut failed = Refused::NONE;
     let mut defaults = [0; 5];
     if state.configured() {
         mask = not_own(state);
@@ -398,14 +429,14 @@ pub fn after_fcntl(fd: c_int, cmd: c_int, rc: c_int) {
 struct Applied {
     values: [c_int; 5],
     mask: u8,
-    failed: u8,
+    failed: Refused,
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
         for (i, opt) in OPTIONS.iter().enumerate() {
-            if self.mask & !self.failed & (1 << i) == 0 {
+            if self.mask & !self.failed.mask & (1 << i) == 0 {
                 continue;
             }
             if !first {
@@ -421,14 +452,18 @@ impl fmt::Display for Applied {
         if self.mask & ALL != ALL && self.mask != 0 {
             f.write_str(" (the program's own values for the rest)")?;
         }
-        if self.failed != 0 {
+        if self.failed.any() {
             f.write_str("; the kernel refused")?;
             for (i, opt) in OPTIONS.iter().enumerate() {
-                if self.failed & (1 << i) != 0 {
+                if self.failed.mask & (1 << i) != 0 {
                     write!(f, " {}", opt.label)?;
                 }
             }
-            write!(f, " ({}): the socket works without", Errno(errno::get()))?;
+            write!(
+                f,
+                " ({}): the socket works without",
+                Errno(self.failed.errno)
+            )?;
         }
         Ok(())
     }
@@ -438,7 +473,7 @@ impl fmt::Display for Applied {
 struct Restored {
     values: [c_int; 5],
     mask: u8,
-    failed: u8,
+    failed: Refused,
 }
 
 impl fmt::Display for Restored {
@@ -613,7 +648,7 @@ mod tests {
         for domain in [libc::AF_INET, libc::AF_INET6] {
             let fd = tcp_socket(domain, libc::SOCK_STREAM);
             assert_eq!(read_all(fd)[0], 0, "keepalive is off on a fresh socket");
-            assert_eq!(apply(fd, &s), 0, "no option failed");
+            assert_eq!(apply(fd, &s), Refused::NONE, "no option failed");
             assert_eq!(read_all(fd), [1, 45, 7, 4, 73_000]);
             close(fd);
         }
@@ -623,7 +658,9 @@ mod tests {
     fn apply_on_a_udp_socket_fails_softly() {
         // SAFETY: plain socket call with constant arguments.
         let fd = unsafe { real::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        assert_ne!(apply(fd, &DEFAULT), 0, "TCP options fail on UDP");
+        let refused = apply(fd, &DEFAULT);
+        assert_eq!(refused.mask, ALL & !1, "all but SO_KEEPALIVE fail on UDP");
+        assert_eq!(refused.errno, libc::ENOPROTOOPT);
         assert!(!fd_is_tcp(fd));
         close(fd);
         assert!(!fd_is_tcp(-1));
@@ -633,7 +670,7 @@ mod tests {
     fn only_the_masked_options_are_set() {
         let fd = tcp_socket(libc::AF_INET, libc::SOCK_STREAM);
         let failed = apply_masked(fd, 1 << IDLE | 1 << USER_TIMEOUT, &[1, 45, 7, 4, 9_000]);
-        assert_eq!(failed, 0);
+        assert_eq!(failed, Refused::NONE);
         assert_eq!(read_all(fd), [0, 45, 75, 9, 9_000]);
         close(fd);
     }

@@ -51,6 +51,8 @@ const IMPORTS: &[(&str, bool)] = &[
     // glibc's names.
     ("getauxval", false),
     ("__environ", false),
+    // The pass over the loaded objects after a RTLD_DEEPBIND load (src/deepbind.rs).
+    ("dl_iterate_phdr", false),
 ];
 
 /// The only libraries a library may need: musl's loader provides both names from itself.
