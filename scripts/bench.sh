@@ -4,6 +4,7 @@
 # callgrind's instruction counts for the constructor), the release library's size and the glibc
 # symbol versions it needs. Installs hyperfine, valgrind and Debian's libkeepalive0 (for the same
 # measurement of a peer) when missing. Prints Markdown. About two minutes.
+# KEEPALIVE_SHIM_BENCH_BEFORE=path/to/lib.so also measures an earlier build's per-call rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,15 @@ echo "## Per call (median of per-round ratios; rounds interleave the two call by
 echo
 # libkeepalive applies its three TCP options only when its variables are set.
 KEEPIDLE=30 KEEPINTVL=10 KEEPCNT=3 cargo bench --quiet --bench overhead -- "$LIB" --peer "libkeepalive 0.3=$PEER"
+# Another build measured the same way right after (KEEPALIVE_SHIM_BENCH_BEFORE=path/to/lib.so),
+# to compare a change's ratios with those of the build before it; a build without a hook of
+# the table (close, dup, fcntl) is measured with libc's.
+if [ -n "${KEEPALIVE_SHIM_BENCH_BEFORE:-}" ]; then
+    echo
+    echo "### The same rows for $KEEPALIVE_SHIM_BENCH_BEFORE"
+    echo
+    cargo bench --quiet --bench overhead -- "$KEEPALIVE_SHIM_BENCH_BEFORE"
+fi
 
 echo
 echo "## Process start-up (hyperfine, mean ± σ)"
@@ -69,7 +79,7 @@ echo "| what | instructions |"
 echo "|---|---|"
 echo "| /bin/true | $plain |"
 echo "| /bin/true with the library (loading, relocation, constructor) | $with (+$((with - plain))) |"
-echo "| the constructor alone (reads and checks the environment, resolves 3 functions) | $ctor |"
+echo "| the constructor alone (reads the environment and /etc/keepalive-shim.conf, resolves the real functions) | $ctor |"
 
 echo
 echo "## The release library"
@@ -81,3 +91,17 @@ needed=$(readelf -d "$LIB" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '
 echo "| size | exports | needs | newest glibc symbol version |"
 echo "|---|---|---|---|"
 echo "| $size bytes | $exports| $needed| $glibc |"
+
+echo
+echo "## Fleet mode (BPF programs on a cgroup; root and cgroup v2)"
+echo
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/fleet-bench.sh
+else
+    echo "(skipped: needs root)"
+fi
+
+echo
+echo "## keepalive-shim run --mode seccomp (the supervisor)"
+echo
+scripts/bench-supervise.sh

@@ -16,10 +16,19 @@ use std::process::ExitCode;
 #[command(after_help = "Examples:\n  \
     keepalive-shim check\n  \
     KEEPALIVE_IDLE=2m KEEPALIVE_USER_TIMEOUT=3m keepalive-shim check\n  \
-    env -i KEEPIDLE=60 keepalive-shim check    # a libkeepalive user's environment")]
-pub struct Args {}
+    env -i KEEPIDLE=60 keepalive-shim check    # a libkeepalive user's environment\n  \
+    keepalive-shim check -- ./static-client    # which mode `run` would give it, and why")]
+pub struct Args {
+    /// A command: say which mode `keepalive-shim run` would give it, and why.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<std::ffi::OsString>,
+}
 
-pub fn main(_: Args) -> ExitCode {
+pub fn main(args: Args) -> ExitCode {
     // The same reading as the library's constructor, and what a setuid program would read.
     let loaded = config::from_process();
     let secure = config::load_system(
@@ -28,6 +37,11 @@ pub fn main(_: Args) -> ExitCode {
         true,
     );
     print!("{}", report(&loaded, &secure));
+    print!("\n{}", crate::fleet::check_section(&loaded.settings));
+    print!(
+        "\n{}",
+        crate::reach::check_section(&args.command, &loaded.settings)
+    );
     if loaded.problems.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -6,9 +6,11 @@
 use keepalive_shim_policy::config;
 
 mod check;
+mod fleet;
 mod inspect;
 mod reach;
 mod run;
+mod supervise;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +36,7 @@ enum Command {
     Run(run::Args),
     Check(check::Args),
     Inspect(inspect::Args),
+    Fleet(fleet::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Fleet(args) => fleet::main(args),
     }
 }
 

@@ -1,8 +1,12 @@
-//! `keepalive-shim run`: sets the `KEEPALIVE_*` variables from options, adds the library to
-//! `LD_PRELOAD`, tells the person when the program is out of the library's reach, and `exec`s it.
+//! `keepalive-shim run`: sets the `KEEPALIVE_*` variables from options and starts the command
+//! with the keepalive options on every TCP socket: through the preload library (`LD_PRELOAD`,
+//! then `exec`), through the seccomp supervisor (`supervise/`) for programs the library cannot
+//! enter, or both; `--mode auto` (the default) chooses from the command's executable.
 
 use crate::config::{self, EX_CONFIG};
-use crate::{reach, say};
+use crate::reach::{self, Kind, Mode};
+use crate::supervise::{self, Trap, kernel};
+use crate::{say, supervise::Plan};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,17 +15,41 @@ use std::process::ExitCode;
 /// The library's file name.
 const LIBRARY: &str = "libkeepalive_shim.so";
 
-/// Run a program with the library preloaded.
+/// Run a program with keepalive on every TCP connection.
 ///
 /// Options set the matching KEEPALIVE_* variables; where one is not given, the environment's own
 /// value is used. The library is found next to this executable, in ../lib/, or where
 /// KEEPALIVE_SHIM_LIBRARY says.
+///
+/// Modes: `preload` puts the library in LD_PRELOAD and execs the command (same PID). `seccomp`
+/// starts the command under a seccomp supervisor that configures every TCP socket of every
+/// program it starts, statically linked and Go programs included (Linux 5.6, 5.14 for the
+/// socket trap; the command becomes this process's child; destination rules cannot apply).
+/// `both` does both. `auto` (the default) looks at the command's executable alone: preload
+/// when it is dynamically linked, seccomp when it is statically linked or a Go program. A
+/// wrapper script that later execs a static binary therefore gets preload only, and that binary
+/// nothing: use `--mode both` (or `--mode seccomp`) to cover the whole tree.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     keepalive-shim run -- python3 tool.py\n  \
     keepalive-shim run --idle 20s --interval 5s --count 3 -- wget https://example.internal/big.iso\n  \
-    keepalive-shim run --force --log debug -- node client.js")]
+    keepalive-shim run --force --log debug -- node client.js\n  \
+    keepalive-shim run -- ./static-client           # auto: the seccomp supervisor\n  \
+    keepalive-shim run --mode both -- ./start.sh    # a script that execs static binaries\n  \
+    ENTRYPOINT [\"/usr/local/bin/keepalive-shim\", \"run\", \"--\", \"/app/server\"]")]
 pub struct Args {
+    /// How to reach the program: auto, preload, seccomp or both (see above).
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: Mode,
+    /// Under the supervisor, which call to trap: socket (make and configure each TCP socket;
+    /// Linux 5.14; works under Docker's default seccomp profile), connect (configure the socket
+    /// at connect() and listen(); Linux 5.6; needs the right to take the program's
+    /// descriptors, CAP_SYS_PTRACE in a container), or auto (socket where the kernel has it).
+    #[arg(long, value_parser = ["auto", "socket", "connect"], default_value = "auto")]
+    trap: String,
+    /// Do not ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (for measurements).
+    #[arg(long, hide = true)]
+    no_sync_wake_up: bool,
     /// Seconds of silence before the first probe (KEEPALIVE_IDLE): 1-32767, suffixes s, m, h.
     #[arg(long, value_parser = seconds)]
     idle: Option<String>,
@@ -41,8 +69,9 @@ pub struct Args {
     /// off, warn or debug (KEEPALIVE_LOG).
     #[arg(long, value_parser = ["off", "warn", "debug"])]
     log: Option<String>,
-    /// Refuse to run a program the library cannot reach, and make the library exit with status
-    /// 78 on any invalid setting (KEEPALIVE_STRICT=1).
+    /// Refuse to run a program that the chosen mode cannot reach (with --mode auto: neither the
+    /// library nor the supervisor), and exit with status 78 on any invalid setting
+    /// (KEEPALIVE_STRICT=1).
     #[arg(long)]
     strict: bool,
     /// The program and its arguments.
@@ -84,6 +113,42 @@ fn user_timeout(v: &str) -> Result<String, String> {
 }
 
 pub fn main(args: Args) -> ExitCode {
+    let program = args.command[0].to_string_lossy().into_owned();
+    let Some(path) = reach::resolve(&program) else {
+        say!("{program}: command not found");
+        return ExitCode::from(127);
+    };
+    let obstacles = reach::obstacles(&path);
+    let privileged = supervise::privileged();
+    let (mode, why) = reach::choose(args.mode, &obstacles, privileged);
+    let flags = [
+        (config::IDLE, args.idle.clone()),
+        (config::INTERVAL, args.interval.clone()),
+        (config::COUNT, args.count.clone()),
+        (config::USER_TIMEOUT, args.user_timeout.clone()),
+        (config::LOG, args.log.clone()),
+        (config::FORCE, args.force.then(|| "1".to_owned())),
+        (config::STRICT, args.strict.then(|| "1".to_owned())),
+    ];
+    let flags: Vec<(&str, String)> = flags
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect();
+
+    if mode != Mode::Preload {
+        match supervised(&args, &path, (mode, &why), &flags, &obstacles, privileged) {
+            Ok(code) => return code,
+            Err(message) if args.mode == Mode::Auto && !args.strict => {
+                // auto chose the supervisor, which cannot work here: the library, as before.
+                say!("warning: {message}; running {program} without the supervisor");
+            }
+            Err(message) => {
+                say!("{message}; not running {program}");
+                return ExitCode::from(EX_CONFIG as u8);
+            }
+        }
+    }
+
     let library = match find_library() {
         Ok(path) => path,
         Err(message) => {
@@ -91,35 +156,18 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(EX_CONFIG as u8);
         }
     };
-    let program = args.command[0].to_string_lossy().into_owned();
-    let Some(path) = reach::resolve(&program) else {
-        say!("{program}: command not found");
-        return ExitCode::from(127);
-    };
-    let obstacles = reach::obstacles(&path);
     for obstacle in &obstacles {
         say!("warning: {obstacle}");
     }
     if args.strict && !obstacles.is_empty() {
-        say!("--strict: not running {program}, which the library cannot reach");
+        say!("--strict: not running {program}, which the library cannot reach ({why})");
         return ExitCode::from(EX_CONFIG as u8);
     }
 
     let mut cmd = std::process::Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
-    let flags = [
-        (config::IDLE, args.idle),
-        (config::INTERVAL, args.interval),
-        (config::COUNT, args.count),
-        (config::USER_TIMEOUT, args.user_timeout),
-        (config::LOG, args.log),
-        (config::FORCE, args.force.then(|| "1".to_owned())),
-        (config::STRICT, args.strict.then(|| "1".to_owned())),
-    ];
-    for (name, value) in flags {
-        if let Some(value) = value {
-            cmd.env(name, value);
-        }
+    for (name, value) in &flags {
+        cmd.env(name, value);
     }
     cmd.env(
         "LD_PRELOAD",
@@ -127,6 +175,144 @@ pub fn main(args: Args) -> ExitCode {
     );
     let error = cmd.exec();
     say!("cannot run {program}: {error}");
+    ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
+}
+
+/// The trap `--trap` names on this kernel, or why it cannot work.
+pub fn trap_for(requested: &str, version: Option<(u32, u32)>) -> Result<Trap, String> {
+    match requested {
+        "socket" => kernel::supports(version, Trap::Socket).map(|()| Trap::Socket),
+        "connect" => kernel::supports(version, Trap::Connect).map(|()| Trap::Connect),
+        _ => kernel::choose(version),
+    }
+}
+
+/// Runs the command under the supervisor (with the library too in `both`). `Err`: it cannot
+/// work here, and nothing was run.
+fn supervised(
+    args: &Args,
+    path: &Path,
+    (mode, why): (Mode, &str),
+    flags: &[(&str, String)],
+    obstacles: &[reach::Obstacle],
+    privileged: bool,
+) -> Result<ExitCode, String> {
+    let program = &args.command[0];
+    let trap = trap_for(&args.trap, kernel::running())?;
+    // The supervisor's configuration: the environment with the options applied, read by the
+    // library's own code.
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let set = |vars: &mut Vec<(OsString, OsString)>, name: &str, value: OsString| {
+        vars.retain(|(k, _)| k != name);
+        vars.push((name.into(), value));
+    };
+    for (name, value) in flags {
+        set(&mut vars, name, value.into());
+    }
+    let loaded = config::load_system(
+        &config::read_system_file(),
+        vars.iter()
+            .map(|(k, v)| (k.as_encoded_bytes(), v.as_encoded_bytes())),
+        false,
+    );
+    let s = loaded.settings;
+    let warn = s.log >= config::LogLevel::Warn;
+    if s.log >= config::LogLevel::Debug {
+        say!("{}: {why}", program.to_string_lossy());
+    }
+    if mode == Mode::Seccomp && warn {
+        // The library would say these in each process; here the supervisor says them, once.
+        for problem in &loaded.problems {
+            say!("warning: {problem}");
+        }
+    }
+    if mode == Mode::Seccomp && loaded.rejected() {
+        say!(
+            "KEEPALIVE_STRICT: not running {}",
+            program.to_string_lossy()
+        );
+        return Ok(ExitCode::from(EX_CONFIG as u8));
+    }
+    if !s.enabled {
+        // Nothing to do: the command runs as it is (with the library in `both`, which is off).
+        return Ok(exec_plain(args, mode, flags));
+    }
+    if s.has_rules() && warn {
+        say!(
+            "warning: destination rules (KEEPALIVE_EXCLUDE, KEEPALIVE_INCLUDE) cannot apply under \
+             the seccomp supervisor, which decides from the system call's registers and never \
+             reads the program's memory, where connect()'s destination is: every TCP socket of \
+             the programs {} is configured",
+            if mode == Mode::Both {
+                "the library cannot enter"
+            } else {
+                "it reaches"
+            }
+        );
+    }
+    if let Some(o) = obstacles.iter().find(|o| o.kind == Kind::Architecture) {
+        say!(
+            "warning: {o}, and the supervisor's filter sees only this architecture's system \
+             calls: its sockets get nothing"
+        );
+        if args.strict {
+            say!("--strict: not running {}", program.to_string_lossy());
+            return Ok(ExitCode::from(EX_CONFIG as u8));
+        }
+    }
+    if !privileged && warn {
+        for o in obstacles.iter().filter(|o| o.kind == Kind::Setid) {
+            say!(
+                "warning: {}: under the seccomp supervisor it runs without that privilege \
+                 (no_new_privs, needed without CAP_SYS_ADMIN), and so does every setuid program \
+                 it starts",
+                o.message.split(':').next().unwrap_or_default()
+            );
+        }
+    }
+    if mode == Mode::Both {
+        let library = find_library()?;
+        set(
+            &mut vars,
+            "LD_PRELOAD",
+            with_library(std::env::var_os("LD_PRELOAD").as_deref(), &library),
+        );
+    } else {
+        // The program's environment stays its own: the supervisor holds the configuration.
+        vars = std::env::vars_os().collect();
+    }
+    supervise::run(Plan {
+        path,
+        argv: &args.command,
+        env: vars,
+        settings: s,
+        trap,
+        sync_wake_up: !args.no_sync_wake_up,
+    })
+}
+
+/// The command with nothing of keepalive-shim in its way (KEEPALIVE_ENABLE off): `exec`, with
+/// the variables and the library in `both` as in preload mode.
+fn exec_plain(args: &Args, mode: Mode, flags: &[(&str, String)]) -> ExitCode {
+    let mut cmd = std::process::Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    if mode == Mode::Both {
+        for (name, value) in flags {
+            cmd.env(name, value);
+        }
+        if let Ok(library) = find_library() {
+            cmd.env(
+                "LD_PRELOAD",
+                with_library(std::env::var_os("LD_PRELOAD").as_deref(), &library),
+            );
+        }
+    }
+    let error = cmd.exec();
+    say!("cannot run {}: {error}", args.command[0].to_string_lossy());
     ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound {
         127
     } else {

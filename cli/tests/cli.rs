@@ -190,7 +190,9 @@ fn run_warns_about_a_static_program_and_refuses_it_when_strict() {
     let dir = tempdir("static");
     let (stat, dynamic) = (c_program(&dir, true), c_program(&dir, false));
     let (stat, dynamic) = (stat.to_str().unwrap(), dynamic.to_str().unwrap());
-    let out = cli(&["run", "--", stat], &[]).output().unwrap();
+    let out = cli(&["run", "--mode", "preload", "--", stat], &[])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7), "it runs anyway");
     assert_eq!(out.stdout, b"hi\n");
     assert!(
@@ -198,7 +200,9 @@ fn run_warns_about_a_static_program_and_refuses_it_when_strict() {
         "{}",
         stderr(&out)
     );
-    let out = cli(&["run", "--strict", "--", stat], &[]).output().unwrap();
+    let out = cli(&["run", "--mode", "preload", "--strict", "--", stat], &[])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(out.stdout.is_empty(), "not run");
     // The same program linked dynamically: no warning.
@@ -219,9 +223,12 @@ fn run_warns_about_go_and_setuid_programs() {
         false,
         "__attribute__((used, section(\".go.buildinfo\"))) static const char info[] = \"go\";",
     );
-    let out = cli(&["run", "--", go.to_str().unwrap()], &[])
-        .output()
-        .unwrap();
+    let out = cli(
+        &["run", "--mode", "preload", "--", go.to_str().unwrap()],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(7));
     assert!(stderr(&out).contains("is a Go program"), "{}", stderr(&out));
 
@@ -234,9 +241,19 @@ fn run_warns_about_go_and_setuid_programs() {
     std::os::unix::fs::chown(&setuid, Some(65534), Some(65534)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let out = cli(&["run", "--strict", "--", setuid.to_str().unwrap()], &[])
-        .output()
-        .unwrap();
+    let out = cli(
+        &[
+            "run",
+            "--mode",
+            "preload",
+            "--strict",
+            "--",
+            setuid.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(
         stderr(&out).contains("is setuid: the loader ignores LD_PRELOAD"),

@@ -1,0 +1,168 @@
+//! `keepalive-shim fleet attach|detach|status`: the library's policy as BPF programs attached
+//! to a cgroup v2, so every TCP connection made or accepted in it and its descendants gets
+//! keepalive and a user timeout, with no preload: static and Go binaries too.
+//!
+//! - `insn.rs`: the instructions, one named constructor each, and labels for jumps.
+//! - `program.rs`: the programs, generated from the library's `Settings`.
+//! - `sys.rs`: the `bpf()` system call.
+//! - `preflight.rs`: kernel version, privileges, cgroup v2, bpffs.
+//! - `lifecycle.rs`: attach (foreground or pinned), replace, detach, status.
+//! - `interp.rs` (tests only): runs the generated programs on a model socket.
+
+mod insn;
+#[cfg(test)]
+mod interp;
+mod lifecycle;
+mod preflight;
+mod program;
+mod sys;
+
+use crate::config::Settings;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Give every TCP connection in a cgroup v2 keepalive, with a BPF program: no preload, any
+/// binary (static and Go ones too).
+///
+/// The settings are read as the library reads them (KEEPALIVE_* variables, /etc/keepalive-shim.conf);
+/// `keepalive-shim check` shows what would be attached.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    keepalive-shim fleet attach --cgroup /sys/fs/cgroup/kubepods.slice     # foreground: detaches when stopped\n  \
+    KEEPALIVE_IDLE=20s keepalive-shim fleet attach --cgroup /sys/fs/cgroup/system.slice \\\n      --pin /sys/fs/bpf/keepalive-shim    # stays attached until `fleet detach`\n  \
+    keepalive-shim fleet status\n  \
+    keepalive-shim fleet detach --pin /sys/fs/bpf/keepalive-shim")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    Attach(AttachArgs),
+    Detach(DetachArgs),
+    Status(StatusArgs),
+}
+
+/// Attach the programs to a cgroup v2 (replacing keepalive-shim's own programs there, if any).
+///
+/// Without --pin, stays in the foreground and the programs are detached when it stops (SIGTERM,
+/// SIGINT, or death): for a Kubernetes DaemonSet or a systemd service. With --pin, pins the
+/// attachment under a directory of a bpf file system and returns; `fleet detach` removes it.
+#[derive(clap::Args)]
+pub struct AttachArgs {
+    /// The cgroup v2 directory (a container's, a pod's, a node's root).
+    #[arg(long, value_name = "PATH")]
+    cgroup: PathBuf,
+    /// Pin the attachment under this directory (on a bpf file system) and return.
+    #[arg(long, value_name = "DIR")]
+    pin: Option<PathBuf>,
+}
+
+/// Detach keepalive-shim's programs: those pinned under DIR, or every one attached to PATH.
+#[derive(clap::Args)]
+#[group(required = true, multiple = true)]
+pub struct DetachArgs {
+    /// Every keepalive-shim program attached to this cgroup (pinned or held by a process).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+    /// The attachment pinned under this directory.
+    #[arg(long, value_name = "DIR")]
+    pin: Option<PathBuf>,
+}
+
+/// List keepalive-shim's programs attached anywhere on this machine, with their settings.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Only this cgroup (and what reaches it from the cgroups above it).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+    /// One JSON array, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    match args.command {
+        Command::Attach(a) => lifecycle::attach(&a.cgroup, a.pin.as_deref()),
+        Command::Detach(d) => lifecycle::detach(d.cgroup.as_deref(), d.pin.as_deref()),
+        Command::Status(s) => lifecycle::status(s.cgroup.as_deref(), s.json),
+    }
+}
+
+/// For `keepalive-shim check`: what `fleet attach` would attach with these settings.
+pub fn check_section(s: &Settings) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Fleet mode (keepalive-shim fleet attach --cgroup PATH) would attach:"
+    );
+    if !s.enabled {
+        let _ = writeln!(
+            out,
+            "  nothing: keepalive-shim is disabled (attach refuses)."
+        );
+        return out;
+    }
+    let maps = program::Maps {
+        info: 0,
+        storage: program::needs_storage(s).then_some(0),
+    };
+    let defaults = program::Defaults::of_this_node();
+    let ops = program::sock_ops(s, &defaults, maps).len();
+    let what = if s.force {
+        "sets the five options on every connection made or accepted"
+    } else {
+        "sets the five options on every connection made or accepted, reading each back first: \
+         a program's own keepalive and user timeout stand, and the user timeout follows its own \
+         idle, interval and count"
+    };
+    let _ = writeln!(out, "  sock_ops program, {ops} instructions: {what}.");
+    match program::setsockopt(s, maps) {
+        Some(p) => {
+            let what = if s.force {
+                "a program's own value for any of the five becomes ours (KEEPALIVE_FORCE)"
+            } else {
+                "a program that sets its own idle, interval or count after connecting gets the \
+                 user timeout that follows them"
+            };
+            let _ = writeln!(
+                out,
+                "  setsockopt program, {} instructions: {what}.",
+                p.len()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  no setsockopt program (KEEPALIVE_USER_TIMEOUT=0: nothing to follow)."
+            );
+        }
+    }
+    if s.has_rules() {
+        let _ = writeln!(
+            out,
+            "  destination rules: honoured at connect ({} exclude, {} include); accepted \
+             connections are configured whatever their address, as by the library.",
+            s.exclude.len(),
+            s.include.len()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  not in fleet mode: KEEPALIVE_LOG (no per-connection log; `fleet status` shows what is \
+         attached), and sockets made before their process joined the cgroup."
+    );
+    match preflight::kernel() {
+        Ok(v) => {
+            if let Some(problem) = preflight::kernel_problem(v, s.force) {
+                let _ = writeln!(out, "  warning: {problem}.");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  warning: the kernel's version is unknown ({e}).");
+        }
+    }
+    out
+}

@@ -1,0 +1,586 @@
+//! What the supervisor does with each trapped call. Every decision is made from the registers
+//! the kernel captured (the domain, type and protocol of `socket()`; the descriptor of
+//! `connect()`/`listen()`; the level and option name of `setsockopt()`), never from the program's
+//! memory, which could change between a read and the call.
+//!
+//! - `socket()` (socket trap): a TCP socket is made here with the same arguments, in the
+//!   program's network namespace, given the five options, and installed as the call's result
+//!   (`SECCOMP_ADDFD_FLAG_SEND`). Anything else runs as the program made it.
+//! - `connect()`/`listen()` (connect trap): a copy of the descriptor is taken (`pidfd_getfd`);
+//!   a TCP socket gets the options the program has not set itself, unless it already has
+//!   keepalive on; then the call runs (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
+//! - `setsockopt()` of one of the five options, only trapped with `KEEPALIVE_FORCE`: on a TCP
+//!   socket this supervisor configured, it returns success without changing anything, so the
+//!   configured values stand; anything else runs.
+
+use super::filter::Trap;
+use super::notify::{Call, Listener};
+use keepalive_shim_policy::config::{LogLevel, Settings};
+use keepalive_shim_policy::options::{OPTIONS, is_tcp, user_timeout_for, values};
+use libc::c_int;
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread, not only a thread-group leader.
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+/// How many configured sockets `KEEPALIVE_FORCE` remembers (8 bytes each) before starting over.
+const REMEMBERED: usize = 1 << 20;
+
+/// What went wrong in a way the person running the program should know (said once each).
+#[derive(Debug)]
+pub enum Trouble {
+    /// `SECCOMP_IOCTL_NOTIF_ADDFD` with `SECCOMP_ADDFD_FLAG_SEND` is refused (before 5.14).
+    NoAddFd(io::Error),
+    /// The program's descriptors cannot be taken (`pidfd_open`/`pidfd_getfd`).
+    NoTake(io::Error),
+    /// A socket cannot be made in the program's network namespace.
+    Netns(io::Error),
+}
+
+impl std::fmt::Display for Trouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trouble::NoAddFd(e) => write!(
+                f,
+                "this kernel refuses SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND \
+                 ({e}; Linux 5.14 brought it): use --trap connect"
+            ),
+            Trouble::NoTake(e) => write!(
+                f,
+                "cannot take the program's sockets with pidfd_open/pidfd_getfd ({e}; under \
+                 Docker's default seccomp profile pidfd_getfd needs CAP_SYS_PTRACE): use \
+                 --trap socket (Linux 5.14)"
+            ),
+            Trouble::Netns(e) => write!(
+                f,
+                "cannot enter a network namespace the program created ({e}): its TCP sockets \
+                 there are left as the kernel makes them"
+            ),
+        }
+    }
+}
+
+pub struct Server {
+    pub listener: Listener,
+    trap: Trap,
+    settings: Settings,
+    values: [c_int; 5],
+    /// A fresh TCP socket's values here: what a socket has when nobody set an option.
+    kernel: [c_int; 5],
+    /// This process's network namespace: its inode, and a descriptor to come back to it.
+    netns: (u64, OwnedFd),
+    /// The sockets this supervisor made (inodes), for `KEEPALIVE_FORCE`.
+    made: HashSet<u64>,
+    /// `PIDFD_THREAD` works here.
+    thread_pidfds: bool,
+    said: [bool; 3],
+    me: u32,
+    /// No debug lines (the start-up probe).
+    pub quiet: bool,
+}
+
+/// Sets `value` for `(level, name)` on `fd`.
+fn set(fd: RawFd, level: c_int, name: c_int, value: c_int) -> bool {
+    // SAFETY: value is a valid int for the call's duration.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+fn get(fd: RawFd, level: c_int, name: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writes during the call.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The five options of `fd`, in the order of [`OPTIONS`].
+fn current(fd: RawFd) -> io::Result<[c_int; 5]> {
+    let mut out = [0; 5];
+    for (slot, opt) in out.iter_mut().zip(OPTIONS.iter()) {
+        *slot = get(fd, opt.level, opt.name)?;
+    }
+    Ok(out)
+}
+
+/// Whether `fd` is a TCP socket, asked of the kernel.
+fn fd_is_tcp(fd: RawFd) -> bool {
+    let d = get(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
+    let t = get(fd, libc::SOL_SOCKET, libc::SO_TYPE);
+    let p = get(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL);
+    matches!((d, t, p), (Ok(d), Ok(t), Ok(p)) if is_tcp(d, t, p))
+}
+
+/// What to set on a TCP socket met at `connect()` or `listen()` whose options are `now`
+/// (`kernel`: a fresh socket's): `None` to leave it alone, else the value for each option to
+/// set (`None`: the program's own, kept).
+///
+/// The library's rule for a socket it did not see made: one that already has keepalive on is
+/// left alone (whoever turned it on chose its values); otherwise every option the program has
+/// not changed from the kernel's default gets the configured value, and when the program set its
+/// own idle, interval or count, the user timeout follows the keepalive in effect
+/// ([`user_timeout_for`]). With `KEEPALIVE_FORCE`, all five are the configured ones.
+pub fn plan(now: [c_int; 5], kernel: [c_int; 5], s: &Settings) -> Option<[Option<c_int>; 5]> {
+    let ours = values(s);
+    if s.force {
+        return Some(ours.map(Some));
+    }
+    if now[0] != 0 {
+        return None;
+    }
+    let own = |i: usize| now[i] != kernel[i];
+    let mut out: [Option<c_int>; 5] =
+        std::array::from_fn(|i| (i == 0 || !own(i)).then_some(ours[i]));
+    if !own(4) && (own(1) || own(2) || own(3)) {
+        let in_effect =
+            |i: usize| u32::try_from(if own(i) { now[i] } else { ours[i] }).unwrap_or(0);
+        let ms = user_timeout_for(s, in_effect(1), in_effect(2), in_effect(3));
+        out[4] = Some(c_int::try_from(ms).unwrap_or(c_int::MAX));
+    }
+    Some(out)
+}
+
+/// The network-namespace inode of `path` (`/proc/self/ns/net`, `/proc/TID/ns/net`).
+fn netns_inode(path: &str) -> io::Result<u64> {
+    std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+impl Server {
+    pub fn new(listener: Listener, trap: Trap, settings: Settings) -> io::Result<Server> {
+        // SAFETY: socket has no memory arguments.
+        let probe =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        let kernel = if probe < 0 {
+            [0, 7200, 75, 9, 0]
+        } else {
+            // SAFETY: probe is a descriptor this function just made.
+            let probe = unsafe { OwnedFd::from_raw_fd(probe) };
+            current(probe.as_raw_fd()).unwrap_or([0, 7200, 75, 9, 0])
+        };
+        let ns = std::fs::File::open("/proc/self/ns/net")?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&ns.metadata()?);
+        Ok(Server {
+            listener,
+            trap,
+            values: values(&settings),
+            settings,
+            kernel,
+            netns: (ino, ns.into()),
+            made: HashSet::new(),
+            thread_pidfds: true,
+            said: [false; 3],
+            me: std::process::id(),
+            quiet: false,
+        })
+    }
+
+    fn debug(&self, line: std::fmt::Arguments) {
+        if self.settings.log >= LogLevel::Debug && !self.quiet {
+            eprintln!("keepalive-shim[{}]: {line}", self.me);
+        }
+    }
+
+    /// Says `trouble` once (at `warn`), unless it is the start-up probe's, which the caller says.
+    fn warn(&mut self, trouble: &Trouble) {
+        let i = match trouble {
+            Trouble::NoAddFd(_) => 0,
+            Trouble::NoTake(_) => 1,
+            Trouble::Netns(_) => 2,
+        };
+        if !self.said[i] && self.settings.log >= LogLevel::Warn {
+            eprintln!("keepalive-shim[{}]: warning: {trouble}", self.me);
+        }
+        self.said[i] = true;
+    }
+
+    /// Handles one trapped call. `Err` is a trouble the person should hear of: the call was
+    /// answered anyway (as the kernel alone would have), and the caller says it, once.
+    pub fn handle(&mut self, call: &Call) -> Result<(), Trouble> {
+        if call.arch != super::filter::ARCH {
+            // The filter traps this architecture's calls only.
+            let _ = self.listener.proceed(call.id);
+            Ok(())
+        } else if call.nr == libc::SYS_socket && self.trap == Trap::Socket {
+            self.on_socket(call)
+        } else if (call.nr == libc::SYS_connect || call.nr == libc::SYS_listen)
+            && self.trap == Trap::Connect
+        {
+            self.on_connect(call)
+        } else if call.nr == libc::SYS_setsockopt {
+            self.on_setsockopt(call)
+        } else {
+            let _ = self.listener.proceed(call.id);
+            Ok(())
+        }
+    }
+
+    /// Like [`Server::handle`], saying a trouble once.
+    pub fn serve(&mut self, call: &Call) {
+        if let Err(trouble) = self.handle(call) {
+            self.warn(&trouble);
+        }
+    }
+
+    fn on_socket(&mut self, call: &Call) -> Result<(), Trouble> {
+        let (domain, ty, protocol) = (call.int(0), call.int(1), call.int(2));
+        if !is_tcp(domain, ty, protocol) {
+            let _ = self.listener.proceed(call.id);
+            return Ok(());
+        }
+        // Made here, the socket would belong to this process's network namespace: it must be
+        // the calling thread's.
+        let theirs = netns_inode(&format!("/proc/{}/ns/net", call.tid));
+        let made = match theirs {
+            Ok(ino) if ino == self.netns.0 => make(domain, ty, protocol),
+            Ok(_) => match self.make_in(call.tid, domain, ty, protocol) {
+                Ok(made) => made,
+                Err(e) => {
+                    let _ = self.listener.proceed(call.id);
+                    return Err(Trouble::Netns(e));
+                }
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // The thread is gone: the call with it.
+                let _ = self.listener.proceed(call.id);
+                return Ok(());
+            }
+            // Not allowed to look: a namespace it could not have entered without that right.
+            Err(_) => make(domain, ty, protocol),
+        };
+        let fd = match made {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = self.listener.fail(call.id, errno(&e));
+                return Ok(());
+            }
+        };
+        let mut failed = 0u8;
+        for (i, opt) in OPTIONS.iter().enumerate() {
+            if !set(fd.as_raw_fd(), opt.level, opt.name, self.values[i]) {
+                failed |= 1 << i;
+            }
+        }
+        if self.settings.force {
+            self.remember(fd.as_raw_fd());
+        }
+        match self
+            .listener
+            .install(call.id, fd.as_raw_fd(), ty & libc::SOCK_CLOEXEC != 0)
+        {
+            Ok(number) => {
+                self.debug(format_args!(
+                    "pid {}: fd {number}: new TCP socket ({}): {}",
+                    call.tid,
+                    if domain == libc::AF_INET6 {
+                        "IPv6"
+                    } else {
+                        "IPv4"
+                    },
+                    Shown(self.values.map(Some), failed)
+                ));
+                Ok(())
+            }
+            // The call was interrupted or its thread killed: nothing was installed.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = self.listener.fail(call.id, libc::ENOSYS);
+                Err(Trouble::NoAddFd(e))
+            }
+            // The program could not take it (EMFILE at its descriptor limit): the error the call
+            // itself would have returned.
+            Err(e) => {
+                let _ = self.listener.fail(call.id, errno(&e));
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes the socket inside the network namespace of thread `tid`, and comes back.
+    fn make_in(
+        &self,
+        tid: i32,
+        domain: c_int,
+        ty: c_int,
+        protocol: c_int,
+    ) -> io::Result<io::Result<OwnedFd>> {
+        let ns = std::fs::File::open(format!("/proc/{tid}/ns/net"))?;
+        // SAFETY: setns on a namespace descriptor; this thread alone changes namespace.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let made = make(domain, ty, protocol);
+        // SAFETY: back to the namespace this process started in.
+        if unsafe { libc::setns(self.netns.1.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // Every later socket would be made in the wrong place: better to stop here.
+            eprintln!(
+                "keepalive-shim[{}]: cannot return to its own network namespace: {}",
+                self.me,
+                io::Error::last_os_error()
+            );
+            std::process::abort();
+        }
+        Ok(made)
+    }
+
+    fn remember(&mut self, fd: RawFd) {
+        if let Ok(ino) = inode(fd) {
+            if self.made.len() >= REMEMBERED {
+                self.made.clear();
+            }
+            self.made.insert(ino);
+        }
+    }
+
+    /// A copy of descriptor `fd` of thread `tid`, whose call `id` is pending.
+    fn take(&mut self, tid: i32, id: u64, fd: c_int) -> io::Result<OwnedFd> {
+        let pidfd = self.pidfd(tid)?;
+        // The thread may have died and its number been reused between the notification and
+        // pidfd_open: if the call is still pending, the pidfd is the caller's.
+        if !self.listener.valid(id) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // SAFETY: pidfd_getfd duplicates the target's descriptor into this process, or fails.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if copy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: copy is a new descriptor owned by this process.
+        Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+    }
+
+    /// A pidfd for thread `tid`: `PIDFD_THREAD` where the kernel has it (6.9), else one for its
+    /// thread group (whose leader shares the descriptor table of an ordinary thread).
+    fn pidfd(&mut self, tid: i32) -> io::Result<OwnedFd> {
+        let open = |pid: i32, flags: libc::c_uint| -> io::Result<OwnedFd> {
+            // SAFETY: pidfd_open takes a pid and flags.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                // SAFETY: a new descriptor owned by this process.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+            }
+        };
+        if self.thread_pidfds {
+            match open(tid, PIDFD_THREAD) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.thread_pidfds = false,
+                other => return other,
+            }
+        }
+        match open(tid, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => open(tgid(tid)?, 0),
+            other => other,
+        }
+    }
+
+    fn on_connect(&mut self, call: &Call) -> Result<(), Trouble> {
+        let fd = call.int(0);
+        let copy = match self.take(call.tid, call.id, fd) {
+            Ok(copy) => copy,
+            Err(e) => {
+                let _ = self.listener.proceed(call.id);
+                return match e.raw_os_error() {
+                    Some(libc::EPERM | libc::EACCES | libc::ENOSYS) => Err(Trouble::NoTake(e)),
+                    _ => Ok(()),
+                };
+            }
+        };
+        let raw = copy.as_raw_fd();
+        if fd_is_tcp(raw) {
+            if let Some(plan) = current(raw)
+                .ok()
+                .and_then(|now| plan(now, self.kernel, &self.settings))
+            {
+                let mut failed = 0u8;
+                for (i, opt) in OPTIONS.iter().enumerate() {
+                    if let Some(v) = plan[i] {
+                        if !set(raw, opt.level, opt.name, v) {
+                            failed |= 1 << i;
+                        }
+                    }
+                }
+                self.debug(format_args!(
+                    "pid {}: fd {fd}: {}: {}",
+                    call.tid,
+                    if call.nr == libc::SYS_listen {
+                        "listen"
+                    } else {
+                        "connect"
+                    },
+                    Shown(plan, failed)
+                ));
+            }
+        }
+        drop(copy);
+        let _ = self.listener.proceed(call.id);
+        Ok(())
+    }
+
+    fn on_setsockopt(&mut self, call: &Call) -> Result<(), Trouble> {
+        // A buffer too short for an int is the kernel's EINVAL to give.
+        let ours = call.args[4] as u32 as usize >= std::mem::size_of::<c_int>()
+            && match self.trap {
+                Trap::Socket => {
+                    let fd = call.int(0);
+                    socket_inode(call.tid, fd).is_some_and(|ino| self.made.contains(&ino))
+                }
+                Trap::Connect => self
+                    .take(call.tid, call.id, call.int(0))
+                    .is_ok_and(|copy| fd_is_tcp(copy.as_raw_fd())),
+            }
+            && self.listener.valid(call.id);
+        if ours {
+            self.debug(format_args!(
+                "pid {}: fd {}: the program sets {}; KEEPALIVE_FORCE keeps ours",
+                call.tid,
+                call.int(0),
+                OPTIONS
+                    .iter()
+                    .find(|o| o.level == call.int(1) && o.name == call.int(2))
+                    .map_or("an option", |o| o.label)
+            ));
+            let _ = self.listener.succeed(call.id, 0);
+        } else {
+            let _ = self.listener.proceed(call.id);
+        }
+        Ok(())
+    }
+}
+
+/// `socket(domain, type, protocol)` here, close-on-exec in this process (the program's copy gets
+/// its own flag from the call).
+fn make(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket has no memory arguments.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: a new descriptor owned by this process.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+fn inode(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: st is plain data fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for writes.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_ino)
+}
+
+/// The inode of the socket that is descriptor `fd` of thread `tid`, from `/proc`.
+fn socket_inode(tid: i32, fd: c_int) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The thread group of thread `tid`, from `/proc/TID/status`.
+fn tgid(tid: i32) -> io::Result<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// The options set, as the library's debug lines show them.
+struct Shown([Option<c_int>; 5], u8);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (i, opt) in OPTIONS.iter().enumerate() {
+            let Some(v) = self.0[i] else { continue };
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            let unit = if i == 4 { "ms" } else { "" };
+            write!(f, "{}={v}{unit}", opt.label)?;
+            if self.1 & (1 << i) != 0 {
+                f.write_str(" (refused)")?;
+            }
+        }
+        if first {
+            f.write_str("nothing to set (the program's own values)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keepalive_shim_policy::config::{DEFAULT, load};
+
+    const KERNEL: [c_int; 5] = [0, 7200, 75, 9, 0];
+
+    #[test]
+    fn a_fresh_socket_gets_all_five() {
+        let plan = plan(KERNEL, KERNEL, &DEFAULT).unwrap();
+        assert_eq!(plan, [Some(1), Some(30), Some(10), Some(3), Some(60_000)]);
+    }
+
+    #[test]
+    fn keepalive_already_on_is_left_alone_unless_forced() {
+        let curl = [1, 60, 60, 9, 0];
+        assert_eq!(plan(curl, KERNEL, &DEFAULT), None);
+        let forced = Settings {
+            force: true,
+            ..DEFAULT
+        };
+        assert_eq!(
+            plan(curl, KERNEL, &forced).unwrap(),
+            [Some(1), Some(30), Some(10), Some(3), Some(60_000)]
+        );
+    }
+
+    #[test]
+    fn the_programs_own_values_stand_and_the_user_timeout_follows_them() {
+        // The program set idle 15 s before connecting: kept; the user timeout follows
+        // idle + interval x count in effect: 15 + 10 x 3.
+        let now = [0, 15, 75, 9, 0];
+        assert_eq!(
+            plan(now, KERNEL, &DEFAULT).unwrap(),
+            [Some(1), None, Some(10), Some(3), Some(45_000)]
+        );
+        // An explicit user timeout caps it.
+        let explicit = load([("KEEPALIVE_USER_TIMEOUT", "3s")]).settings;
+        assert_eq!(plan(now, KERNEL, &explicit).unwrap()[4], Some(3000));
+        // The program's own user timeout stands.
+        let own_ut = [0, 7200, 75, 9, 5000];
+        assert_eq!(plan(own_ut, KERNEL, &DEFAULT).unwrap()[4], None);
+    }
+
+    #[test]
+    fn shown_like_the_librarys_debug_lines() {
+        let text = Shown([Some(1), None, Some(10), Some(3), Some(45_000)], 0b1000).to_string();
+        assert_eq!(
+            text,
+            "SO_KEEPALIVE=1 TCP_KEEPINTVL=10 TCP_KEEPCNT=3 (refused) TCP_USER_TIMEOUT=45000ms"
+        );
+    }
+}

@@ -1,0 +1,778 @@
+//! Fleet mode on the real kernel: `keepalive-shim fleet attach` gives a BPF program to a cgroup
+//! v2 this test makes (a uniquely named child of the unified hierarchy, removed at the end), and
+//! processes are put into it between fork and exec. Each test compares the same program inside
+//! the cgroup and outside it:
+//! - a statically linked C client (no preload library can reach it), python3, and the server
+//!   side (a connection a listener in the cgroup accepted) get the options; a process outside
+//!   is untouched;
+//! - a program's own settings stand (before connect; after connect the user timeout follows
+//!   them); with FORCE ours win; a destination the rules exclude is left alone;
+//! - attaching twice replaces, a pinned attachment outlives the command until `fleet detach`,
+//!   and a foreground attachment ends with its process;
+//! - the dead-peer lab (`scripts/lab.sh`): the idle, unacknowledged and connect cases with the
+//!   static client in the lab's client namespace and in the cgroup end within the bound, and
+//!   are still blocked at three times the bound outside it.
+//!
+//! They need root (and cgroup v2): without, they are skipped with a message, except under
+//! `CI=true`, where that is a failure.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::lab::{Lab, SERVER4};
+use common::*;
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
+
+/// `IDLE=2 INTERVAL=1 COUNT=2`: a silent peer is detected after 2 + 1 × 2 = 4 s.
+const FAST_KEEPALIVE: [(&str, &str); 3] = [
+    ("KEEPALIVE_IDLE", "2"),
+    ("KEEPALIVE_INTERVAL", "1"),
+    ("KEEPALIVE_COUNT", "2"),
+];
+/// A 3 s user timeout, with keepalive far too slow to be the one that fires.
+const USER_TIMEOUT_3S: [(&str, &str); 2] =
+    [("KEEPALIVE_USER_TIMEOUT", "3s"), ("KEEPALIVE_IDLE", "600")];
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (with a message), except under CI, where it fails.
+fn skip<T>(why: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("fleet mode is required under CI=true: {why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// The first cgroup v2 mount (`/sys/fs/cgroup/unified` in a hybrid layout).
+fn unified() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
+    })
+}
+
+/// `keepalive-shim ARGS` with a clean environment plus `vars`.
+fn cli(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut cmd = command(false, CLI);
+    cmd.args(args).envs(vars.iter().copied());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("run keepalive-shim")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The static client, built once per test process.
+fn client() -> &'static Path {
+    static CLIENT: OnceLock<PathBuf> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let dir = root().join("target/fleet-test");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("fleet_client");
+        let tmp = dir.join(format!("fleet_client.{}", std::process::id()));
+        let status = Command::new("gcc")
+            .args(["-static", "-O2", "-Wall", "-o"])
+            .arg(&tmp)
+            .arg(program("fleet_client.c"))
+            .status()
+            .expect("run gcc");
+        assert!(status.success(), "gcc -static fleet_client.c");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}
+
+/// A cgroup made for one test: `kas-fleet-PID-N` under the unified hierarchy. When dropped,
+/// whatever keepalive-shim attached to it is detached, the processes left in it are killed,
+/// and it is removed.
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn new() -> Option<Cgroup> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        if !is_root() {
+            return skip("fleet mode needs root");
+        }
+        let Some(base) = unified() else {
+            return skip("no cgroup v2 hierarchy is mounted");
+        };
+        SWEEP.call_once(|| sweep(&base));
+        let path = base.join(format!(
+            "kas-fleet-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = std::fs::create_dir(&path) {
+            return skip(&format!("cannot make {}: {e}", path.display()));
+        }
+        Some(Cgroup { path })
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// `cmd` will run in this cgroup: between fork and exec the child writes "0" (itself) to
+    /// `cgroup.procs`.
+    fn enter(&self, cmd: &mut Command) {
+        let procs = File::options()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    /// `fleet attach --cgroup THIS` in the foreground, with `vars`, once it runs.
+    fn attach(&self, vars: &[(&str, &str)]) -> Background {
+        let bg = Background::spawn(cli(&["fleet", "attach", "--cgroup", self.arg()], vars));
+        bg.expect("running in the foreground", Duration::from_secs(20));
+        bg
+    }
+
+    /// `fleet status --json --cgroup THIS`.
+    fn status(&self) -> Vec<Value> {
+        let out = run(cli(
+            &["fleet", "status", "--json", "--cgroup", self.arg()],
+            &[],
+        ));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        match serde_json::from_slice(&out.stdout).expect("JSON") {
+            Value::Array(rows) => rows,
+            v => panic!("not an array: {v}"),
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        remove_cgroup(&self.path);
+    }
+}
+
+fn remove_cgroup(path: &Path) {
+    let _ = cli(
+        &["fleet", "detach", "--cgroup", path.to_str().unwrap()],
+        &[],
+    )
+    .output();
+    let _ = std::fs::write(path.join("cgroup.kill"), "1");
+    for _ in 0..50 {
+        if std::fs::remove_dir(path).is_ok() || !path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("warning: could not remove {}", path.display());
+}
+
+/// Removes the cgroups of earlier test processes that are gone (a killed run).
+fn sweep(base: &Path) {
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("kas-fleet-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            remove_cgroup(&entry.path());
+        }
+    }
+}
+
+/// The five options a client printed, after checking it exited 0.
+fn five_of(out: &Output) -> [i64; 5] {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    let line = text(&out.stdout);
+    let json: Value = serde_json::from_str(line.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    five(&json)
+}
+
+/// A loopback listener that accepts and holds connections, in the test process (outside any
+/// test cgroup).
+fn listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// `fleet_client options 127.0.0.1 PORT OWN...`, inside `cg` or not.
+fn options(cg: Option<&Cgroup>, port: u16, own: &[&str]) -> [i64; 5] {
+    let mut cmd = command(false, client());
+    cmd.args(["options", "127.0.0.1", &port.to_string()])
+        .args(own);
+    if let Some(cg) = cg {
+        cg.enter(&mut cmd);
+    }
+    five_of(&cmd.output().unwrap())
+}
+
+#[test]
+fn a_static_client_in_the_cgroup_gets_the_options_and_one_outside_does_not() {
+    let Some(cg) = Cgroup::new() else { return };
+    let _attached = cg.attach(&[]);
+    let (_l, port) = listener();
+    assert_eq!(options(Some(&cg), port, &[]), OURS);
+    assert_eq!(options(None, port, &[]), KERNEL);
+    // Its settings as attached, and only ours on this cgroup.
+    let rows = cg.status();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["relation"] == "this cgroup"));
+    assert_eq!(rows[0]["settings"]["idle_s"], 30);
+}
+
+#[test]
+fn python_client_and_accepted_connections_in_the_cgroup_get_the_options() {
+    let Some(cg) = Cgroup::new() else { return };
+    let _attached = cg.attach(&[("KEEPALIVE_IDLE", "45")]);
+    let probe = |inside: bool| {
+        let mut cmd = command(false, python());
+        cmd.arg(program("probe.py")).arg("sockets");
+        if inside {
+            cg.enter(&mut cmd);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let inside = probe(true);
+    let ours = [1, 45, 10, 3, 75_000];
+    assert_eq!(five(&inside["ipv4_connected"]), ours);
+    // Connections a listener in the cgroup accepted: the server side.
+    assert_eq!(five(&inside["accepted"]), ours);
+    // Fleet mode acts at connect and accept: a socket not yet connected is as the kernel made it.
+    assert_eq!(five(&inside["ipv4"]), KERNEL);
+    let outside = probe(false);
+    assert_eq!(five(&outside["ipv4_connected"]), KERNEL);
+    assert_eq!(five(&outside["accepted"]), KERNEL);
+}
+
+#[test]
+fn a_static_server_in_the_cgroup_configures_what_it_accepts_from_outside() {
+    let Some(cg) = Cgroup::new() else { return };
+    let _attached = cg.attach(&[]);
+    for host in ["127.0.0.1", "::1"] {
+        let mut cmd = command(false, client());
+        cmd.args(["accept", host, "0"]);
+        cg.enter(&mut cmd);
+        let server = Background::spawn(cmd);
+        let line = server.expect("listening", Duration::from_secs(10));
+        let port = line.split_whitespace().nth(1).unwrap().to_string();
+        // The client is outside the cgroup: its own socket stays as the kernel made it.
+        let mut outside = command(false, client());
+        outside.args(["options", host, &port]);
+        assert_eq!(five_of(&outside.output().unwrap()), KERNEL, "{host}");
+        let accepted = server.expect("{", Duration::from_secs(10));
+        let json: Value = serde_json::from_str(&accepted).unwrap();
+        assert_eq!(five(&json), OURS, "accepted over {host}");
+    }
+}
+
+#[test]
+fn a_programs_own_settings_stand_and_the_user_timeout_follows_them() {
+    let Some(cg) = Cgroup::new() else { return };
+    let _attached = cg.attach(&[]);
+    let (_l, port) = listener();
+    // curl: keepalive on, 60 s idle and interval, before connect; the count is ours, and the
+    // user timeout follows: 60 + 60 × 3 = 240 s.
+    let curl = ["--keepalive", "1", "--idle", "60", "--interval", "60"];
+    assert_eq!(options(Some(&cg), port, &curl), [1, 60, 60, 3, 240_000]);
+    // Its own user timeout stands.
+    let own_ut = ["--user-timeout", "5000"];
+    assert_eq!(options(Some(&cg), port, &own_ut), [1, 30, 10, 3, 5000]);
+    // node: a 1 s idle after connecting (the setsockopt program): 1 + 10 × 3 = 31 s.
+    let node = ["--after-idle", "1"];
+    assert_eq!(options(Some(&cg), port, &node), [1, 1, 10, 3, 31_000]);
+    // Outside, the program's own values only.
+    assert_eq!(options(None, port, &curl), [1, 60, 60, 9, 0]);
+}
+
+#[test]
+fn force_makes_ours_win_before_and_after_connect() {
+    let Some(cg) = Cgroup::new() else { return };
+    let _attached = cg.attach(&[("KEEPALIVE_FORCE", "1")]);
+    let (_l, port) = listener();
+    let own = [
+        "--keepalive",
+        "0",
+        "--idle",
+        "100",
+        "--user-timeout",
+        "5000",
+        "--after-idle",
+        "1",
+    ];
+    assert_eq!(options(Some(&cg), port, &own), OURS);
+    assert_eq!(options(None, port, &own), [0, 1, 75, 9, 5000]);
+    // A value the kernel refuses still fails, as without the program.
+    let mut bad = command(false, client());
+    bad.args(["options", "127.0.0.1", &port.to_string(), "--idle", "0"]);
+    cg.enter(&mut bad);
+    let out = bad.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--idle: Invalid argument"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_destination_the_rules_exclude_is_left_alone() {
+    let Some(cg) = Cgroup::new() else { return };
+    let (_excluded, excluded_port) = listener();
+    let (_other, other_port) = listener();
+    let rule = format!(":{excluded_port}");
+    let _attached = cg.attach(&[("KEEPALIVE_EXCLUDE", &rule)]);
+    assert_eq!(options(Some(&cg), excluded_port, &[]), KERNEL);
+    // Left alone means left alone: the user timeout does not follow its own keepalive either.
+    assert_eq!(
+        options(Some(&cg), excluded_port, &["--after-idle", "1"]),
+        [0, 1, 75, 9, 0]
+    );
+    assert_eq!(options(Some(&cg), other_port, &[]), OURS);
+    let include = format!("127.0.0.2/32,:{other_port}");
+    drop(_attached);
+    let _attached = cg.attach(&[("KEEPALIVE_INCLUDE", &include)]);
+    assert_eq!(options(Some(&cg), other_port, &[]), OURS);
+    assert_eq!(options(Some(&cg), excluded_port, &[]), KERNEL);
+}
+
+#[test]
+fn attaching_again_replaces_and_a_stopped_attachment_is_gone() {
+    let Some(cg) = Cgroup::new() else { return };
+    let (_l, port) = listener();
+    let mut first = cg.attach(&[("KEEPALIVE_IDLE", "20")]);
+    let _second = cg.attach(&[("KEEPALIVE_IDLE", "40")]);
+    // The first one noticed it was replaced, and exited.
+    let t0 = Instant::now();
+    while first.running() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!first.running(), "the replaced attachment should exit");
+    let rows = cg.status();
+    assert_eq!(
+        rows.len(),
+        2,
+        "one program per hook, never stacked: {rows:?}"
+    );
+    assert!(rows.iter().all(|r| r["settings"]["idle_s"] == 40));
+    assert_eq!(options(Some(&cg), port, &[])[1], 40);
+    drop(_second);
+    // Killed (SIGKILL, as by the test's Drop): the kernel detaches its links.
+    let t0 = Instant::now();
+    while !cg.status().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cg.status().is_empty());
+    assert_eq!(options(Some(&cg), port, &[]), KERNEL);
+}
+
+/// A private bpf file system at a unique directory, unmounted and removed when dropped.
+struct Bpffs {
+    dir: PathBuf,
+}
+
+impl Bpffs {
+    fn new() -> Bpffs {
+        let dir = root().join(format!("target/fleet-test/bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t bpf");
+        Bpffs { dir }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_pinned_attachment_stays_until_detached_and_is_replaced_in_place() {
+    let Some(cg) = Cgroup::new() else { return };
+    let bpffs = Bpffs::new();
+    let pin = bpffs.dir.join("keepalive");
+    let pin_arg = pin.to_str().unwrap();
+    let (_l, port) = listener();
+    let attach = |vars: &[(&str, &str)]| {
+        let out = run(cli(
+            &["fleet", "attach", "--cgroup", cg.arg(), "--pin", pin_arg],
+            vars,
+        ));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let said = attach(&[]);
+    assert!(said.contains("pinned under"), "{said}");
+    assert!(pin.join("sock_ops").exists() && pin.join("setsockopt").exists());
+    // The command has exited; the programs are still attached.
+    assert_eq!(options(Some(&cg), port, &[]), OURS);
+    let links: Vec<Value> = cg.status().iter().map(|r| r["link_id"].clone()).collect();
+    // Again, with other settings: the same links, new programs.
+    attach(&[("KEEPALIVE_IDLE", "25")]);
+    let rows = cg.status();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["link_id"].clone())
+            .collect::<Vec<_>>(),
+        links
+    );
+    assert_eq!(options(Some(&cg), port, &[])[1], 25);
+    // KEEPALIVE_USER_TIMEOUT=0 needs no setsockopt program: its pin goes.
+    attach(&[("KEEPALIVE_USER_TIMEOUT", "0")]);
+    assert!(!pin.join("setsockopt").exists());
+    assert_eq!(cg.status().len(), 1);
+    let out = run(cli(&["fleet", "detach", "--pin", pin_arg], &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!pin.exists());
+    assert!(cg.status().is_empty());
+    assert_eq!(options(Some(&cg), port, &[]), KERNEL);
+}
+
+#[test]
+fn refusals_say_what_is_wrong() {
+    if !is_root() {
+        skip::<()>("fleet mode needs root");
+        return;
+    }
+    let out = run(cli(&["fleet", "attach", "--cgroup", "/tmp"], &[]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/tmp is not a cgroup v2 directory; cgroup v2 is mounted at"),
+        "{}",
+        text(&out.stderr)
+    );
+    if Path::new("/sys/fs/cgroup/memory").exists() {
+        let out = run(cli(
+            &["fleet", "attach", "--cgroup", "/sys/fs/cgroup/memory"],
+            &[],
+        ));
+        assert!(
+            text(&out.stderr).contains("is a cgroup v1 hierarchy; fleet mode needs cgroup v2"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // Without privileges (uid 65534, no capabilities).
+    let mut cmd = cli(&["fleet", "status"], &[]);
+    cmd.uid(65534).gid(65534);
+    let out = run(cmd);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("fleet mode needs root with CAP_SYS_ADMIN"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Strict mode with a problem: nothing attached.
+    let Some(cg) = Cgroup::new() else { return };
+    let out = run(cli(
+        &["fleet", "attach", "--cgroup", cg.arg()],
+        &[("KEEPALIVE_STRICT", "1"), ("KEEPALIVE_IDLE", "soon")],
+    ));
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(cg.status().is_empty());
+}
+
+#[test]
+fn check_shows_what_would_be_attached() {
+    let out = run(cli(&["check"], &[("KEEPALIVE_FORCE", "1")]));
+    let said = text(&out.stdout);
+    assert!(said.contains("Fleet mode (keepalive-shim fleet attach --cgroup PATH) would attach:"));
+    assert!(
+        said.contains("a program's own value for any of the five becomes ours"),
+        "{said}"
+    );
+    let out = run(cli(&["check"], &[("KEEPALIVE_USER_TIMEOUT", "0")]));
+    assert!(text(&out.stdout).contains("no setsockopt program"));
+}
+
+// ---- the dead-peer lab ----
+
+/// The static client `args` in the lab's client namespace, in `cg` when given.
+fn lab_client(lab: &Lab, cg: Option<&Cgroup>, args: &[&str]) -> Background {
+    let mut cmd = lab.command('c', false, client());
+    cmd.args(args);
+    if let Some(cg) = cg {
+        cg.enter(&mut cmd);
+    }
+    Background::spawn(cmd)
+}
+
+/// `server.py --mode=MODE` on the lab's server address, once it listens.
+fn lab_server(lab: &Lab, mode: &str, port: &str) -> Background {
+    let script = program("server.py");
+    let flags = [
+        format!("--mode={mode}"),
+        format!("--host={SERVER4}"),
+        format!("--port={port}"),
+    ];
+    let mut args = vec![python().as_os_str(), script.as_os_str()];
+    args.extend(flags.iter().map(OsStr::new));
+    let server = lab.spawn('s', false, &[], &args);
+    server.expect("listening", Duration::from_secs(10));
+    server
+}
+
+/// The bound holds: the error came no earlier than bound − 0.5 s and no later than bound + 2 s.
+fn assert_within(what: &str, seconds: f64, bound: f64) {
+    eprintln!("{what}: ended after {seconds:.2} s (bound {bound} s)");
+    assert!(
+        seconds >= bound - 0.5 && seconds <= bound + 2.0,
+        "{what}: ended after {seconds:.2} s, outside [{:.1}, {:.1}]",
+        bound - 0.5,
+        bound + 2.0
+    );
+}
+
+/// Still blocked at `t0 + check` (three times the bound) without the program.
+fn assert_still_blocked(what: &str, bg: &mut Background, t0: Instant, check: f64) {
+    std::thread::sleep(Duration::from_secs_f64(check).saturating_sub(t0.elapsed()));
+    assert!(
+        bg.running(),
+        "{what}: outside the cgroup it should still be blocked at {check} s"
+    );
+    eprintln!("{what}: outside the cgroup still blocked at {check} s");
+}
+
+#[test]
+fn lab_a_silent_server_is_noticed_after_idle_plus_probes() {
+    let Some(cg) = Cgroup::new() else { return };
+    let Some(lab) = Lab::new() else { return };
+    let _attached = cg.attach(&FAST_KEEPALIVE);
+    let server = lab_server(&lab, "silent", "8080");
+    let args = ["idle", SERVER4, "8080"];
+    let with = lab_client(&lab, Some(&cg), &args);
+    let mut without = lab_client(&lab, None, &args);
+    with.expect("connected", Duration::from_secs(10));
+    without.expect("connected", Duration::from_secs(10));
+    for _ in 0..2 {
+        server.expect("request", Duration::from_secs(10));
+    }
+    lab.cut("server");
+    let t0 = Instant::now();
+    let line = with.expect("result", Duration::from_secs(10));
+    assert_eq!(line, "result ETIMEDOUT");
+    assert_within("fleet: silent server", t0.elapsed().as_secs_f64(), 4.0);
+    assert_still_blocked("fleet: silent server", &mut without, t0, 12.0);
+}
+
+#[test]
+fn lab_an_unacknowledged_request_fails_after_the_user_timeout() {
+    let Some(cg) = Cgroup::new() else { return };
+    let Some(lab) = Lab::new() else { return };
+    let _attached = cg.attach(&USER_TIMEOUT_3S);
+    let _server = lab_server(&lab, "http", "8080");
+    let args = ["send", SERVER4, "8080"];
+    let mut with = lab_client(&lab, Some(&cg), &args);
+    let mut without = lab_client(&lab, None, &args);
+    with.expect("connected", Duration::from_secs(10));
+    without.expect("connected", Duration::from_secs(10));
+    lab.cut("server");
+    with.say("go");
+    without.say("go");
+    let t0 = Instant::now();
+    let line = with.expect("result", Duration::from_secs(10));
+    assert_eq!(line, "result ETIMEDOUT");
+    assert_within(
+        "fleet: unacknowledged request",
+        t0.elapsed().as_secs_f64(),
+        3.0,
+    );
+    assert_still_blocked("fleet: unacknowledged request", &mut without, t0, 9.0);
+}
+
+#[test]
+fn lab_connecting_to_a_cut_server_fails_after_the_user_timeout() {
+    let Some(cg) = Cgroup::new() else { return };
+    let Some(lab) = Lab::new() else { return };
+    let _attached = cg.attach(&USER_TIMEOUT_3S);
+    lab.cut("server");
+    let args = ["connect", SERVER4, "8080"];
+    let t0 = Instant::now();
+    let with = lab_client(&lab, Some(&cg), &args);
+    let mut without = lab_client(&lab, None, &args);
+    let line = with.expect("result", Duration::from_secs(10));
+    assert!(line.starts_with("result ETIMEDOUT "), "{line}");
+    let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_within("fleet: connect to a cut server", seconds, 3.0);
+    assert_still_blocked("fleet: connect to a cut server", &mut without, t0, 9.0);
+}
+
+// ---- a container of the tests' own Docker daemon ----
+
+/// A container's cgroup in the unified hierarchy, from its first process's `/proc/PID/cgroup`
+/// (`0::/docker/ID`); `None` when the runtime left it at the root.
+fn container_cgroup(pid: u32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    (path != "/").then(|| unified().map(|u| u.join(path.trim_start_matches('/'))))?
+}
+
+/// Docker's part of a Kubernetes pod: a sandbox container (`--network none`) holds the network
+/// namespace, into which the lab's client link is moved; two containers join it. The program is
+/// attached to one container's cgroup (made by the tests' private daemon for this test): the
+/// static client inside it notices the dead server within the bound, the same client in the
+/// other container is still blocked at three times the bound.
+#[test]
+fn docker_a_static_client_in_a_containers_cgroup_is_covered() {
+    use common::docker::{BASE_IMAGE, docker, in_netns_of};
+    if !is_root() {
+        skip::<()>("fleet mode needs root");
+        return;
+    }
+    let Some(docker) = docker() else { return };
+    let Some(lab) = Lab::new() else { return };
+    let server = lab_server(&lab, "silent", "8080");
+    let label = docker.label();
+    let mount = format!("{}:/fleet_client:ro", client().display());
+    let sandbox = docker.container("sandbox");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &sandbox.name,
+        "--label",
+        &label,
+        "--network",
+        "none",
+        BASE_IMAGE,
+        "sleep",
+        "600",
+    ]);
+    // The lab's client link into the sandbox's namespace, configured as lab.sh did.
+    let pid = docker.pid(&sandbox.name);
+    let mut mv = lab.command('c', false, "ip");
+    mv.args(["link", "set", "eth0", "netns", &pid.to_string()]);
+    assert!(mv.status().unwrap().success());
+    let mut smac = lab.command('s', false, "ip");
+    smac.args(["-o", "link", "show", "eth0"]);
+    let line = text(&smac.output().unwrap().stdout);
+    let server_mac = line
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("the server's MAC")
+        .to_string();
+    for args in [
+        &["addr", "add", "10.77.0.1/24", "dev", "eth0"][..],
+        &["link", "set", "eth0", "up"],
+        &[
+            "neigh",
+            "replace",
+            SERVER4,
+            "lladdr",
+            &server_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        let mut cmd = in_netns_of(pid, "ip");
+        cmd.args(args);
+        assert!(cmd.status().unwrap().success(), "ip {args:?}");
+    }
+    let app = |role: &str| {
+        let c = docker.container(role);
+        let network = format!("container:{}", sandbox.name);
+        docker.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &c.name,
+            "--label",
+            &label,
+            "--network",
+            &network,
+            "-v",
+            &mount,
+            BASE_IMAGE,
+            "sleep",
+            "600",
+        ]);
+        c
+    };
+    let with = app("with");
+    let without = app("without");
+    let Some(path) = container_cgroup(docker.pid(&with.name)) else {
+        skip::<()>("the container runtime puts containers in no cgroup of the unified hierarchy");
+        return;
+    };
+    let attached = Background::spawn(cli(
+        &["fleet", "attach", "--cgroup", path.to_str().unwrap()],
+        &FAST_KEEPALIVE,
+    ));
+    attached.expect("running in the foreground", Duration::from_secs(20));
+    let exec = |c: &str| {
+        let mut cmd = docker.cmd();
+        cmd.args(["exec", c, "/fleet_client", "idle", SERVER4, "8080"]);
+        Background::spawn(cmd)
+    };
+    let inside = exec(&with.name);
+    let mut outside = exec(&without.name);
+    inside.expect("connected", Duration::from_secs(20));
+    outside.expect("connected", Duration::from_secs(20));
+    for _ in 0..2 {
+        server.expect("request", Duration::from_secs(10));
+    }
+    lab.cut("server");
+    let t0 = Instant::now();
+    let line = inside.expect("result", Duration::from_secs(10));
+    assert_eq!(line, "result ETIMEDOUT");
+    assert_within("fleet in a container", t0.elapsed().as_secs_f64(), 4.0);
+    assert_still_blocked("fleet in a container", &mut outside, t0, 12.0);
+    drop(attached);
+}

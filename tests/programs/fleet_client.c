@@ -1,0 +1,181 @@
+/* A TCP client and server for the fleet-mode tests (cli/tests/fleet.rs), built with gcc -static
+ * so that no preload library can reach it: whatever keepalive its sockets get, a BPF program in
+ * its cgroup gave them.
+ *
+ *   fleet_client options HOST PORT [OWN...]  connect, print the socket's five options as JSON
+ *   fleet_client accept HOST PORT            listen (port 0: any), print "listening PORT", accept
+ *                                            one connection, print its options as JSON
+ *   fleet_client idle HOST PORT              connect, send a request, print "connected", wait
+ *                                            for an answer; print "result ERRNO"
+ *   fleet_client send HOST PORT              connect, print "connected", wait for "go" on stdin,
+ *                                            send a request, wait for an answer; "result ERRNO"
+ *   fleet_client connect HOST PORT           connect; print "result ERRNO SECONDS"
+ *
+ * OWN, the program's own settings: --keepalive N, --idle N, --interval N, --count N,
+ * --user-timeout MS (set before connect()), --after-idle N (set after connect(), as node does).
+ * Options are printed as {"keepalive":1,"idle":30,"interval":10,"count":3,"user_timeout":60000}.
+ * HOST is an IPv4 or IPv6 address. A failing call other than the awaited one exits 1. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef TCP_USER_TIMEOUT
+#define TCP_USER_TIMEOUT 18
+#endif
+
+static void check(int ok, const char *what) {
+    if (!ok) {
+        fprintf(stderr, "fleet_client: %s: %s\n", what, strerror(errno));
+        exit(1);
+    }
+}
+
+static const int LEVELS[5] = {SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP};
+static const int NAMES[5] = {SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
+                             TCP_USER_TIMEOUT};
+static const char *FLAGS[5] = {"--keepalive", "--idle", "--interval", "--count", "--user-timeout"};
+static const char *KEYS[5] = {"keepalive", "idle", "interval", "count", "user_timeout"};
+
+static void print_options(int fd) {
+    printf("{");
+    for (int i = 0; i < 5; i++) {
+        int value = -1;
+        socklen_t len = sizeof value;
+        check(getsockopt(fd, LEVELS[i], NAMES[i], &value, &len) == 0, "getsockopt");
+        printf("%s\"%s\":%d", i ? "," : "", KEYS[i], value);
+    }
+    printf("}\n");
+    fflush(stdout);
+}
+
+static void set(int fd, int i, int value) {
+    check(setsockopt(fd, LEVELS[i], NAMES[i], &value, sizeof value) == 0, FLAGS[i]);
+}
+
+/* The address HOST PORT, as IPv4 or IPv6. */
+static socklen_t address(const char *host, const char *port, struct sockaddr_storage *ss) {
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(atoi(port));
+        return sizeof *v4;
+    }
+    check(inet_pton(AF_INET6, host, &v6->sin6_addr) == 1, "address");
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(atoi(port));
+    return sizeof *v6;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static const char *error_name(int e) {
+    switch (e) {
+    case 0: return "none";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ECONNRESET: return "ECONNRESET";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    default: return "other";
+    }
+}
+
+/* Waits for an answer: prints "result ERRNO" when the connection fails (or closes). */
+static int await_answer(int fd) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof buf, 0)) > 0) {
+    }
+    printf("result %s\n", n == 0 ? "eof" : error_name(errno));
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: fleet_client MODE HOST PORT [OWN...]\n");
+        return 2;
+    }
+    const char *mode = argv[1];
+    struct sockaddr_storage ss;
+    socklen_t len = address(argv[2], argv[3], &ss);
+    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+    check(fd >= 0, "socket");
+    int after_idle = 0;
+    for (int a = 4; a + 1 < argc; a += 2) {
+        if (strcmp(argv[a], "--after-idle") == 0) {
+            after_idle = atoi(argv[a + 1]);
+            continue;
+        }
+        int known = 0;
+        for (int i = 0; i < 5; i++) {
+            if (strcmp(argv[a], FLAGS[i]) == 0) {
+                set(fd, i, atoi(argv[a + 1]));
+                known = 1;
+            }
+        }
+        if (!known) {
+            fprintf(stderr, "fleet_client: unknown option %s\n", argv[a]);
+            return 2;
+        }
+    }
+    if (strcmp(mode, "accept") == 0) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        check(bind(fd, (struct sockaddr *)&ss, len) == 0, "bind");
+        check(listen(fd, 4) == 0, "listen");
+        check(getsockname(fd, (struct sockaddr *)&ss, &len) == 0, "getsockname");
+        int port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                                 : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        printf("listening %d\n", port);
+        fflush(stdout);
+        int conn = accept(fd, NULL, NULL);
+        check(conn >= 0, "accept");
+        print_options(conn);
+        return 0;
+    }
+    if (strcmp(mode, "connect") == 0) {
+        double t0 = now();
+        int rc = connect(fd, (struct sockaddr *)&ss, len);
+        printf("result %s %.2f\n", rc == 0 ? "none" : error_name(errno), now() - t0);
+        fflush(stdout);
+        return 0;
+    }
+    check(connect(fd, (struct sockaddr *)&ss, len) == 0, "connect");
+    if (after_idle)
+        set(fd, 1, after_idle);
+    static const char request[] = "GET / HTTP/1.1\r\nHost: lab\r\n\r\n";
+    if (strcmp(mode, "options") == 0) {
+        print_options(fd);
+        return 0;
+    }
+    if (strcmp(mode, "idle") == 0) {
+        check(send(fd, request, sizeof request - 1, 0) > 0, "send");
+        printf("connected\n");
+        fflush(stdout);
+        return await_answer(fd);
+    }
+    if (strcmp(mode, "send") == 0) {
+        printf("connected\n");
+        fflush(stdout);
+        char line[64];
+        if (!fgets(line, sizeof line, stdin))
+            return 1;
+        check(send(fd, request, sizeof request - 1, 0) > 0, "send");
+        return await_answer(fd);
+    }
+    fprintf(stderr, "fleet_client: unknown mode %s\n", mode);
+    return 2;
+}
