@@ -24,15 +24,13 @@ use crate::errno;
 use crate::log::{self, debug};
 use crate::real;
 use core::fmt;
-use keepalive_shim_policy::options::{OPTIONS, is_tcp, option_index, user_timeout_for, values};
+use keepalive_shim_policy::options::{
+    COUNT, IDLE, INTERVAL, KEEPALIVE, OPTIONS, USER_TIMEOUT, is_tcp, option_index,
+    user_timeout_in_effect, values,
+};
 use keepalive_shim_policy::rules::Destination;
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 
-const KEEPALIVE: usize = 0;
-const IDLE: usize = 1;
-const INTERVAL: usize = 2;
-const COUNT: usize = 3;
-const USER_TIMEOUT: usize = 4;
 /// Every option, as a bit mask over [`OPTIONS`].
 const ALL: u8 = 0b1_1111;
 
@@ -118,24 +116,20 @@ fn state_from_kernel(fd: c_int, s: &Settings) -> State {
     state
 }
 
-/// The user timeout for a socket in `state` under `s`: the program's own keepalive values, where
-/// it set any, give the bound the user timeout must not exceed (`options::user_timeout_for`);
-/// otherwise the configured one. Reads the program's values from the socket.
+/// The user timeout for a socket in `state` under `s` (`options::user_timeout_in_effect`),
+/// reading from the socket only the values the program set itself.
 fn user_timeout(fd: c_int, s: &Settings, state: State) -> c_int {
-    let ours = values(s);
-    if !(state.own(IDLE) || state.own(INTERVAL) || state.own(COUNT)) {
-        return ours[USER_TIMEOUT];
+    let own = ALL & !not_own(state);
+    let mut theirs = [0; 5];
+    if own & (1 << IDLE | 1 << INTERVAL | 1 << COUNT) != 0 {
+        for i in [IDLE, INTERVAL, COUNT] {
+            if own & (1 << i) != 0 {
+                let v = real::get_int(fd, OPTIONS[i].level, OPTIONS[i].name);
+                theirs[i] = v.unwrap_or(values(s)[i]);
+            }
+        }
     }
-    let in_effect = |i: usize| -> u32 {
-        let v = if state.own(i) {
-            real::get_int(fd, OPTIONS[i].level, OPTIONS[i].name).unwrap_or(ours[i])
-        } else {
-            ours[i]
-        };
-        u32::try_from(v).unwrap_or(0)
-    };
-    let ms = user_timeout_for(s, in_effect(IDLE), in_effect(INTERVAL), in_effect(COUNT));
-    c_int::try_from(ms).unwrap_or(c_int::MAX)
+    user_timeout_in_effect(s, own, &theirs)
 }
 
 /// The options the program did not set itself, as a mask over [`OPTIONS`].

@@ -26,7 +26,12 @@
 use super::insn::*;
 use keepalive_shim_policy::config::Settings;
 use keepalive_shim_policy::options::{OPTIONS, values};
-use keepalive_shim_policy::rules::{Destination, Rule};
+use keepalive_shim_policy::rules::Rule;
+// The policy written as a plain function (`decide`), and the unit tests that compare the
+// generated program with it, take destinations and parse addresses.
+#[cfg(test)]
+use keepalive_shim_policy::rules::Destination;
+#[cfg(test)]
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Indexes in `OPTIONS`.
@@ -189,29 +194,17 @@ pub fn decide(
     if read[KEEPALIVE] == 0 {
         after[KEEPALIVE] = 1;
     }
-    let mut own_keepalive = false;
+    let mut own = 0u8;
     for i in [IDLE, INTERVAL, COUNT] {
         let v = read[i];
         if v == 0 || defaults.of(i).iter().any(|&d| d as i32 == v) {
             after[i] = ours[i];
         } else {
-            own_keepalive = true;
+            own |= 1 << i;
         }
     }
     if read[USER_TIMEOUT] == 0 {
-        after[USER_TIMEOUT] = if s.user_timeout_explicit && s.user_timeout_ms == 0 {
-            0
-        } else if own_keepalive {
-            let ms = keepalive_shim_policy::options::user_timeout_for(
-                s,
-                after[IDLE] as u32,
-                after[INTERVAL] as u32,
-                after[COUNT] as u32,
-            );
-            i32::try_from(ms).unwrap_or(i32::MAX)
-        } else {
-            ours[USER_TIMEOUT]
-        };
+        after[USER_TIMEOUT] = keepalive_shim_policy::options::user_timeout_in_effect(s, own, &read);
     }
     Some(after)
 }
@@ -227,88 +220,10 @@ pub struct RuleParts {
     pub port: u16,
 }
 
-/// The parts of `rule`, read back from its canonical text (the policy crate keeps them
-/// private), and checked against `Rule::matches` so a change there cannot go unnoticed here.
+/// The parts of `rule`, as the policy crate holds them.
 pub fn rule_parts(rule: &Rule) -> RuleParts {
-    let text = rule.to_string();
-    let parts = parse_canonical(&text)
-        .unwrap_or_else(|| panic!("rule {text:?} is not in the canonical form expected"));
-    let probe = Destination {
-        ip: parts.net,
-        port: if parts.port == 0 { 1 } else { parts.port },
-    };
-    assert!(
-        rule.matches(&probe),
-        "rule {text}: its own range must match"
-    );
-    if parts.bits > 0 {
-        // The last bit of the prefix flipped: outside the range.
-        let bit = usize::from(parts.bits - 1);
-        let mut outside = probe;
-        outside.ip[bit / 8] ^= 0x80 >> (bit % 8);
-        assert!(!rule.matches(&outside), "rule {text}: prefix length");
-    }
-    if parts.port != 0 {
-        let other = Destination {
-            port: parts.port.wrapping_add(1).max(1),
-            ..probe
-        };
-        assert!(!rule.matches(&other), "rule {text}: port");
-    }
-    parts
-}
-
-fn parse_canonical(text: &str) -> Option<RuleParts> {
-    if let Some(port) = text.strip_prefix(':').filter(|p| !p.starts_with(':')) {
-        return Some(RuleParts {
-            net: [0; 16],
-            bits: 0,
-            port: port.parse().ok()?,
-        });
-    }
-    let split_bits = |range: &str, full: u8| -> Option<(String, u8)> {
-        match range.split_once('/') {
-            Some((a, b)) => Some((a.to_string(), b.parse().ok()?)),
-            None => Some((range.to_string(), full)),
-        }
-    };
-    if let Some(rest) = text.strip_prefix('[') {
-        let (address, rest) = rest.split_once(']')?;
-        let (bits, port) = match rest.split_once(':') {
-            Some((bits, port)) => (bits, port.parse().ok()?),
-            None => (rest, 0),
-        };
-        let bits = match bits.strip_prefix('/') {
-            Some(b) => b.parse().ok()?,
-            None => 128,
-        };
-        let ip: Ipv6Addr = address.parse().ok()?;
-        return Some(RuleParts {
-            net: ip.octets(),
-            bits,
-            port,
-        });
-    }
-    if text.matches(':').count() > 1 {
-        let (address, bits) = split_bits(text, 128)?;
-        let ip: Ipv6Addr = address.parse().ok()?;
-        return Some(RuleParts {
-            net: ip.octets(),
-            bits,
-            port: 0,
-        });
-    }
-    let (range, port) = match text.split_once(':') {
-        Some((range, port)) => (range, port.parse().ok()?),
-        None => (text, 0),
-    };
-    let (address, bits) = split_bits(range, 32)?;
-    let ip: Ipv4Addr = address.parse().ok()?;
-    Some(RuleParts {
-        net: ip.to_ipv6_mapped().octets(),
-        bits: 96 + bits,
-        port,
-    })
+    let (net, bits, port) = rule.parts();
+    RuleParts { net, bits, port }
 }
 
 /// How `struct bpf_sock_ops`'s `remote_port` reads for `port`: the kernel loads the 16-bit

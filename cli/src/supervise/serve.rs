@@ -16,7 +16,9 @@
 use super::filter::Trap;
 use super::notify::{Call, Listener};
 use keepalive_shim_policy::config::{LogLevel, Settings};
-use keepalive_shim_policy::options::{OPTIONS, is_tcp, user_timeout_for, values};
+use keepalive_shim_policy::options::{
+    OPTIONS, USER_TIMEOUT, is_tcp, user_timeout_in_effect, values,
+};
 use libc::c_int;
 use std::collections::HashSet;
 use std::io;
@@ -135,7 +137,7 @@ fn fd_is_tcp(fd: RawFd) -> bool {
 /// left alone (whoever turned it on chose its values); otherwise every option the program has
 /// not changed from the kernel's default gets the configured value, and when the program set its
 /// own idle, interval or count, the user timeout follows the keepalive in effect
-/// ([`user_timeout_for`]). With `KEEPALIVE_FORCE`, all five are the configured ones.
+/// ([`user_timeout_in_effect`]). With `KEEPALIVE_FORCE`, all five are the configured ones.
 pub fn plan(now: [c_int; 5], kernel: [c_int; 5], s: &Settings) -> Option<[Option<c_int>; 5]> {
     let ours = values(s);
     if s.force {
@@ -147,11 +149,9 @@ pub fn plan(now: [c_int; 5], kernel: [c_int; 5], s: &Settings) -> Option<[Option
     let own = |i: usize| now[i] != kernel[i];
     let mut out: [Option<c_int>; 5] =
         std::array::from_fn(|i| (i == 0 || !own(i)).then_some(ours[i]));
-    if !own(4) && (own(1) || own(2) || own(3)) {
-        let in_effect =
-            |i: usize| u32::try_from(if own(i) { now[i] } else { ours[i] }).unwrap_or(0);
-        let ms = user_timeout_for(s, in_effect(1), in_effect(2), in_effect(3));
-        out[4] = Some(c_int::try_from(ms).unwrap_or(c_int::MAX));
+    if !own(USER_TIMEOUT) {
+        let mask = (0..5).filter(|&i| own(i)).fold(0, |m, i| m | (1 << i));
+        out[USER_TIMEOUT] = Some(user_timeout_in_effect(s, mask, &now));
     }
     Some(out)
 }

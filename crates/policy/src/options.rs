@@ -84,6 +84,31 @@ pub fn user_timeout_for(s: &Settings, idle_s: u32, interval_s: u32, count: u32) 
     }
 }
 
+/// The positions in [`OPTIONS`].
+pub const KEEPALIVE: usize = 0;
+pub const IDLE: usize = 1;
+pub const INTERVAL: usize = 2;
+pub const COUNT: usize = 3;
+pub const USER_TIMEOUT: usize = 4;
+
+/// The user timeout to set on a socket on which the program set the options of `own` (a mask
+/// over [`OPTIONS`]) itself, `theirs` holding their values (the rest is not read): the
+/// configured one when the program set none of idle, interval and count, otherwise
+/// [`user_timeout_for`] over the values in effect, the program's where it set them and the
+/// configured ones elsewhere. Every mechanism (the preload library, the seccomp supervisor, the
+/// fleet program's specification) decides the user timeout with this function.
+pub fn user_timeout_in_effect(s: &Settings, own: u8, theirs: &[c_int; 5]) -> c_int {
+    let ours = values(s);
+    let is_own = |i: usize| own & (1 << i) != 0;
+    if !(is_own(IDLE) || is_own(INTERVAL) || is_own(COUNT)) {
+        return ours[USER_TIMEOUT];
+    }
+    let in_effect =
+        |i: usize| u32::try_from(if is_own(i) { theirs[i] } else { ours[i] }).unwrap_or(0);
+    let ms = user_timeout_for(s, in_effect(IDLE), in_effect(INTERVAL), in_effect(COUNT));
+    c_int::try_from(ms).unwrap_or(c_int::MAX)
+}
+
 /// The index in [`OPTIONS`] of `(level, name)`, if it is one of ours.
 pub fn option_index(level: c_int, name: c_int) -> Option<usize> {
     OPTIONS
@@ -176,5 +201,30 @@ mod tests {
         // An invalid explicit value is not explicit: the derived one stands.
         let loaded = crate::config::load([("KEEPALIVE_USER_TIMEOUT", "soon")]);
         assert!(!loaded.settings.user_timeout_explicit);
+    }
+
+    #[test]
+    fn the_user_timeout_in_effect_follows_only_the_programs_own_keepalive() {
+        let s = crate::config::DEFAULT;
+        let node = [1, 1, 1, 10, 0];
+        assert_eq!(
+            user_timeout_in_effect(&s, 0, &node),
+            60_000,
+            "nothing own: ours"
+        );
+        let keepalive_only = 1 << KEEPALIVE;
+        assert_eq!(user_timeout_in_effect(&s, keepalive_only, &node), 60_000);
+        let all = 1 << IDLE | 1 << INTERVAL | 1 << COUNT;
+        assert_eq!(
+            user_timeout_in_effect(&s, all, &node),
+            11_000,
+            "node's bound"
+        );
+        let idle = [0, 5, 75, 9, 0];
+        assert_eq!(
+            user_timeout_in_effect(&s, 1 << IDLE, &idle),
+            35_000,
+            "5 + 10 x 3"
+        );
     }
 }

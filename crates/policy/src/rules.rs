@@ -108,6 +108,13 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// What a matcher elsewhere (fleet mode's BPF program) needs: the range's first address
+    /// (IPv4 as IPv4-mapped), its prefix length over those 128 bits (0: any address), and the
+    /// port (0: any).
+    pub fn parts(&self) -> ([u8; 16], u8, u16) {
+        (self.net, self.bits, self.port)
+    }
+
     const NONE: Rule = Rule {
         net: [0; 16],
         bits: 0,
