@@ -116,7 +116,12 @@ pub fn get(fd: c_int) -> Option<State> {
 pub fn set(fd: c_int, state: State) {
     if let Some(s) = slot(fd) {
         s.store(state.0, Ordering::Relaxed);
-        HIGH.fetch_max(fd as usize + 1, Ordering::Relaxed);
+        // A plain load first: the locked read-modify-write only when the mark rises, which is
+        // rare, instead of on every socket().
+        let end = fd as usize + 1;
+        if HIGH.load(Ordering::Relaxed) < end {
+            HIGH.fetch_max(end, Ordering::Relaxed);
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 //! `TCP_USER_TIMEOUT`, configured by `KEEPALIVE_*` environment variables.
 //!
 //! Layout: `hooks` (the exported detours, thin), `sockets` (deciding and applying the options),
-//! `config` (parsing and validation), `log` (stderr lines without allocation), `init` (the
-//! load-time constructor), `real` (libc's functions behind the hooks), `errno`, `heap` (the
-//! host's malloc as the allocator of the `no_std` build).
+//! `descriptors` (what is known of each descriptor), `deepbind` (libraries loaded with
+//! `RTLD_DEEPBIND`), `copies` (two copies in one process), `log` (stderr lines without
+//! allocation), `init` (the load-time constructor), `real` (libc's functions behind the hooks),
+//! `errno`, `heap` (the host's malloc as the allocator of the `no_std` build). The configuration
+//! and the rules every mechanism shares are in the `keepalive-shim-policy` crate.
 
 // The shipped library (built with panic = "abort") is no_std: std's panic machinery alone (a
 // backtrace symbolizer) was over half of its size. cargo builds the crate with unwinding for test

@@ -586,6 +586,15 @@ fn normalise(name: &str) -> String {
 /// that starts with `KEEPALIVE_` or `KEEP_ALIVE_` in another case. The tool's own
 /// `KEEPALIVE_SHIM_*`, in any spelling, is not.
 fn near_miss(name: &str) -> bool {
+    // Every near miss starts with KEEP in some case: test that first, without allocating, since
+    // this runs on every variable of every process's environment at load time.
+    if !name
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"KEEP"))
+    {
+        return false;
+    }
     let n = normalise(name);
     if n.starts_with("KEEPALIVESHIM") {
         return false;
