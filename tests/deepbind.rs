@@ -14,18 +14,11 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// A missing prerequisite: a failure under CI=true, else a skip with a message.
-fn unavailable(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required under CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-}
 
 /// The test program and its plugins, built by one compiler, and how to run them.
 ///   DIR/deepbind_main                RUNPATH $ORIGIN/plugins
@@ -36,67 +29,63 @@ struct Build {
     dir: PathBuf,
     /// The library to preload; `None`: common::library().
     library: Option<PathBuf>,
-    /// qemu's sysroot, for a foreign architecture.
-    sysroot: Option<&'static str>,
+    /// Run under qemu-aarch64 (a foreign architecture).
+    qemu: bool,
+}
+
+/// Builds the files of a `Build` with `cc` (a C compiler given these arguments after
+/// `-O2 -Wall -Werror`), in order; `out` gives the path of each file, and of `plugins`.
+fn build_files(out: impl Fn(&str) -> OsString, cc: impl Fn(&[&OsStr])) {
+    let source = |name: &str| program(name).into_os_string();
+    let mut plugins = OsString::from("-L");
+    plugins.push(out("plugins"));
+    let os = OsStr::new;
+    cc(&[
+        os("-shared"),
+        os("-fPIC"),
+        os("-Wl,-z,now"),
+        os("-o"),
+        &out("plugins/libdeepdep.so"),
+        &source("deepbind_dep.c"),
+    ]);
+    cc(&[
+        os("-shared"),
+        os("-fPIC"),
+        os("-o"),
+        &out("plugins/deepbind_lib.so"),
+        &source("deepbind_lib.c"),
+        os("-Wl,-z,lazy"),
+        &plugins,
+        os("-ldeepdep"),
+        os("-Wl,-rpath,$ORIGIN"),
+        os("-Wl,--enable-new-dtags"),
+    ]);
+    cc(&[
+        os("-o"),
+        &out("deepbind_main"),
+        &source("deepbind_main.c"),
+        os("-ldl"),
+        os("-lpthread"),
+        os("-Wl,-rpath,$ORIGIN/plugins"),
+        os("-Wl,--enable-new-dtags"),
+    ]);
 }
 
 /// Builds the programs with `compiler` into a directory of their own.
 fn build(compiler: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kas-deepbind-{tag}-{}", std::process::id()));
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let cc = |args: &[&str]| {
-        let out = Command::new(compiler)
-            .current_dir(&dir)
-            .args(["-O2", "-Wall", "-Werror"])
-            .args(args)
-            .output()
-            .expect("the C compiler");
-        assert!(
-            out.status.success(),
-            "{compiler} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let source = |name: &str| program(name).to_str().unwrap().to_owned();
-    cc(&[
-        "-shared",
-        "-fPIC",
-        "-Wl,-z,now",
-        "-o",
-        "plugins/libdeepdep.so",
-        &source("deepbind_dep.c"),
-    ]);
-    cc(&[
-        "-shared",
-        "-fPIC",
-        "-o",
-        "plugins/deepbind_lib.so",
-        &source("deepbind_lib.c"),
-        "-Wl,-z,lazy",
-        "-Lplugins",
-        "-ldeepdep",
-        "-Wl,-rpath,$ORIGIN",
-        "-Wl,--enable-new-dtags",
-    ]);
-    cc(&[
-        "-o",
-        "deepbind_main",
-        &source("deepbind_main.c"),
-        "-ldl",
-        "-lpthread",
-        "-Wl,-rpath,$ORIGIN/plugins",
-        "-Wl,--enable-new-dtags",
-    ]);
+    let dir = scratch().join(format!("deepbind-{tag}"));
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    build_files(
+        |name| dir.join(name).into_os_string(),
+        |args| {
+            output_ok(
+                Command::new(compiler)
+                    .args(["-O2", "-Wall", "-Werror"])
+                    .args(args),
+            );
+        },
+    );
     dir
-}
-
-/// Whether `tool --version` runs.
-fn runs(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
 }
 
 /// Built with the host's gcc, run natively with `target/release/libkeepalive_shim.so`.
@@ -104,21 +93,17 @@ fn built() -> Option<&'static Build> {
     static BUILT: OnceLock<Option<Build>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            if !runs("gcc") {
-                unavailable("gcc is missing (Debian's gcc)");
+            if !have("gcc", "Debian's gcc") {
                 return None;
             }
             Some(Build {
                 dir: build("gcc", "x86_64"),
                 library: None,
-                sysroot: None,
+                qemu: false,
             })
         })
         .as_ref()
 }
-
-/// Where Debian's libc6-dev-arm64-cross has the aarch64 loader and C library, for `qemu -L`.
-const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 
 /// Built with Debian's aarch64 cross gcc, run under qemu-aarch64 with the aarch64 library
 /// (`scripts/dist.sh` builds it, and installs both tools).
@@ -129,16 +114,15 @@ fn aarch64() -> Option<&'static Build> {
             let library =
                 root().join("target/aarch64-unknown-linux-gnu/release/libkeepalive_shim.so");
             if !runs("aarch64-linux-gnu-gcc") || !runs("qemu-aarch64") || !library.is_file() {
-                unavailable(
+                return unavailable(
                     "aarch64-linux-gnu-gcc, qemu-aarch64 or the aarch64 library is missing \
                      (scripts/dist.sh installs and builds them)",
                 );
-                return None;
             }
             Some(Build {
                 dir: build("aarch64-linux-gnu-gcc", "aarch64"),
                 library: Some(library),
-                sysroot: Some(AARCH64_SYSROOT),
+                qemu: true,
             })
         })
         .as_ref()
@@ -147,25 +131,27 @@ fn aarch64() -> Option<&'static Build> {
 /// `deepbind_main ARGS...` with or without the library.
 fn run(b: &Build, preload: bool, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let main = b.dir.join("deepbind_main");
-    let Some(sysroot) = b.sysroot else {
+    if !b.qemu {
         return command(preload, main)
             .args(args)
             .envs(vars.iter().copied())
             .output()
             .expect("run deepbind_main");
-    };
-    // qemu passes `-E` variables to the program only, not to itself.
-    let mut cmd = command(false, "qemu-aarch64");
-    cmd.args(["-L", sysroot]);
+    }
+    let library = b
+        .library
+        .as_deref()
+        .unwrap_or(library())
+        .display()
+        .to_string();
+    let mut guest = vars.to_vec();
     if preload {
-        let library = b.library.as_deref().unwrap_or(library());
-        cmd.arg("-E")
-            .arg(format!("LD_PRELOAD={}", library.display()));
+        guest.insert(0, ("LD_PRELOAD", &library));
     }
-    for (name, value) in vars {
-        cmd.arg("-E").arg(format!("{name}={value}"));
-    }
-    cmd.arg(main).args(args).output().expect("run qemu-aarch64")
+    qemu_aarch64(&main, &guest)
+        .args(args)
+        .output()
+        .expect("run qemu-aarch64")
 }
 
 /// The program's JSON after checking it exited 0; and its stderr.
@@ -381,54 +367,13 @@ fn on_glibc_2_31_too() {
         return;
     };
     std::fs::create_dir_all(chroot.host("plugins")).unwrap();
-    let cc = |args: &[&std::ffi::OsStr]| {
-        let out = common::rootfs::rootfs_sh()
-            .args(["gcc", "-O2", "-Wall", "-Werror"])
-            .args(args)
-            .output()
-            .expect("run rootfs.sh gcc");
-        assert!(
-            out.status.success(),
-            "rootfs.sh gcc {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let host = |name: &str| chroot.host(name).into_os_string();
-    let source = |name: &str| program(name).into_os_string();
-    let plugins = {
-        let mut l = std::ffi::OsString::from("-L");
-        l.push(chroot.host("plugins"));
-        l
-    };
-    cc(&[
-        "-shared".as_ref(),
-        "-fPIC".as_ref(),
-        "-Wl,-z,now".as_ref(),
-        "-o".as_ref(),
-        &host("plugins/libdeepdep.so"),
-        &source("deepbind_dep.c"),
-    ]);
-    cc(&[
-        "-shared".as_ref(),
-        "-fPIC".as_ref(),
-        "-o".as_ref(),
-        &host("plugins/deepbind_lib.so"),
-        &source("deepbind_lib.c"),
-        "-Wl,-z,lazy".as_ref(),
-        &plugins,
-        "-ldeepdep".as_ref(),
-        "-Wl,-rpath,$ORIGIN".as_ref(),
-        "-Wl,--enable-new-dtags".as_ref(),
-    ]);
-    cc(&[
-        "-o".as_ref(),
-        &host("deepbind_main"),
-        &source("deepbind_main.c"),
-        "-ldl".as_ref(),
-        "-lpthread".as_ref(),
-        "-Wl,-rpath,$ORIGIN/plugins".as_ref(),
-        "-Wl,--enable-new-dtags".as_ref(),
-    ]);
+    build_files(
+        |name| chroot.host(name).into_os_string(),
+        |args| {
+            let flags = ["-O2", "-Wall", "-Werror"].map(OsStr::new);
+            common::rootfs::gcc(&[&flags[..], args].concat());
+        },
+    );
     let path = chroot.inside("plugins/deepbind_lib.so");
     let path = path.to_str().unwrap();
     let run = |preload: bool, args: &[&str], vars: &[(&str, &str)]| {
@@ -480,7 +425,7 @@ fn slots_that_cannot_be_made_writable_are_reported() {
     let deny = [("DEEPBIND_DENY_MPROTECT", "1")];
     let out = run(b, true, &[&path, "now+deepbind"], &deny);
     if out.status.code() == Some(3) {
-        unavailable("seccomp filters are not available here");
+        unavailable::<()>("seccomp filters are not available here");
         return;
     }
     let (with, stderr) = report(&out);
@@ -536,19 +481,18 @@ fn php_with_curl() -> bool {
             .any(|l| l == "curl")
     });
     if !found {
-        unavailable("php with its curl extension is missing (Debian's php-cli and php-curl)");
+        unavailable::<()>("php with its curl extension is missing (Debian's php-cli and php-curl)");
     }
     found
 }
 
 /// The `keepalive-shim` tool built beside the library by `cargo build --release`.
 fn tool() -> Option<PathBuf> {
-    let path = library().parent()?.join("keepalive-shim");
+    let path = tool_beside_library();
     if path.is_file() {
         Some(path)
     } else {
-        unavailable(&format!("{} is missing", path.display()));
-        None
+        unavailable(&format!("{} is missing", path.display()))
     }
 }
 
@@ -576,15 +520,7 @@ fn connection(tool: &Path, pid: u32, port: u16) -> Value {
 /// `[keepalive, idle, interval, count, user_timeout]` of an inspected connection, or only
 /// whether keepalive is on when it was read from /proc.
 fn five_of(c: &Value) -> Option<[i64; 5]> {
-    (c["source"] == "socket").then(|| {
-        [
-            i64::from(c["keepalive"].as_bool().unwrap()),
-            c["idle_s"].as_i64().unwrap(),
-            c["interval_s"].as_i64().unwrap(),
-            c["count"].as_i64().unwrap(),
-            c["user_timeout_ms"].as_i64().unwrap(),
-        ]
-    })
+    (c["source"] == "socket").then(|| inspected_five(c))
 }
 
 /// PHP loads curl.so with RTLD_DEEPBIND, so libcurl's connections kept the kernel's defaults

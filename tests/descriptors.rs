@@ -7,30 +7,10 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
-
-fn fd_cases() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kas-fd-cases-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("fd_cases");
-        let status = Command::new("gcc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&out)
-            .arg(program("fd_cases.c"))
-            .status()
-            .expect("gcc");
-        assert!(status.success(), "gcc fd_cases.c");
-        out
-    })
-}
 
 /// `fd_cases ARGS` with or without the library and the given variables: its JSON.
 fn run(preload: bool, vars: &[(&str, &str)], args: &[&str]) -> Value {
-    let out = command(preload, fd_cases())
+    let out = command(preload, build_c("fd_cases.c", &["-O2", "-Wall"]))
         .args(args)
         .envs(vars.iter().copied())
         .output()

@@ -36,38 +36,8 @@ const FORCED_FAST: [(&str, &str); 4] = [
     ("KEEPALIVE_COUNT", "2"),
 ];
 
-/// Whether `tool` can be run; when not, skipped, except under CI (a failure there).
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        let why = format!("{tool} is not installed (scripts/test.sh installs it)");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("required under CI=true: {why}");
-        }
-        eprintln!("skipped: {why}");
-    }
-    found
-}
-
-/// `server.py --mode=MODE` on the server's address and `port`, once it listens.
-fn serve(lab: &Lab, mode: &str, port: u16) -> Background {
-    let script = program("server.py");
-    let args = [
-        format!("--mode={mode}"),
-        format!("--host={SERVER4}"),
-        format!("--port={port}"),
-    ];
-    let mut argv: Vec<&OsStr> = vec![python().as_os_str(), script.as_os_str()];
-    argv.extend(args.iter().map(OsStr::new));
-    let server = lab.spawn('s', false, &[], &argv);
-    server.expect("listening", Duration::from_secs(10));
-    server
-}
+/// Where the tools come from, for `have`.
+const TEST_SH: &str = "scripts/test.sh installs it";
 
 /// `node tests/programs/node_get.js MODE http://10.77.0.2:PORT/` in the client namespace.
 fn node(lab: &Lab, preload: bool, vars: &[(&str, &str)], mode: &str, port: u16) -> Background {
@@ -82,34 +52,17 @@ fn node(lab: &Lab, preload: bool, vars: &[(&str, &str)], mode: &str, port: u16) 
     lab.spawn('c', preload, vars, &argv)
 }
 
-/// The `result` line `bg` (the client `what`) prints, and the seconds from `t0` until it did.
-fn result(what: &str, bg: &Background, t0: Instant, within: f64) -> (String, f64) {
-    // Background::expect panics without saying which client: say it first.
-    eprintln!("waiting at most {within} s for {what}");
-    let line = bg.expect("result", Duration::from_secs_f64(within));
-    (line, t0.elapsed().as_secs_f64())
-}
-
 /// The seconds from `t0` until `bg` (the client `what`) exits, and how it ended (status and
 /// stderr); waits at most `within` seconds.
 fn exited(what: &str, bg: &mut Background, t0: Instant, within: f64) -> (f64, String) {
-    let end = t0 + Duration::from_secs_f64(within);
-    loop {
-        if let Some(status) = bg.child.try_wait().expect("try_wait") {
-            let seconds = t0.elapsed().as_secs_f64();
-            let mut stderr = String::new();
-            if let Some(mut err) = bg.child.stderr.take() {
-                use std::io::Read;
-                let _ = err.read_to_string(&mut stderr);
-            }
-            return (seconds, format!("{status}: {}", stderr.trim()));
-        }
-        assert!(
-            Instant::now() < end,
-            "{what}: still running after {within} s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let status = bg.exit_within(what, t0, within);
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut stderr = String::new();
+    if let Some(mut err) = bg.child.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut stderr);
     }
+    (seconds, format!("{status}: {}", stderr.trim()))
 }
 
 fn assert_between(what: &str, seconds: f64, low: f64, high: f64) {
@@ -120,13 +73,6 @@ fn assert_between(what: &str, seconds: f64, low: f64, high: f64) {
     );
 }
 
-/// `bg` is still running at `t0 + check`.
-fn assert_still_blocked(what: &str, bg: &mut Background, t0: Instant, check: f64) {
-    std::thread::sleep(Duration::from_secs_f64(check).saturating_sub(t0.elapsed()));
-    assert!(bg.running(), "{what}: should still be blocked at {check} s");
-    eprintln!("{what}: still blocked at {check} s");
-}
-
 /// A silent server (accepts, reads the request, never answers); node's `http.get` without the
 /// library, with its defaults, and with FORCE and fast values; the server's link is cut once all
 /// three requests arrived. Node's own 1 s / 1 s / 10 notices it after about 11 s: the library's
@@ -135,10 +81,10 @@ fn assert_still_blocked(what: &str, bg: &mut Background, t0: Instant, check: f64
 #[test]
 fn node_http_get_notices_a_silent_dead_server_no_later_with_the_library() {
     let Some(lab) = Lab::new() else { return };
-    if !have("node") {
+    if !have("node", TEST_SH) {
         return;
     }
-    let server = serve(&lab, "silent", 8080);
+    let server = lab.server("silent", 8080);
     let without = node(&lab, false, &[], "get", 8080);
     let defaults = node(&lab, true, &[], "get", 8080);
     let forced = node(&lab, true, &FORCED_FAST, "get", 8080);
@@ -147,11 +93,11 @@ fn node_http_get_notices_a_silent_dead_server_no_later_with_the_library() {
     }
     lab.cut("server");
     let t0 = Instant::now();
-    let (line, forced_s) = result("node, FORCE 2/1/2", &forced, t0, 10.0);
+    let (line, forced_s) = forced.expect_timed("node, FORCE 2/1/2", "result", t0, 10.0);
     assert!(line.contains("ETIMEDOUT"), "forced: {line}");
-    let (line, without_s) = result("node, without the library", &without, t0, 20.0);
+    let (line, without_s) = without.expect_timed("node, without the library", "result", t0, 20.0);
     assert!(line.contains("ETIMEDOUT"), "without: {line}");
-    let (line, defaults_s) = result("node, library defaults", &defaults, t0, 20.0);
+    let (line, defaults_s) = defaults.expect_timed("node, library defaults", "result", t0, 20.0);
     assert!(line.contains("ETIMEDOUT"), "with defaults: {line}");
     assert_between("node http.get, without the library", without_s, 9.0, 14.0);
     assert_between("node http.get, library defaults", defaults_s, 9.0, 14.0);
@@ -174,10 +120,10 @@ fn node_http_get_notices_a_silent_dead_server_no_later_with_the_library() {
 #[test]
 fn node_request_into_a_dead_link_is_bounded_by_the_user_timeout_its_keepalive_implies() {
     let Some(lab) = Lab::new() else { return };
-    if !have("node") {
+    if !have("node", TEST_SH) {
         return;
     }
-    let _server = serve(&lab, "http", 8080);
+    let _server = lab.server("http", 8080);
     let mut without = node(&lab, false, &[], "session", 8080);
     let mut defaults = node(&lab, true, &[], "session", 8080);
     let five = [("KEEPALIVE_USER_TIMEOUT", "5s")];
@@ -190,9 +136,10 @@ fn node_request_into_a_dead_link_is_bounded_by_the_user_timeout_its_keepalive_im
     for client in [&mut defaults, &mut explicit, &mut without] {
         client.say("go");
     }
-    let (line, explicit_s) = result("node, KEEPALIVE_USER_TIMEOUT=5s", &explicit, t0, 12.0);
+    let (line, explicit_s) =
+        explicit.expect_timed("node, KEEPALIVE_USER_TIMEOUT=5s", "result", t0, 12.0);
     assert!(line.contains("ETIMEDOUT"), "explicit 5 s: {line}");
-    let (line, defaults_s) = result("node, library defaults", &defaults, t0, 18.0);
+    let (line, defaults_s) = defaults.expect_timed("node, library defaults", "result", t0, 18.0);
     assert!(line.contains("ETIMEDOUT"), "with defaults: {line}");
     assert_between(
         "node, request never acknowledged, KEEPALIVE_USER_TIMEOUT=5s",
@@ -284,7 +231,7 @@ fn redis_cli(lab: &Lab, preload: bool, vars: &[(&str, &str)]) -> Background {
 #[test]
 fn redis_cli_blpop_notices_a_dead_server_no_later_with_the_library() {
     let Some(lab) = Lab::new() else { return };
-    if !have("redis-server") || !have("redis-cli") {
+    if !have("redis-server", TEST_SH) || !have("redis-cli", TEST_SH) {
         return;
     }
     let redis = Redis::start(&lab);
@@ -348,31 +295,6 @@ fn keepalive_timer(lab: &Lab, pid: u32, port: u16) -> Option<u64> {
     panic!("no established connection of pid {pid} to {peer}");
 }
 
-/// `timer:(keepalive,29sec,0)` → 29, `timer:(keepalive,1min18sec,0)` → 78.
-fn parse_keepalive(line: &str) -> Option<u64> {
-    let spec = line.split("timer:(keepalive,").nth(1)?.split(',').next()?;
-    let mut seconds = 0;
-    let mut number = 0;
-    let mut unit = String::new();
-    for c in spec.chars().chain(std::iter::once('0')) {
-        if c.is_ascii_digit() {
-            if !unit.is_empty() {
-                seconds += match unit.as_str() {
-                    "min" => number * 60,
-                    "sec" => number,
-                    _ => 0, // ms
-                };
-                number = 0;
-                unit.clear();
-            }
-            number = number * 10 + u64::from(c.to_digit(10).unwrap());
-        } else {
-            unit.push(c);
-        }
-    }
-    Some(seconds)
-}
-
 #[test]
 fn parse_ss_timers() {
     assert_eq!(parse_keepalive("x timer:(keepalive,29sec,0)"), Some(29));
@@ -381,28 +303,13 @@ fn parse_ss_timers() {
     assert_eq!(parse_keepalive("x users:((\"psql\",pid=1,fd=3))"), None);
 }
 
-/// The `keepalive-shim` tool built beside the library by `cargo build --release`.
-fn tool() -> Option<PathBuf> {
-    let lib = library();
-    let path = lib
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("keepalive-shim");
-    path.is_file().then_some(path)
-}
-
 /// The five options of `pid`'s connection to the server's `port`, read from the live socket by
 /// `keepalive-shim inspect --json`: `[keepalive, idle, interval, count, user_timeout]`.
 fn options(tool: &Path, pid: u32, port: u16) -> [i64; 5] {
-    let out = Command::new(tool)
-        .args(["inspect", "--json"])
-        .arg(pid.to_string())
-        .output()
-        .expect("keepalive-shim inspect");
-    assert!(
-        out.status.success(),
-        "inspect {pid}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        Command::new(tool)
+            .args(["inspect", "--json"])
+            .arg(pid.to_string()),
     );
     let all: Value = serde_json::from_slice(&out.stdout).expect("inspect prints JSON");
     let peer = format!("{SERVER4}:{port}");
@@ -413,15 +320,7 @@ fn options(tool: &Path, pid: u32, port: u16) -> [i64; 5] {
         .find(|c| c["peer"] == peer.as_str())
         .unwrap_or_else(|| panic!("no connection to {peer} in {all}"));
     assert_eq!(conn["source"], "socket", "read from the socket: {conn}");
-    let keepalive = i64::from(conn["keepalive"].as_bool().expect("keepalive"));
-    let int = |k: &str| conn[k].as_i64().unwrap_or_else(|| panic!("{k} in {conn}"));
-    [
-        keepalive,
-        int("idle_s"),
-        int("interval_s"),
-        int("count"),
-        int("user_timeout_ms"),
-    ]
+    inspected_five(conn)
 }
 
 /// `psql "host=10.77.0.2 port=PORT … keepalives=0"` in the client namespace: libpq connects,
@@ -442,13 +341,13 @@ fn psql(lab: &Lab, preload: bool, vars: &[(&str, &str)], port: u16) -> Backgroun
 #[test]
 fn psql_keepalives_0_with_an_exclusion_keeps_keepalive_off_while_other_connections_get_it() {
     let Some(lab) = Lab::new() else { return };
-    if !have("psql") {
+    if !have("psql", TEST_SH) {
         return;
     }
     const DB: u16 = 5432;
     const OTHER: u16 = 5433;
-    let _db = serve(&lab, "silent", DB);
-    let _other = serve(&lab, "silent", OTHER);
+    let _db = lab.server("silent", DB);
+    let _other = lab.server("silent", OTHER);
     let rule = format!("{SERVER4}:{DB}");
     let exclude = [("KEEPALIVE_EXCLUDE", rule.as_str())];
 
@@ -456,16 +355,9 @@ fn psql_keepalives_0_with_an_exclusion_keeps_keepalive_off_while_other_connectio
     let with = psql(&lab, true, &[], DB);
     let excluded = psql(&lab, true, &exclude, DB);
     let elsewhere = psql(&lab, true, &exclude, OTHER);
-    let script = program("client.py");
     let targets = [format!("{SERVER4}:{DB}"), format!("{SERVER4}:{OTHER}")];
-    let argv = [
-        python().as_os_str(),
-        script.as_os_str(),
-        OsStr::new("hold"),
-        OsStr::new(&targets[0]),
-        OsStr::new(&targets[1]),
-    ];
-    let both = lab.spawn('c', true, &exclude, &argv);
+    let hold = ["hold", &targets[0], &targets[1]];
+    let both = lab.python('c', true, &exclude, "client.py", &hold);
     both.expect("connected", Duration::from_secs(10));
 
     let pid = |bg: &Background| bg.child.id();
@@ -495,10 +387,11 @@ fn psql_keepalives_0_with_an_exclusion_keeps_keepalive_off_while_other_connectio
 
     // The same, from the live sockets: excluded means exactly what the program had without the
     // library, not merely keepalive off.
-    let Some(tool) = tool() else {
+    let tool = tool_beside_library();
+    if !tool.is_file() {
         eprintln!("keepalive-shim not built beside the library: options not read from the sockets");
         return;
-    };
+    }
     let alone = options(&tool, pid(&without), DB);
     assert_eq!(alone, KERNEL, "psql without the library");
     assert_eq!(options(&tool, pid(&with), DB), OURS, "psql, no rules");

@@ -5,60 +5,21 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
-
-/// Builds the counter library and the loop program with gcc, once.
-fn built() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kas-no-alloc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let counter = dir.join("count_calls.so");
-        let driver = dir.join("hook_loop");
-        let gcc = |args: &[&std::ffi::OsStr]| {
-            let status = Command::new("gcc").args(args).status().expect("gcc");
-            assert!(status.success(), "gcc {args:?}");
-        };
-        gcc(&[
-            "-O2".as_ref(),
-            "-shared".as_ref(),
-            "-fPIC".as_ref(),
-            "-o".as_ref(),
-            counter.as_os_str(),
-            program("count_calls.c").as_os_str(),
-            "-ldl".as_ref(),
-        ]);
-        gcc(&[
-            "-O2".as_ref(),
-            "-o".as_ref(),
-            driver.as_os_str(),
-            program("hook_loop.c").as_os_str(),
-            "-ldl".as_ref(),
-        ]);
-        (counter, driver)
-    })
-}
 
 /// `(allocations, locks)` counted during the loop.
 fn count(with_library: bool, mode: &str, vars: &[(&str, &str)]) -> (u64, u64) {
-    let (counter, driver) = built();
+    let counter = build_c("count_calls.c", &["-O2", "-shared", "-fPIC", "-ldl"]);
+    let driver = build_c("hook_loop.c", &["-O2", "-ldl"]);
     let mut preload = counter.as_os_str().to_owned();
     if with_library {
         preload.push(":");
         preload.push(library());
     }
-    let out = command(false, driver)
-        .arg(mode)
-        .env("LD_PRELOAD", preload)
-        .envs(vars.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        command(false, driver)
+            .arg(mode)
+            .env("LD_PRELOAD", preload)
+            .envs(vars.iter().copied()),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();

@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The undefined dynamic symbols a library may have: those that `objdump -T` lists for the
 /// x86_64 and aarch64 release builds, and `posix_memalign`, which the allocator (src/heap.rs)
@@ -65,29 +65,13 @@ const X86_64: &str = "Advanced Micro Devices X86-64";
 const AARCH64: &str = "AArch64";
 /// The architectures of the release, by the name in the folder's name, with readelf's machine.
 const ARCHES: [(&str, &str); 2] = [("x86_64", X86_64), ("aarch64", AARCH64)];
-/// Where Debian's libc6-dev-arm64-cross has the aarch64 loader and C library, for `qemu -L`.
-const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 
-/// A missing prerequisite: a failure under CI=true, else a skip with a message. Returns `None`.
-fn unavailable<T>(why: &str) -> Option<T> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required under CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
-
-/// Whether `tool --version` runs; under CI a missing tool fails the test.
-fn have(tool: &str, package: &str) -> bool {
-    let runs = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !runs {
-        let why = format!("{tool} is missing (Debian's {package}; scripts/dist.sh installs it)");
-        unavailable::<()>(&why);
-    }
-    runs
+/// Whether `tool` runs (`common::have`): Debian's `package`, which scripts/dist.sh installs.
+fn have_from(tool: &str, package: &str) -> bool {
+    have(
+        tool,
+        &format!("Debian's {package}; scripts/dist.sh installs it"),
+    )
 }
 
 /// target/dist as made by `scripts/dist.sh`.
@@ -109,18 +93,7 @@ fn folder(dist: &Path, arch: &str) -> PathBuf {
 }
 
 fn readelf(args: &[&str], file: &Path) -> String {
-    let out = Command::new("readelf")
-        .args(args)
-        .arg(file)
-        .output()
-        .expect("readelf from binutils");
-    assert!(
-        out.status.success(),
-        "readelf {args:?} {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    text(&output_ok(Command::new("readelf").args(args).arg(file)).stdout)
 }
 
 /// What the gate looks at in one ELF file, as binutils' readelf reports it.
@@ -326,22 +299,14 @@ fn the_shipped_x86_64_library_is_the_tested_file() {
     );
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[test]
 fn sha256sums_verifies_and_covers_the_archives_and_their_binaries() {
     let Some(dist) = dist() else { return };
-    let check = run(Command::new("sha256sum")
-        .args(["--check", "--strict", "SHA256SUMS"])
-        .current_dir(&dist));
+    let check = output_ok(
+        Command::new("sha256sum")
+            .args(["--check", "--strict", "SHA256SUMS"])
+            .current_dir(&dist),
+    );
     let listed = String::from_utf8_lossy(&check.stdout);
     for (arch, _) in ARCHES {
         let name = format!("keepalive-shim-{VERSION}-{arch}-linux");
@@ -357,7 +322,7 @@ fn sha256sums_verifies_and_covers_the_archives_and_their_binaries() {
         }
         // The archive holds the folder: the same files, the same library.
         let archive = dist.join(format!("{name}.tar.gz"));
-        let list = run(Command::new("tar").arg("-tzf").arg(&archive));
+        let list = output_ok(Command::new("tar").arg("-tzf").arg(&archive));
         let mut entries: Vec<&str> = std::str::from_utf8(&list.stdout).unwrap().lines().collect();
         entries.sort();
         let expected: Vec<String> = [
@@ -371,10 +336,12 @@ fn sha256sums_verifies_and_covers_the_archives_and_their_binaries() {
         .map(|file| format!("{name}/{file}"))
         .collect();
         assert_eq!(entries, expected, "{}", archive.display());
-        let inside = run(Command::new("tar")
-            .arg("-xzOf")
-            .arg(&archive)
-            .arg(format!("{name}/libkeepalive_shim.so")));
+        let inside = output_ok(
+            Command::new("tar")
+                .arg("-xzOf")
+                .arg(&archive)
+                .arg(format!("{name}/libkeepalive_shim.so")),
+        );
         assert!(
             inside.stdout == std::fs::read(dist.join(&name).join("libkeepalive_shim.so")).unwrap(),
             "the library in {} differs from the one in its folder",
@@ -388,7 +355,7 @@ fn sha256sums_verifies_and_covers_the_archives_and_their_binaries() {
 #[test]
 fn the_shipped_tools_are_static_and_run() {
     let Some(dist) = dist() else { return };
-    let qemu = have("qemu-aarch64", "qemu-user");
+    let qemu = have_from("qemu-aarch64", "qemu-user");
     let mut reports = Vec::new();
     for (arch, machine) in ARCHES {
         let tool = folder(&dist, arch).join("keepalive-shim");
@@ -413,7 +380,7 @@ fn the_shipped_tools_are_static_and_run() {
                 command(false, &tool)
             };
             cmd.args(args).env("KEEPALIVE_IDLE", "45");
-            String::from_utf8(run(&mut cmd).stdout).unwrap()
+            String::from_utf8(output_ok(&mut cmd).stdout).unwrap()
         };
         assert_eq!(
             tool_run(&["--version"]).trim(),
@@ -432,80 +399,60 @@ fn the_shipped_tools_are_static_and_run() {
     );
 }
 
-/// options_client.c built by `compiler` into `name`, in the tests' scratch
-/// directory.
-fn client(compiler: &str, name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("portable");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(name);
-    run(Command::new(compiler)
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(program("options_client.c")));
-    out
+/// options_client.c built by `compiler`.
+fn client(compiler: &str) -> &'static Path {
+    build_with(compiler, "options_client.c", &["-O2", "-Wall", "-Werror"])
 }
 
 /// The five options the client printed, after checking it exited 0 with nothing on stderr.
 fn options(cmd: &mut Command) -> [i64; 5] {
-    let out = run(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = output_ok(cmd);
+    let stderr = stderr(&out);
     assert!(stderr.is_empty(), "{cmd:?} wrote to stderr: {stderr}");
     five(&serde_json::from_slice(&out.stdout).expect("options_client prints JSON"))
 }
 
 #[test]
 fn a_musl_program_gets_the_options_from_the_host_library() {
-    if !have("musl-gcc", "musl-tools") {
+    if !have_from("musl-gcc", "musl-tools") {
         return;
     }
-    let client = client("musl-gcc", "options_client_musl");
-    let elf = Elf::read(&client);
+    let client = client("musl-gcc");
+    let elf = Elf::read(client);
     assert_eq!(
         elf.interpreter.as_deref(),
         Some("/lib/ld-musl-x86_64.so.1"),
         "musl-gcc must make a dynamically linked musl program"
     );
     assert_eq!(
-        options(&mut command(false, &client)),
+        options(&mut command(false, client)),
         KERNEL,
         "without the library"
     );
     assert_eq!(
-        options(&mut command(true, &client)),
+        options(&mut command(true, client)),
         OURS,
         "with the library"
     );
     assert_eq!(
-        options(command(true, &client).env("KEEPALIVE_IDLE", "45")),
+        options(command(true, client).env("KEEPALIVE_IDLE", "45")),
         [1, 45, 10, 3, 75_000],
         "KEEPALIVE_IDLE=45 under musl"
     );
 }
 
-/// `qemu-aarch64` running `program` against Debian's aarch64 glibc, with `vars` set in the
-/// guest only (in qemu's own environment, LD_PRELOAD would name an aarch64 file to the x86_64
-/// loader of qemu itself).
-fn qemu(program: &Path, vars: &[(&str, &str)]) -> Command {
-    let mut cmd = command(false, "qemu-aarch64");
-    cmd.args(["-L", AARCH64_SYSROOT]);
-    for (name, value) in vars {
-        cmd.arg("-E").arg(format!("{name}={value}"));
-    }
-    cmd.arg(program);
-    cmd
-}
-
 #[test]
 fn an_aarch64_program_under_qemu_gets_the_options_from_the_dist_library() {
     let Some(dist) = dist() else { return };
-    if !have("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu") || !have("qemu-aarch64", "qemu-user")
+    if !have_from("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+        || !have_from("qemu-aarch64", "qemu-user")
     {
         return;
     }
     let lib = folder(&dist, "aarch64").join("libkeepalive_shim.so");
     let lib = lib.to_str().unwrap();
-    let client = client("aarch64-linux-gnu-gcc", "options_client_aarch64");
-    let elf = Elf::read(&client);
+    let client = client("aarch64-linux-gnu-gcc");
+    let elf = Elf::read(client);
     assert_eq!(elf.machine, AARCH64);
     // Like /bin/sh on a glibc of 2.34 or later, it does not link libdl: the library's own NEEDED
     // entries must bring what it uses.
@@ -515,20 +462,20 @@ fn an_aarch64_program_under_qemu_gets_the_options_from_the_dist_library() {
         "the client must link the C library only"
     );
     assert_eq!(
-        options(&mut qemu(&client, &[])),
+        options(&mut qemu_aarch64(client, &[])),
         KERNEL,
         "without the library"
     );
     // LD_BIND_NOW: every symbol of the program and the library is resolved at start.
     let preload = [("LD_PRELOAD", lib), ("LD_BIND_NOW", "1")];
     assert_eq!(
-        options(&mut qemu(&client, &preload)),
+        options(&mut qemu_aarch64(client, &preload)),
         OURS,
         "with the library"
     );
     assert_eq!(
-        options(&mut qemu(
-            &client,
+        options(&mut qemu_aarch64(
+            client,
             &[preload[0], preload[1], ("KEEPALIVE_IDLE", "45")]
         )),
         [1, 45, 10, 3, 75_000],

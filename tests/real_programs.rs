@@ -26,33 +26,6 @@ fn keepalive_timer(pid: u32, port: u16) -> Option<u64> {
     panic!("no connection of pid {pid} to port {port} appeared");
 }
 
-/// `timer:(keepalive,1min18sec,0)` → 78.
-fn parse_keepalive(line: &str) -> Option<u64> {
-    let timer = line.split("timer:(keepalive,").nth(1)?;
-    let spec = timer.split(',').next()?;
-    let mut seconds = 0;
-    let mut number = String::new();
-    let mut chars = spec.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while chars.peek().is_some_and(|c| c.is_ascii_alphabetic()) {
-            unit.push(chars.next().unwrap());
-        }
-        let n: u64 = number.parse().unwrap_or(0);
-        number.clear();
-        seconds += match unit.as_str() {
-            "min" => n * 60,
-            "sec" => n,
-            _ => 0, // ms
-        };
-    }
-    Some(seconds)
-}
-
 /// Runs `argv` against a silent server with and without the library, and returns the keepalive
 /// timer of each run's connection.
 fn timer_of(argv: &[&str], preload: bool, vars: &[(&str, &str)], port: u16) -> Option<u64> {

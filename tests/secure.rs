@@ -13,7 +13,9 @@
 
 mod common;
 
-use common::{KERNEL, OURS, command, library};
+use common::{
+    KERNEL, OURS, build_c, command, five, is_root, library, overlay_etc, stderr, unavailable,
+};
 use serde_json::Value;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -26,15 +28,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 const NOBODY: u32 = 65534;
 const HOST_FILES: [&str; 2] = ["/etc/ld.so.preload", "/etc/keepalive-shim.conf"];
-
-/// Not root: skip, except under CI (which runs as root), where it is a failure.
-fn skip(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the secure-execution tests are required under CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    false
-}
 
 /// The host's own files, as they are now (`None`: absent).
 fn host_files() -> Vec<Option<Vec<u8>>> {
@@ -62,10 +55,10 @@ fn programs() -> Option<&'static Programs> {
     static PROGRAMS: OnceLock<Option<Programs>> = OnceLock::new();
     PROGRAMS
         .get_or_init(|| {
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 {
-                skip("setuid programs and mount namespaces need root");
-                return None;
+            if !is_root() {
+                return unavailable(
+                    "the secure-execution tests: setuid programs and mount namespaces need root",
+                );
             }
             let base = [
                 std::env::temp_dir(),
@@ -74,8 +67,10 @@ fn programs() -> Option<&'static Programs> {
             .into_iter()
             .find(|d| allows_setuid(d));
             let Some(base) = base else {
-                skip("no temporary directory on a filesystem that allows setuid");
-                return None;
+                return unavailable(
+                    "the secure-execution tests: no temporary directory on a filesystem that \
+                     allows setuid",
+                );
             };
             sweep(&base);
             let dir = base.join(format!("kas-secure-{}", std::process::id()));
@@ -83,13 +78,7 @@ fn programs() -> Option<&'static Programs> {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             let plain = dir.join("probe");
-            let status = std::process::Command::new("gcc")
-                .args(["-O2", "-Wall", "-o"])
-                .arg(&plain)
-                .arg(common::program("secure_probe.c"))
-                .status()
-                .expect("gcc");
-            assert!(status.success(), "gcc failed");
+            std::fs::copy(build_c("secure_probe.c", &["-O2", "-Wall"]), &plain).unwrap();
             let setuid = dir.join("probe-setuid");
             std::fs::copy(&plain, &setuid).unwrap();
             std::os::unix::fs::chown(&setuid, Some(0), Some(0)).unwrap();
@@ -171,51 +160,20 @@ fn run_as_nobody(
         std::os::unix::fs::chown(&path, Some(file.uid), Some(0)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode)).unwrap();
     }
-    let options = CString::new(format!(
-        "lowerdir=/etc,upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    ))
-    .unwrap();
-
     let mut cmd = command(false, program);
     cmd.envs(vars.iter().copied());
-    // SAFETY: between fork and exec the closure makes only system calls (unshare, mount,
-    // setgroups, setresgid, setresuid) on data prepared before the fork; it allocates nothing.
-    // The child is single-threaded, so glibc's set*id broadcast has no other thread to signal.
+    overlay_etc(&mut cmd, &upper, &work);
+    // SAFETY: between fork and exec, after the mounts of overlay_etc (closures run in the order
+    // they were added), the closure makes only system calls (setgroups, setresgid, setresuid); it
+    // allocates nothing. The child is single-threaded, so glibc's set*id broadcast has no other
+    // thread to signal.
     unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            // Nothing mounted from here on propagates back to the host's namespace.
-            let none = c"none".as_ptr();
-            if libc::mount(
-                none,
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return fail();
-            }
-            if libc::mount(
-                c"overlay".as_ptr(),
-                c"/etc".as_ptr(),
-                c"overlay".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            ) != 0
-            {
-                return fail();
-            }
+        cmd.pre_exec(|| {
             if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
                 || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
             {
-                return fail();
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -241,14 +199,6 @@ fn json(out: &Output) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("the probe prints JSON")
-}
-
-fn five(v: &Value) -> [i64; 5] {
-    common::five(v)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

@@ -35,9 +35,9 @@ use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The long variants: `KEEPALIVE_SHIM_STRESS_LONG=1`.
@@ -57,63 +57,16 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A missing tool: a failure under CI=true, else a skip with a message.
-fn have(tool: &str, args: &[&str]) -> bool {
-    let found = Command::new(tool)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        let why = format!("{tool} is not installed (scripts/test.sh installs it)");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("required under CI=true: {why}");
-        }
-        eprintln!("skipped: {why}");
-    }
-    found
-}
-
-/// A scratch directory for this test process.
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kas-stress-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-}
+/// Where the tools come from, for `have`.
+const TEST_SH: &str = "scripts/test.sh installs it";
 
 /// Builds `tests/programs/SOURCE` with gcc, once: a program, or with `shared` a library.
-fn build(source: &str, shared: bool) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
-    if let Some(out) = built.get(source) {
-        return out.clone();
-    }
-    let stem = source.trim_end_matches(".c");
-    let out = scratch().join(if shared {
-        format!("{stem}.so")
-    } else {
-        stem.to_owned()
-    });
-    let mut gcc = Command::new("gcc");
-    gcc.args(["-O2", "-g", "-Wall", "-pthread"]);
-    if shared {
-        gcc.args(["-shared", "-fPIC"]);
-    }
-    let status = gcc
-        .arg("-o")
-        .arg(&out)
-        .arg(program(source))
-        .arg("-ldl")
-        .status()
-        .expect("gcc");
-    assert!(status.success(), "gcc {source}");
-    built.insert(source.to_owned(), out.clone());
-    out
+fn build(source: &str, shared: bool) -> &'static Path {
+    let kind: &[&str] = if shared { &["-shared", "-fPIC"] } else { &[] };
+    build_c(
+        source,
+        &[&["-O2", "-g", "-Wall", "-pthread"], kind, &["-ldl"]].concat(),
+    )
 }
 
 /// What a program did: its exit status, output, process id and running time.
@@ -246,8 +199,8 @@ fn threads_forks_and_execs_hang_nothing_and_every_tcp_socket_is_configured() {
     let (threads, iterations, forks) = pick((4, 20_000, 300), (8, 100_000, 3_000));
     let args = [threads, iterations, forks].map(|n| n.to_string());
     let deadline = Duration::from_secs(pick(60, 600));
-    let without = run(command(false, &prog).args(&args), deadline).ok("without the library");
-    let with = run(command(true, &prog).args(&args), deadline).ok("with the library");
+    let without = run(command(false, prog).args(&args), deadline).ok("without the library");
+    let with = run(command(true, prog).args(&args), deadline).ok("with the library");
     let (a, b) = (without.json(), with.json());
     eprintln!(
         "threads x fork x exec: {threads} threads x {iterations} iterations, {forks} forks \
@@ -306,7 +259,7 @@ fn threads_forks_and_execs_hang_nothing_and_every_tcp_socket_is_configured() {
     // With debug logging every thread writes lines at once: each must arrive whole.
     let small = ["2", "2000", "30"];
     let debug = run(
-        command(true, &prog)
+        command(true, prog)
             .args(small)
             .env("KEEPALIVE_LOG", "debug"),
         deadline,
@@ -349,8 +302,8 @@ fn hooks_called_before_the_constructor_configure_or_pass_through_whole() {
     let early_line = "early_hooks: constructor starts";
     let mut hook_first = None;
     for (order, lp) in [
-        ("keepalive-shim:early_hooks", preload(library(), &early)),
-        ("early_hooks:keepalive-shim", preload(&early, library())),
+        ("keepalive-shim:early_hooks", preload(library(), early)),
+        ("early_hooks:keepalive-shim", preload(early, library())),
     ] {
         let mut tally = [[0i64; 3]; 2];
         let mut passed_through = 0;
@@ -358,7 +311,7 @@ fn hooks_called_before_the_constructor_configure_or_pass_through_whole() {
         let mut early_first = 0;
         for _ in 0..runs {
             let r = run(
-                command(false, &client)
+                command(false, client)
                     .env("LD_PRELOAD", &lp)
                     .envs([unknown]),
                 deadline,
@@ -432,7 +385,7 @@ fn hooks_called_before_the_constructor_configure_or_pass_through_whole() {
     eprintln!("glibc ran the constructor of the library listed last first: {order}");
 
     // Without the library nothing changes.
-    let r = run(command(false, &client).env("LD_PRELOAD", &early), deadline).ok("early alone");
+    let r = run(command(false, client).env("LD_PRELOAD", early), deadline).ok("early alone");
     let e = r.json_line("thread_started");
     assert_eq!(
         classes(&e["thread_after_connect"])[0],
@@ -470,7 +423,7 @@ fn dlopen_and_a_second_copy_configure_each_socket_exactly_once() {
     ];
     for (lp, args, second, configured) in &cases {
         let r = run(
-            command(false, &prog)
+            command(false, prog)
                 .env("LD_PRELOAD", lp)
                 .env("KEEPALIVE_LOG", "debug")
                 .args(args),
@@ -543,7 +496,7 @@ fn seccomp_refusing_socket_options_changes_nothing_the_program_sees() {
     let prog = build("seccomp_sockets.c", false);
     let deadline = Duration::from_secs(20);
     for mode in ["set", "both"] {
-        let without = run(command(false, &prog).arg(mode), deadline).ok(mode);
+        let without = run(command(false, prog).arg(mode), deadline).ok(mode);
         let bare = without.json();
         assert_eq!(
             bare["own_keepidle"]["errno"],
@@ -554,7 +507,7 @@ fn seccomp_refusing_socket_options_changes_nothing_the_program_sees() {
         assert_eq!(bare["refused_connect"]["errno"], libc::ECONNREFUSED);
         for vars in [&[][..], &[("KEEPALIVE_FORCE", "1")][..]] {
             let with = run(
-                command(true, &prog).arg(mode).envs(vars.iter().copied()),
+                command(true, prog).arg(mode).envs(vars.iter().copied()),
                 deadline,
             )
             .ok(mode);
@@ -566,7 +519,7 @@ fn seccomp_refusing_socket_options_changes_nothing_the_program_sees() {
             );
         }
         let debug = run(
-            command(true, &prog).arg(mode).env("KEEPALIVE_LOG", "debug"),
+            command(true, prog).arg(mode).env("KEEPALIVE_LOG", "debug"),
             deadline,
         )
         .ok(mode);
@@ -604,9 +557,7 @@ fn seccomp_refusals_are_logged_truthfully_at_debug() {
     let _turn = one_at_a_time();
     let prog = build("seccomp_sockets.c", false);
     let debug = run(
-        command(true, &prog)
-            .arg("set")
-            .env("KEEPALIVE_LOG", "debug"),
+        command(true, prog).arg("set").env("KEEPALIVE_LOG", "debug"),
         Duration::from_secs(20),
     )
     .ok("set");
@@ -703,12 +654,12 @@ fn an_abusive_environment_starts_every_program_as_without_the_library() {
     // In-process: 1 MiB values, duplicates, entries without '=' (no exec could carry them).
     let abuse = build("env_abuse.c", false);
     let without = run(
-        command(false, &abuse).args(["none", &count.to_string()]),
+        command(false, abuse).args(["none", &count.to_string()]),
         deadline,
     )
     .ok("env_abuse none");
     let with = run(
-        command(false, &abuse).args([library().as_os_str(), count.to_string().as_ref()]),
+        command(false, abuse).args([library().as_os_str(), count.to_string().as_ref()]),
         deadline,
     )
     .ok("env_abuse with the library");
@@ -736,7 +687,7 @@ fn an_abusive_environment_starts_every_program_as_without_the_library() {
               'not_utf8': b'NOT_UTF8_\\xff\\xfe' in os.environb, \
               'keepalive': c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}))";
     let make = |name: &str, preload: bool| match name {
-        "options_client" => command(preload, &client),
+        "options_client" => command(preload, client),
         "python3" => {
             let mut c = command(preload, python());
             c.args(["-c", py]);
@@ -987,10 +938,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 #[test]
 fn redis_under_load_serves_every_request_at_the_same_speed() {
-    if !have("redis-server", &["--version"]) || !have("redis-benchmark", &["--version"]) {
+    if !have("redis-server", TEST_SH) || !have("redis-benchmark", TEST_SH) {
         return;
     }
-    if !have("ss", &["-V"]) {
+    if !have("ss", TEST_SH) {
         return;
     }
     let _turn = one_at_a_time();
@@ -1144,7 +1095,7 @@ fn memcheck(preload: bool, program: &Path, args: &[&str], vars: &[(&str, &str)])
 
 #[test]
 fn valgrind_memcheck_finds_nothing_in_the_library() {
-    if !have("valgrind", &["--version"]) {
+    if !have("valgrind", TEST_SH) {
         return;
     }
     let _turn = one_at_a_time();
@@ -1154,25 +1105,25 @@ fn valgrind_memcheck_finds_nothing_in_the_library() {
     let debug = [("KEEPALIVE_LOG", "debug")];
     let force = [("KEEPALIVE_FORCE", "1")];
     let cases: Vec<(&str, &Path, Vec<&str>, Vars)> = vec![
-        ("options_client", &client, vec![], &[]),
-        ("options_client, debug", &client, vec![], &debug),
+        ("options_client", client, vec![], &[]),
+        ("options_client, debug", client, vec![], &debug),
         (
             "fd_cases reused_number",
-            &fd_cases,
+            fd_cases,
             vec!["reused_number"],
             &[],
         ),
         (
             "fd_cases opt_out_on_duplicates, FORCE",
-            &fd_cases,
+            fd_cases,
             vec!["opt_out_on_duplicates"],
             &force,
         ),
-        ("fd_cases errnos, FORCE", &fd_cases, vec!["errnos"], &force),
-        ("fd_cases errnos, debug", &fd_cases, vec!["errnos"], &debug),
+        ("fd_cases errnos, FORCE", fd_cases, vec!["errnos"], &force),
+        ("fd_cases errnos, debug", fd_cases, vec!["errnos"], &debug),
         (
             "stress_fork (threads, fork, exec)",
-            &stress,
+            stress,
             pick(vec!["2", "400", "6"], vec!["4", "5000", "60"]),
             &[],
         ),

@@ -24,10 +24,6 @@ fn cli(args: &[&str], vars: &[(&str, &str)]) -> Command {
     cmd
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn json_of(out: &Output) -> Value {
     assert!(out.status.success(), "{}", stderr(out));
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
@@ -151,7 +147,7 @@ fn output_of_fresh(cmd: &mut Command) -> Output {
 }
 
 fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kas-cli-{}-{name}", std::process::id()));
+    let dir = scratch().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -232,8 +228,7 @@ fn run_warns_about_go_and_setuid_programs() {
     assert_eq!(out.status.code(), Some(7));
     assert!(stderr(&out).contains("is a Go program"), "{}", stderr(&out));
 
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("skipped the setuid case: needs root to give a file to another user");
         return;
     }
@@ -422,13 +417,8 @@ fn check_states_the_user_timeout_rule_and_what_secure_mode_ignores() {
 /// holding `conf` as `/etc/keepalive-shim.conf` (root's, mode 0644); the host's `/etc` is never
 /// touched. `None` when not root.
 fn check_with_system_file(conf: &str, vars: &[(&str, &str)]) -> Option<Output> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the system-file check test needs root under CI=true");
-        }
-        eprintln!("skipped: a private mount namespace needs root");
-        return None;
+    if !is_root() {
+        return unavailable("the system-file check: a private mount namespace needs root");
     }
     let host = std::fs::read("/etc/keepalive-shim.conf").ok();
     let dir = tempdir("system-file");
@@ -436,33 +426,8 @@ fn check_with_system_file(conf: &str, vars: &[(&str, &str)]) -> Option<Output> {
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(upper.join("keepalive-shim.conf"), conf).unwrap();
-    let options = std::ffi::CString::new(format!(
-        "lowerdir=/etc,upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    ))
-    .unwrap();
     let mut cmd = cli(&["check"], vars);
-    // SAFETY: between fork and exec only system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            let null = std::ptr::null();
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(c"none".as_ptr(), c"/".as_ptr(), null, private, null.cast()) != 0
-                || libc::mount(
-                    c"overlay".as_ptr(),
-                    c"/etc".as_ptr(),
-                    c"overlay".as_ptr(),
-                    0,
-                    options.as_ptr().cast(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    overlay_etc(&mut cmd, &upper, &work);
     let out = cmd.output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
@@ -626,8 +591,7 @@ fn inspect_errors_are_clear() {
         stderr(&out)
     );
 
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("skipped the other-user case: needs root to switch user");
         return;
     }

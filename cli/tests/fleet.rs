@@ -19,44 +19,18 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::lab::{Lab, SERVER4};
+use common::lab::{FAST_KEEPALIVE, Lab, SERVER4, USER_TIMEOUT_3S};
 use common::*;
 use serde_json::Value;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
-
-/// `IDLE=2 INTERVAL=1 COUNT=2`: a silent peer is detected after 2 + 1 × 2 = 4 s.
-const FAST_KEEPALIVE: [(&str, &str); 3] = [
-    ("KEEPALIVE_IDLE", "2"),
-    ("KEEPALIVE_INTERVAL", "1"),
-    ("KEEPALIVE_COUNT", "2"),
-];
-/// A 3 s user timeout, with keepalive far too slow to be the one that fires.
-const USER_TIMEOUT_3S: [(&str, &str); 2] =
-    [("KEEPALIVE_USER_TIMEOUT", "3s"), ("KEEPALIVE_IDLE", "600")];
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Skips (with a message), except under CI, where it fails.
-fn skip<T>(why: &str) -> Option<T> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("fleet mode is required under CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
 
 /// The first cgroup v2 mount (`/sys/fs/cgroup/unified` in a hybrid layout).
 fn unified() -> Option<PathBuf> {
@@ -80,28 +54,9 @@ fn run(mut cmd: Command) -> Output {
     cmd.output().expect("run keepalive-shim")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// The static client, built once per test process.
 fn client() -> &'static Path {
-    static CLIENT: OnceLock<PathBuf> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let dir = root().join("target/fleet-test");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("fleet_client");
-        let tmp = dir.join(format!("fleet_client.{}", std::process::id()));
-        let status = Command::new("gcc")
-            .args(["-static", "-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(program("fleet_client.c"))
-            .status()
-            .expect("run gcc");
-        assert!(status.success(), "gcc -static fleet_client.c");
-        std::fs::rename(&tmp, &out).unwrap();
-        out
-    })
+    build_c("fleet_client.c", &["-static", "-O2", "-Wall"])
 }
 
 /// A cgroup made for one test: `kas-fleet-PID-N` under the unified hierarchy. When dropped,
@@ -116,10 +71,10 @@ impl Cgroup {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         static SWEEP: std::sync::Once = std::sync::Once::new();
         if !is_root() {
-            return skip("fleet mode needs root");
+            return unavailable("fleet mode needs root");
         }
         let Some(base) = unified() else {
-            return skip("no cgroup v2 hierarchy is mounted");
+            return unavailable("fleet mode: no cgroup v2 hierarchy is mounted");
         };
         SWEEP.call_once(|| sweep(&base));
         let path = base.join(format!(
@@ -128,7 +83,7 @@ impl Cgroup {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         if let Err(e) = std::fs::create_dir(&path) {
-            return skip(&format!("cannot make {}: {e}", path.display()));
+            return unavailable(&format!("fleet mode: cannot make {}: {e}", path.display()));
         }
         Some(Cgroup { path })
     }
@@ -390,11 +345,7 @@ fn attaching_again_replaces_and_a_stopped_attachment_is_gone() {
     let mut first = cg.attach(&[("KEEPALIVE_IDLE", "20")]);
     let _second = cg.attach(&[("KEEPALIVE_IDLE", "40")]);
     // The first one noticed it was replaced, and exited.
-    let t0 = Instant::now();
-    while first.running() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(!first.running(), "the replaced attachment should exit");
+    first.exit_within("the replaced attachment", Instant::now(), 10.0);
     let rows = cg.status();
     assert_eq!(
         rows.len(),
@@ -485,7 +436,7 @@ fn a_pinned_attachment_stays_until_detached_and_is_replaced_in_place() {
 #[test]
 fn refusals_say_what_is_wrong() {
     if !is_root() {
-        skip::<()>("fleet mode needs root");
+        unavailable::<()>("fleet mode needs root");
         return;
     }
     let out = run(cli(&["fleet", "attach", "--cgroup", "/tmp"], &[]));
@@ -551,48 +502,12 @@ fn lab_client(lab: &Lab, cg: Option<&Cgroup>, args: &[&str]) -> Background {
     Background::spawn(cmd)
 }
 
-/// `server.py --mode=MODE` on the lab's server address, once it listens.
-fn lab_server(lab: &Lab, mode: &str, port: &str) -> Background {
-    let script = program("server.py");
-    let flags = [
-        format!("--mode={mode}"),
-        format!("--host={SERVER4}"),
-        format!("--port={port}"),
-    ];
-    let mut args = vec![python().as_os_str(), script.as_os_str()];
-    args.extend(flags.iter().map(OsStr::new));
-    let server = lab.spawn('s', false, &[], &args);
-    server.expect("listening", Duration::from_secs(10));
-    server
-}
-
-/// The bound holds: the error came no earlier than bound − 0.5 s and no later than bound + 2 s.
-fn assert_within(what: &str, seconds: f64, bound: f64) {
-    eprintln!("{what}: ended after {seconds:.2} s (bound {bound} s)");
-    assert!(
-        seconds >= bound - 0.5 && seconds <= bound + 2.0,
-        "{what}: ended after {seconds:.2} s, outside [{:.1}, {:.1}]",
-        bound - 0.5,
-        bound + 2.0
-    );
-}
-
-/// Still blocked at `t0 + check` (three times the bound) without the program.
-fn assert_still_blocked(what: &str, bg: &mut Background, t0: Instant, check: f64) {
-    std::thread::sleep(Duration::from_secs_f64(check).saturating_sub(t0.elapsed()));
-    assert!(
-        bg.running(),
-        "{what}: outside the cgroup it should still be blocked at {check} s"
-    );
-    eprintln!("{what}: outside the cgroup still blocked at {check} s");
-}
-
 #[test]
 fn lab_a_silent_server_is_noticed_after_idle_plus_probes() {
     let Some(cg) = Cgroup::new() else { return };
     let Some(lab) = Lab::new() else { return };
     let _attached = cg.attach(&FAST_KEEPALIVE);
-    let server = lab_server(&lab, "silent", "8080");
+    let server = lab.server("silent", 8080);
     let args = ["idle", SERVER4, "8080"];
     let with = lab_client(&lab, Some(&cg), &args);
     let mut without = lab_client(&lab, None, &args);
@@ -603,10 +518,16 @@ fn lab_a_silent_server_is_noticed_after_idle_plus_probes() {
     }
     lab.cut("server");
     let t0 = Instant::now();
-    let line = with.expect("result", Duration::from_secs(10));
+    let what = "fleet: silent server";
+    let (line, seconds) = with.expect_timed(what, "result", t0, 10.0);
     assert_eq!(line, "result ETIMEDOUT");
-    assert_within("fleet: silent server", t0.elapsed().as_secs_f64(), 4.0);
-    assert_still_blocked("fleet: silent server", &mut without, t0, 12.0);
+    assert_within(what, seconds, 4.0);
+    assert_still_blocked(
+        &format!("{what}, outside the cgroup"),
+        &mut without,
+        t0,
+        12.0,
+    );
 }
 
 #[test]
@@ -614,7 +535,7 @@ fn lab_an_unacknowledged_request_fails_after_the_user_timeout() {
     let Some(cg) = Cgroup::new() else { return };
     let Some(lab) = Lab::new() else { return };
     let _attached = cg.attach(&USER_TIMEOUT_3S);
-    let _server = lab_server(&lab, "http", "8080");
+    let _server = lab.server("http", 8080);
     let args = ["send", SERVER4, "8080"];
     let mut with = lab_client(&lab, Some(&cg), &args);
     let mut without = lab_client(&lab, None, &args);
@@ -624,14 +545,16 @@ fn lab_an_unacknowledged_request_fails_after_the_user_timeout() {
     with.say("go");
     without.say("go");
     let t0 = Instant::now();
-    let line = with.expect("result", Duration::from_secs(10));
+    let what = "fleet: unacknowledged request";
+    let (line, seconds) = with.expect_timed(what, "result", t0, 10.0);
     assert_eq!(line, "result ETIMEDOUT");
-    assert_within(
-        "fleet: unacknowledged request",
-        t0.elapsed().as_secs_f64(),
-        3.0,
+    assert_within(what, seconds, 3.0);
+    assert_still_blocked(
+        &format!("{what}, outside the cgroup"),
+        &mut without,
+        t0,
+        9.0,
     );
-    assert_still_blocked("fleet: unacknowledged request", &mut without, t0, 9.0);
 }
 
 #[test]
@@ -644,11 +567,16 @@ fn lab_connecting_to_a_cut_server_fails_after_the_user_timeout() {
     let t0 = Instant::now();
     let with = lab_client(&lab, Some(&cg), &args);
     let mut without = lab_client(&lab, None, &args);
-    let line = with.expect("result", Duration::from_secs(10));
+    let what = "fleet: connect to a cut server";
+    let (line, _) = with.expect_timed(what, "result", t0, 10.0);
     assert!(line.starts_with("result ETIMEDOUT "), "{line}");
-    let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert_within("fleet: connect to a cut server", seconds, 3.0);
-    assert_still_blocked("fleet: connect to a cut server", &mut without, t0, 9.0);
+    assert_within(what, seconds_in(&line), 3.0);
+    assert_still_blocked(
+        &format!("{what}, outside the cgroup"),
+        &mut without,
+        t0,
+        9.0,
+    );
 }
 
 // ---- a container of the tests' own Docker daemon ----
@@ -668,63 +596,18 @@ fn container_cgroup(pid: u32) -> Option<PathBuf> {
 /// other container is still blocked at three times the bound.
 #[test]
 fn docker_a_static_client_in_a_containers_cgroup_is_covered() {
-    use common::docker::{BASE_IMAGE, docker, in_netns_of};
+    use common::docker::{BASE_IMAGE, docker};
     if !is_root() {
-        skip::<()>("fleet mode needs root");
+        unavailable::<()>("fleet mode needs root");
         return;
     }
     let Some(docker) = docker() else { return };
     let Some(lab) = Lab::new() else { return };
-    let server = lab_server(&lab, "silent", "8080");
+    let server = lab.server("silent", 8080);
     let label = docker.label();
     let mount = format!("{}:/fleet_client:ro", client().display());
-    let sandbox = docker.container("sandbox");
-    docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &sandbox.name,
-        "--label",
-        &label,
-        "--network",
-        "none",
-        BASE_IMAGE,
-        "sleep",
-        "600",
-    ]);
-    // The lab's client link into the sandbox's namespace, configured as lab.sh did.
-    let pid = docker.pid(&sandbox.name);
-    let mut mv = lab.command('c', false, "ip");
-    mv.args(["link", "set", "eth0", "netns", &pid.to_string()]);
-    assert!(mv.status().unwrap().success());
-    let mut smac = lab.command('s', false, "ip");
-    smac.args(["-o", "link", "show", "eth0"]);
-    let line = text(&smac.output().unwrap().stdout);
-    let server_mac = line
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("the server's MAC")
-        .to_string();
-    for args in [
-        &["addr", "add", "10.77.0.1/24", "dev", "eth0"][..],
-        &["link", "set", "eth0", "up"],
-        &[
-            "neigh",
-            "replace",
-            SERVER4,
-            "lladdr",
-            &server_mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ],
-    ] {
-        let mut cmd = in_netns_of(pid, "ip");
-        cmd.args(args);
-        assert!(cmd.status().unwrap().success(), "ip {args:?}");
-    }
+    // The lab's client link goes into the sandbox's namespace, configured as lab.sh did.
+    let sandbox = docker.sandbox(&lab, &[BASE_IMAGE, "sleep", "600"]);
     let app = |role: &str| {
         let c = docker.container(role);
         let network = format!("container:{}", sandbox.name);
@@ -748,7 +631,9 @@ fn docker_a_static_client_in_a_containers_cgroup_is_covered() {
     let with = app("with");
     let without = app("without");
     let Some(path) = container_cgroup(docker.pid(&with.name)) else {
-        skip::<()>("the container runtime puts containers in no cgroup of the unified hierarchy");
+        unavailable::<()>(
+            "the container runtime puts containers in no cgroup of the unified hierarchy",
+        );
         return;
     };
     let attached = Background::spawn(cli(
@@ -770,9 +655,15 @@ fn docker_a_static_client_in_a_containers_cgroup_is_covered() {
     }
     lab.cut("server");
     let t0 = Instant::now();
-    let line = inside.expect("result", Duration::from_secs(10));
+    let what = "fleet in a container";
+    let (line, seconds) = inside.expect_timed(what, "result", t0, 10.0);
     assert_eq!(line, "result ETIMEDOUT");
-    assert_within("fleet in a container", t0.elapsed().as_secs_f64(), 4.0);
-    assert_still_blocked("fleet in a container", &mut outside, t0, 12.0);
+    assert_within(what, seconds, 4.0);
+    assert_still_blocked(
+        &format!("{what}, outside the cgroup"),
+        &mut outside,
+        t0,
+        12.0,
+    );
     drop(attached);
 }

@@ -11,74 +11,21 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::lab::{Lab, SERVER4};
+use common::lab::{FAST_KEEPALIVE, Lab, SERVER4, USER_TIMEOUT_3S};
 use common::*;
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
 
-/// A test that cannot run here: `None` after saying why, a failure under `CI=true`.
-fn skip<T>(why: &str) -> Option<T> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test is required under CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A folder for what this test process builds.
-fn build_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let parent = root().join("target/tmp");
-        // Those of earlier test processes that are gone.
-        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name
-                .strip_prefix("supervise-")
-                .and_then(|p| p.parse::<u32>().ok())
-            {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = parent.join(format!("supervise-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-}
-
 /// `tests/programs/supervised.c`, statically linked.
 fn static_client() -> &'static Path {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let exe = build_dir().join("supervised");
-        let out = Command::new("gcc")
-            .args(["-static", "-O2", "-pthread", "-o"])
-            .arg(&exe)
-            .arg(program("supervised.c"))
-            .output()
-            .expect("gcc");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        exe
-    })
+    build_c("supervised.c", &["-static", "-O2", "-pthread"])
 }
 
 /// `tests/programs/go_client.go` built with Debian's golang-go, `CGO_ENABLED=0`; the Go build
@@ -87,24 +34,21 @@ fn go_client() -> Option<&'static Path> {
     static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
     EXE.get_or_init(|| {
         if Command::new("go").arg("version").output().is_err() {
-            return skip("go is not installed (Debian's golang-go; scripts/test.sh installs it)");
+            return unavailable(
+                "go is not installed (Debian's golang-go; scripts/test.sh installs it)",
+            );
         }
-        let exe = build_dir().join("go_client");
+        let exe = scratch().join("go_client");
         let t0 = Instant::now();
-        let out = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&exe)
-            .arg(program("go_client.go"))
-            .env("CGO_ENABLED", "0")
-            .env("GO111MODULE", "off")
-            .env("GOCACHE", root().join("target/go-cache"))
-            .env("GOPATH", root().join("target/go-path"))
-            .output()
-            .expect("go build");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        output_ok(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&exe)
+                .arg(program("go_client.go"))
+                .env("CGO_ENABLED", "0")
+                .env("GO111MODULE", "off")
+                .env("GOCACHE", root().join("target/go-cache"))
+                .env("GOPATH", root().join("target/go-path")),
         );
         eprintln!("go build: {:.1} s", t0.elapsed().as_secs_f64());
         Some(exe)
@@ -135,7 +79,7 @@ fn busybox() -> Option<PathBuf> {
     if statically_linked(&path) {
         Some(path)
     } else {
-        skip("/bin/busybox is missing or not statically linked (Debian's busybox-static)")
+        unavailable("/bin/busybox is missing or not statically linked (Debian's busybox-static)")
     }
 }
 
@@ -206,28 +150,17 @@ impl Drop for Tree {
     }
 }
 
-fn five_of(json: &Value) -> [i64; 5] {
-    five(json)
-}
-
 /// The options `prefix JSON` printed by the static client.
 fn printed(line: &str) -> [i64; 5] {
     let json = line.split_once(' ').expect("prefix JSON").1;
-    five_of(&serde_json::from_str(json).unwrap_or_else(|e| panic!("{line}: {e}")))
+    five(&serde_json::from_str(json).unwrap_or_else(|e| panic!("{line}: {e}")))
 }
 
 /// The established connection of `pid` to `port`, read from its live socket by `inspect`.
 fn inspected(pid: u32, port: u16) -> [i64; 5] {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = cli(&["inspect", "--json", &pid.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = output_ok(&mut cli(&["inspect", "--json", &pid.to_string()]));
         let items: Value = serde_json::from_slice(&out.stdout).unwrap();
         let found: Vec<&Value> = items
             .as_array()
@@ -242,15 +175,7 @@ fn inspected(pid: u32, port: u16) -> [i64; 5] {
             .collect();
         if let [c] = found[..] {
             assert_eq!(c["source"], "socket", "{c}");
-            let keepalive = i64::from(c["keepalive"].as_bool().unwrap());
-            let n = |k: &str| c[k].as_i64().unwrap();
-            return [
-                keepalive,
-                n("idle_s"),
-                n("interval_s"),
-                n("count"),
-                n("user_timeout_ms"),
-            ];
+            return inspected_five(c);
         }
         assert!(
             Instant::now() < end,
@@ -262,10 +187,6 @@ fn inspected(pid: u32, port: u16) -> [i64; 5] {
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 const AUTO: &[&str] = &[];
@@ -392,7 +313,7 @@ fn go_keeps_its_own_keepalive_and_gets_our_count_and_user_timeout() {
 #[test]
 fn sockets_are_made_in_the_programs_own_network_namespace() {
     if !is_root() {
-        skip::<()>("unshare -n needs root");
+        unavailable::<()>("unshare -n needs root");
         return;
     }
     let client = static_client().display().to_string();
@@ -457,34 +378,14 @@ fn in_lab(lab: &Lab, run: bool, vars: &[(&str, &str)], argv: &[&OsStr]) -> Backg
     Background::spawn(cmd)
 }
 
-fn lab_server(lab: &Lab, mode: &str) -> Background {
-    let script = program("server.py");
-    let (mode, host) = (format!("--mode={mode}"), format!("--host={SERVER4}"));
-    let argv = [
-        python().as_os_str(),
-        script.as_os_str(),
-        os(&mode),
-        os(&host),
-        os("--port=8080"),
-    ];
-    let server = lab.spawn('s', false, &[], &argv);
-    server.expect("listening", Duration::from_secs(10));
-    server
-}
-
-/// The first number after `result X` in `line`: the seconds the program measured.
-fn seconds_in(line: &str) -> f64 {
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 /// A request sent into a dead link (never acknowledged) fails after the user timeout under the
 /// supervisor, for the static client and for Go; without it both are still blocked at 3x.
 #[test]
 fn lab_unacknowledged_request_is_bounded_by_the_user_timeout() {
     let Some(lab) = Lab::new() else { return };
     let go = go_client();
-    let _server = lab_server(&lab, "http");
-    let vars = [("KEEPALIVE_USER_TIMEOUT", "3s"), ("KEEPALIVE_IDLE", "600")];
+    let _server = lab.server("http", 8080);
+    let vars = USER_TIMEOUT_3S;
     let url = format!("http://{SERVER4}:8080/");
     let client = static_client().as_os_str();
     let c_argv = [client, os("session"), os(SERVER4), os("8080")];
@@ -510,8 +411,7 @@ fn lab_unacknowledged_request_is_bounded_by_the_user_timeout() {
     let t0 = Instant::now();
     for (what, c) in clients.iter_mut() {
         if what.ends_with("run=true") {
-            let line = c.expect("result", Duration::from_secs(10));
-            let seconds = t0.elapsed().as_secs_f64();
+            let (line, seconds) = c.expect_timed(what, "result", t0, 10.0);
             eprintln!("{what}: `{line}` after {seconds:.2} s (bound 3 s)");
             assert!(!line.contains("result ok"), "{what}: {line}");
             // Go's transport retries an idempotent request once, on a new connection whose
@@ -522,11 +422,9 @@ fn lab_unacknowledged_request_is_bounded_by_the_user_timeout() {
             assert!(bound.contains(&seconds_in(&line)), "{what}: {line}");
         }
     }
-    std::thread::sleep(Duration::from_secs(9).saturating_sub(t0.elapsed()));
     for (what, c) in clients.iter_mut() {
         if what.ends_with("run=false") {
-            assert!(c.running(), "{what}: should still be blocked at 9 s");
-            eprintln!("{what}: still blocked at 9 s");
+            assert_still_blocked(what, c, t0, 9.0);
         }
     }
 }
@@ -536,12 +434,8 @@ fn lab_unacknowledged_request_is_bounded_by_the_user_timeout() {
 #[test]
 fn lab_idle_connection_to_a_dead_peer_is_noticed_by_keepalive() {
     let Some(lab) = Lab::new() else { return };
-    let _server = lab_server(&lab, "silent");
-    let vars = [
-        ("KEEPALIVE_IDLE", "2"),
-        ("KEEPALIVE_INTERVAL", "1"),
-        ("KEEPALIVE_COUNT", "2"),
-    ];
+    let _server = lab.server("silent", 8080);
+    let vars = FAST_KEEPALIVE;
     let argv = [
         static_client().as_os_str(),
         os("get"),
@@ -556,15 +450,16 @@ fn lab_idle_connection_to_a_dead_peer_is_noticed_by_keepalive() {
     std::thread::sleep(Duration::from_millis(300));
     lab.cut("server");
     let t0 = Instant::now();
-    let line = with.expect("result", Duration::from_secs(10));
-    let seconds = t0.elapsed().as_secs_f64();
-    eprintln!("static client, idle: `{line}` after {seconds:.2} s (bound 4 s)");
+    let what = "static client, idle";
+    let (line, seconds) = with.expect_timed(what, "result", t0, 10.0);
+    eprintln!("{what}: `{line}` after {seconds:.2} s (bound 4 s)");
     assert!(line.contains("ETIMEDOUT"), "{line}");
-    assert!((3.5..=6.0).contains(&seconds), "{seconds:.2} s");
-    std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
-    assert!(
-        without.running(),
-        "without the supervisor: should still be blocked at 12 s"
+    assert_within(what, seconds, 4.0);
+    assert_still_blocked(
+        "static client, idle, without the supervisor",
+        &mut without,
+        t0,
+        12.0,
     );
 }
 
@@ -628,17 +523,7 @@ fn a_daemon_that_outlives_the_command_is_still_served() {
         tree.bg.running(),
         "the supervisor stays while the daemon runs"
     );
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = tree.bg.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the supervisor did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = tree.bg.exit_within("the supervisor", Instant::now(), 5.0);
     assert_eq!(status.code(), Some(3), "the command's own status");
 }
 
@@ -753,7 +638,7 @@ fn exit_status_and_signals_pass_through() {
 
 #[test]
 fn it_refuses_clearly_where_it_cannot_work() {
-    let dir = build_dir();
+    let dir = scratch();
     let marker = dir.join("ran");
     let touch = ["touch", marker.to_str().unwrap()];
     // Another supervisor already watches the process: EBUSY, nothing run.
@@ -886,7 +771,7 @@ fn static_tool() -> Option<PathBuf> {
         .output()
         .expect("cargo");
     if !out.status.success() {
-        return skip(&format!(
+        return unavailable(&format!(
             "cannot build the static tool (rustup target x86_64-unknown-linux-musl; scripts/dist.sh installs it): {}",
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -900,14 +785,14 @@ fn static_tool() -> Option<PathBuf> {
 #[test]
 fn docker_entrypoint_with_the_default_seccomp_profile() {
     if !is_root() {
-        skip::<()>("Docker needs root");
+        unavailable::<()>("Docker needs root");
         return;
     }
     let Some(docker) = common::docker::docker() else {
         return;
     };
     let Some(tool) = static_tool() else { return };
-    let dir = build_dir().join("docker");
+    let dir = scratch().join("docker");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&tool, dir.join("keepalive-shim")).unwrap();
     std::fs::copy(static_client(), dir.join("supervised")).unwrap();

@@ -4,12 +4,12 @@
 //! imported from `scripts/rootfs.sh`'s tarball; and guards that remove each container and volume
 //! when a test ends.
 
-use super::rootfs::{is_root, rootfs, skip};
-use super::{command, root};
+use super::lab::Lab;
+use super::rootfs::rootfs;
+use super::{command, is_root, root, unavailable};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,12 +52,12 @@ extern "C" fn stop_daemon() {
 }
 
 /// The private daemon with the bullseye image in it, started on first use, or `None` after
-/// saying why it cannot be had (see `skip`).
+/// saying why it cannot be had (see `unavailable`).
 pub fn docker() -> Option<&'static Docker> {
     static DOCKER: OnceLock<Result<Docker, String>> = OnceLock::new();
     match DOCKER.get_or_init(start) {
         Ok(docker) => Some(docker),
-        Err(why) => skip(why),
+        Err(why) => unavailable(why),
     }
 }
 
@@ -168,6 +168,28 @@ impl Docker {
             .expect("a PID")
     }
 
+    /// A pod's sandbox, as Kubernetes makes one: a container started with `--network none`
+    /// that holds the network namespace, into which the lab's client link is moved
+    /// (`Lab::move_client_link`); the pod's containers join it (`--network container:NAME`).
+    /// `run`: the image and its command, options before them.
+    pub fn sandbox(&'static self, lab: &Lab, run: &[&str]) -> Container {
+        let sandbox = self.container("sandbox");
+        let label = self.label();
+        let network_none = [
+            "run",
+            "-d",
+            "--name",
+            &sandbox.name,
+            "--label",
+            &label,
+            "--network",
+            "none",
+        ];
+        self.ok(&[&network_none[..], run].concat());
+        lab.move_client_link(self.pid(&sandbox.name));
+        sandbox
+    }
+
     pub fn running(&self, container: &str) -> bool {
         self.ok(&["inspect", "-f", "{{.State.Running}}", container]) == "true"
     }
@@ -236,23 +258,4 @@ impl Drop for Volume {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// `program` run on the host in the network namespace of process `pid` (a container's), entered
-/// with setns() between fork and exec; for `ip` commands configuring a container's network.
-pub fn in_netns_of(pid: u32, program: impl AsRef<OsStr>) -> Command {
-    let path = format!("/proc/{pid}/ns/net");
-    let netns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut cmd = command(false, program);
-    // SAFETY: setns is async-signal-safe, and the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    cmd
 }

@@ -1,7 +1,7 @@
 //! The dead-peer lab from the tests' side: `scripts/lab.sh` builds and removes the namespaces;
 //! this runs programs inside them and removes the lab when dropped, also when a test fails.
 
-use super::{Background, command, root};
+use super::{Background, command, is_root, output_ok, program, python, root, text, unavailable};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -9,9 +9,20 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 pub const SERVER4: &str = "10.77.0.2";
 pub const SERVER6: &str = "fd77::2";
+
+/// `IDLE=2 INTERVAL=1 COUNT=2`: a silent peer is detected after 2 + 1 × 2 = 4 s.
+pub const FAST_KEEPALIVE: [(&str, &str); 3] = [
+    ("KEEPALIVE_IDLE", "2"),
+    ("KEEPALIVE_INTERVAL", "1"),
+    ("KEEPALIVE_COUNT", "2"),
+];
+/// A 3 s user timeout, with keepalive far too slow to be the one that fires.
+pub const USER_TIMEOUT_3S: [(&str, &str); 2] =
+    [("KEEPALIVE_USER_TIMEOUT", "3s"), ("KEEPALIVE_IDLE", "600")];
 
 pub struct Lab {
     name: String,
@@ -21,23 +32,40 @@ fn lab_sh() -> Command {
     Command::new(root().join("scripts/lab.sh"))
 }
 
-/// Not root or no namespaces: skip, except under CI (which runs as root), where it is a failure.
-fn skip(why: &str) -> Option<Lab> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the dead-peer lab is required under CI=true: {why}");
+/// `program` (see `command`) that enters the network namespace of the file `netns`
+/// (`/run/netns/NAME`, `/proc/PID/ns/net`) with setns() between fork and exec, so no wrapper
+/// process carries the preloaded library.
+pub fn in_netns(netns: &str, preload: bool, program: impl AsRef<OsStr>) -> Command {
+    let file = File::open(netns).unwrap_or_else(|e| panic!("{netns}: {e}"));
+    let mut cmd = command(preload, program);
+    // SAFETY: setns is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
-    eprintln!("skipped: {why}");
-    None
+    cmd
 }
 
 impl Lab {
-    /// A new lab with a name unique to this process and test, or `None` when it cannot be made.
+    /// A new lab with a name unique to this process and test, or `None` (`unavailable`) when it
+    /// cannot be made.
     pub fn new() -> Option<Lab> {
+        match Lab::up() {
+            Ok(lab) => Some(lab),
+            Err(why) => unavailable(&format!("the dead-peer lab: {why}")),
+        }
+    }
+
+    fn up() -> Result<Lab, String> {
         static SWEEP: Once = Once::new();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return skip("network namespaces need root");
+        if !is_root() {
+            return Err("network namespaces need root".into());
         }
         SWEEP.call_once(|| {
             let _ = lab_sh().arg("sweep").status();
@@ -48,32 +76,23 @@ impl Lab {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         match lab_sh().args(["up", &name]).output() {
-            Ok(out) if out.status.success() => Some(Lab { name }),
-            Ok(out) => skip(&format!(
+            Ok(out) if out.status.success() => Ok(Lab { name }),
+            Ok(out) => Err(format!(
                 "lab.sh up failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             )),
-            Err(e) => skip(&format!("cannot run lab.sh: {e}")),
+            Err(e) => Err(format!("cannot run lab.sh: {e}")),
         }
     }
 
     /// `program` to run inside the client (`'c'`) or server (`'s'`) namespace, entered with
     /// setns() between fork and exec, so no wrapper process carries the preloaded library.
     pub fn command(&self, side: char, preload: bool, program: impl AsRef<OsStr>) -> Command {
-        let path = format!("/run/netns/{}-{side}", self.name);
-        let netns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let mut cmd = command(preload, program);
-        // SAFETY: setns is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        cmd
+        in_netns(
+            &format!("/run/netns/{}-{side}", self.name),
+            preload,
+            program,
+        )
     }
 
     pub fn spawn(
@@ -86,6 +105,90 @@ impl Lab {
         let mut cmd = self.command(side, preload, argv[0]);
         cmd.args(&argv[1..]).envs(vars.iter().copied());
         Background::spawn(cmd)
+    }
+
+    /// `python3 tests/programs/NAME ARGS...` in the client (`'c'`) or server (`'s'`) namespace.
+    pub fn python(
+        &self,
+        side: char,
+        preload: bool,
+        vars: &[(&str, &str)],
+        name: &str,
+        args: &[&str],
+    ) -> Background {
+        let script = program(name);
+        let mut argv: Vec<&OsStr> = vec![python().as_os_str(), script.as_os_str()];
+        argv.extend(args.iter().map(OsStr::new));
+        self.spawn(side, preload, vars, &argv)
+    }
+
+    /// `server.py --mode=MODE` on `host` and `port` in the server namespace, with or without the
+    /// library and `vars`, once it listens.
+    pub fn serve(
+        &self,
+        preload: bool,
+        vars: &[(&str, &str)],
+        mode: &str,
+        host: &str,
+        port: u16,
+    ) -> Background {
+        let args = [
+            format!("--mode={mode}"),
+            format!("--host={host}"),
+            format!("--port={port}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = self.python('s', preload, vars, "server.py", &args);
+        server.expect("listening", Duration::from_secs(10));
+        server
+    }
+
+    /// `serve` without the library, on the server's IPv4 address.
+    pub fn server(&self, mode: &str, port: u16) -> Background {
+        self.serve(false, &[], mode, SERVER4, port)
+    }
+
+    /// The MAC of `eth0` in the client (`'c'`) or server (`'s'`) namespace, as `ip -o link` prints it.
+    fn mac(&self, side: char) -> String {
+        let mut cmd = self.command(side, false, "ip");
+        cmd.args(["-o", "link", "show", "eth0"]);
+        let line = text(&output_ok(&mut cmd).stdout);
+        let mac = line
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1);
+        mac.unwrap_or_else(|| panic!("no MAC in {line}"))
+            .to_string()
+    }
+
+    /// Moves the client's link (`eth0` of NAME-c) into the network namespace of process `pid` (a
+    /// container's) and configures it there as `lab.sh up` did in NAME-c: address 10.77.0.1/24,
+    /// up, the server's neighbour entry pinned (the server's entry for the client still holds: the
+    /// MAC moves along).
+    pub fn move_client_link(&self, pid: u32) {
+        let server_mac = self.mac('s');
+        let mut cmd = self.command('c', false, "ip");
+        cmd.args(["link", "set", "eth0", "netns", &pid.to_string()]);
+        output_ok(&mut cmd);
+        let netns = format!("/proc/{pid}/ns/net");
+        for args in [
+            &["addr", "add", "10.77.0.1/24", "dev", "eth0"][..],
+            &["link", "set", "eth0", "up"],
+            &[
+                "neigh",
+                "replace",
+                SERVER4,
+                "lladdr",
+                &server_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        ] {
+            let mut cmd = in_netns(&netns, false, "ip");
+            output_ok(cmd.args(args));
+        }
     }
 
     /// Takes the server's (`"server"`) or the client's (`"client"`) own link down.

@@ -3,7 +3,7 @@
 //! into it, each test with a folder of its own there (removed when the test ends, also on
 //! failure).
 
-use super::{library, root};
+use super::{is_root, library, root, unavailable};
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -12,21 +12,6 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-
-/// A test that cannot run here (not root, a tool that cannot be installed): `None` after saying
-/// why, except under CI (which runs as root with the Debian mirror), where it is a failure.
-pub fn skip<T>(why: &str) -> Option<T> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test is required under CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 pub fn rootfs_sh() -> Command {
     Command::new(root().join("scripts/rootfs.sh"))
@@ -74,7 +59,7 @@ impl Chroot {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tree = match rootfs() {
             Ok(tree) => tree,
-            Err(why) => return skip(&why),
+            Err(why) => return unavailable(&why),
         };
         SWEEP.call_once(|| sweep(tree));
         let dir = PathBuf::from(format!(
@@ -139,17 +124,13 @@ impl Chroot {
     /// `rootfs.sh gcc`: builds `tests/programs/SOURCE` with the host's gcc against the tree's
     /// glibc into this test's folder, as `output`.
     pub fn gcc(&self, source: &str, output: &str) {
-        let out = rootfs_sh()
-            .args(["gcc", "-O2", "-Wall", "-o"])
-            .arg(self.host(output))
-            .arg(super::program(source))
-            .output()
-            .expect("run rootfs.sh gcc");
-        assert!(
-            out.status.success(),
-            "rootfs.sh gcc {source}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        gcc(&[
+            "-O2".as_ref(),
+            "-Wall".as_ref(),
+            "-o".as_ref(),
+            self.host(output).as_os_str(),
+            super::program(source).as_os_str(),
+        ]);
     }
 }
 
@@ -157,6 +138,11 @@ impl Drop for Chroot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(self.host(""));
     }
+}
+
+/// `rootfs.sh gcc ARGS`: the host's gcc against the tree's glibc, which must succeed.
+pub fn gcc(args: &[&OsStr]) {
+    super::output_ok(rootfs_sh().arg("gcc").args(args));
 }
 
 /// Removes the folders of test processes that are gone (a run killed before it cleaned up).
