@@ -170,27 +170,12 @@ const TEST_LIMIT: &[u8] = b"KEEPALIVE_SHIM_TEST_TABLE_LIMIT=";
 /// secure mode (a setuid program's environment belongs to its caller). Its first occurrence
 /// counts, as with `getenv`.
 pub fn limit_from_env() {
-    // SAFETY: getauxval has no preconditions.
-    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+    if crate::config::secure_execution() {
         return;
     }
-    unsafe extern "C" {
-        static environ: *const *const core::ffi::c_char;
-    }
-    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings, set up before any
-    // constructor runs; it is only read here.
-    unsafe {
-        let mut at = environ;
-        while !at.is_null() && !(*at).is_null() {
-            let entry = core::ffi::CStr::from_ptr(*at).to_bytes();
-            if let Some(value) = entry.strip_prefix(TEST_LIMIT) {
-                if let Some(limit) = parse_limit(value) {
-                    set_limit(limit);
-                }
-                return;
-            }
-            at = at.add(1);
-        }
+    let value = crate::config::environ_entries().find_map(|entry| entry.strip_prefix(TEST_LIMIT));
+    if let Some(limit) = value.and_then(parse_limit) {
+        set_limit(limit);
     }
 }
 

@@ -354,7 +354,13 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int) {
     if state == State::LEFT_ALONE {
         return;
     }
-    let theirs = Shown(real::get_int(fd, OPTIONS[index].level, OPTIONS[index].name));
+    // The program's value, for the debug lines only: read before FORCE replaces it, and not
+    // at all (no system call) when no debug line will be written.
+    let theirs = Shown(if log::enabled(LogLevel::Debug) {
+        real::get_int(fd, OPTIONS[index].level, OPTIONS[index].name)
+    } else {
+        Err(0)
+    });
     if s.force {
         let ours = values(s)[index];
         let outcome = real::set_int(fd, OPTIONS[index].level, OPTIONS[index].name, ours);

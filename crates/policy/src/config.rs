@@ -498,26 +498,36 @@ pub fn from_process() -> Loaded {
     load_system(&file, environment(), false)
 }
 
-/// The environment's entries as `(name, value)` bytes, in order.
-fn environment() -> Vec<(&'static [u8], &'static [u8])> {
+/// The environment's entries (`NAME=VALUE`), in order, straight from `environ`, without
+/// allocating: what the configuration, and the library's test-only table limit, read.
+pub fn environ_entries() -> impl Iterator<Item = &'static [u8]> {
     unsafe extern "C" {
         static environ: *const *const core::ffi::c_char;
     }
-    let mut entries = Vec::new();
     // SAFETY: environ is a NULL-terminated array of NUL-terminated strings, set up before any
-    // constructor runs; it is only read here, and the strings outlive the process's start-up
-    // (nothing here keeps them past the configuration's loading).
-    unsafe {
-        let mut at = environ;
-        while !at.is_null() && !(*at).is_null() {
-            let entry = CStr::from_ptr(*at).to_bytes();
-            if let Some(split) = entry.iter().position(|&b| b == b'=') {
-                entries.push((&entry[..split], &entry[split + 1..]));
+    // constructor runs; it is only read, and only at start-up, while nothing changes it.
+    let mut at = unsafe { environ };
+    core::iter::from_fn(move || {
+        // SAFETY: as above: `at` walks the array up to its NULL entry and no further.
+        unsafe {
+            if at.is_null() || (*at).is_null() {
+                return None;
             }
+            let entry = CStr::from_ptr(*at).to_bytes();
             at = at.add(1);
+            Some(entry)
         }
-    }
-    entries
+    })
+}
+
+/// The environment's entries as `(name, value)` bytes, in order.
+fn environment() -> Vec<(&'static [u8], &'static [u8])> {
+    environ_entries()
+        .filter_map(|entry| {
+            let split = entry.iter().position(|&b| b == b'=')?;
+            Some((&entry[..split], &entry[split + 1..]))
+        })
+        .collect()
 }
 
 /// Reads the given variables, as `(name, value)` bytes, as if they were the environment, with
