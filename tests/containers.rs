@@ -248,11 +248,13 @@ fn docker_seed_scenario_a_dead_server_is_noticed() {
         start.args(["start", "-a", &container.name]);
         (container, Background::spawn(start))
     };
-    let (_with_container, with) = app(true);
+    let (_with_container, mut with) = app(true);
     let (without_container, mut without) = app(false);
-    for _ in 0..2 {
-        server.expect("request", Duration::from_secs(20));
-    }
+    server.expect_from(
+        "request",
+        &mut [("with the library", &mut with), ("without", &mut without)],
+        Duration::from_secs(20),
+    );
     lab.cut("server");
     let t0 = Instant::now();
 

@@ -26,11 +26,13 @@ fn waiting_for_an_answer(server_ip: &str) {
     let Some(lab) = Lab::new() else { return };
     let server = lab.serve(false, &[], "silent", server_ip, PORT);
     let client = ["get", &url(server_ip)];
-    let with = lab.python('c', true, &FAST_KEEPALIVE, "client.py", &client);
+    let mut with = lab.python('c', true, &FAST_KEEPALIVE, "client.py", &client);
     let mut without = lab.python('c', false, &FAST_KEEPALIVE, "client.py", &client);
-    for _ in 0..2 {
-        server.expect("request", Duration::from_secs(10));
-    }
+    server.expect_from(
+        "request",
+        &mut [("with the library", &mut with), ("without", &mut without)],
+        Duration::from_secs(10),
+    );
     lab.cut("server");
     let t0 = Instant::now();
     let what = format!("waiting for an answer ({server_ip})");

@@ -85,12 +85,18 @@ fn node_http_get_notices_a_silent_dead_server_no_later_with_the_library() {
         return;
     }
     let server = lab.server("silent", 8080);
-    let without = node(&lab, false, &[], "get", 8080);
-    let defaults = node(&lab, true, &[], "get", 8080);
-    let forced = node(&lab, true, &FORCED_FAST, "get", 8080);
-    for _ in 0..3 {
-        server.expect("request", Duration::from_secs(10));
-    }
+    let mut without = node(&lab, false, &[], "get", 8080);
+    let mut defaults = node(&lab, true, &[], "get", 8080);
+    let mut forced = node(&lab, true, &FORCED_FAST, "get", 8080);
+    server.expect_from(
+        "request",
+        &mut [
+            ("node without the library", &mut without),
+            ("node, library defaults", &mut defaults),
+            ("node, FORCE", &mut forced),
+        ],
+        Duration::from_secs(10),
+    );
     lab.cut("server");
     let t0 = Instant::now();
     let (line, forced_s) = forced.expect_timed("node, FORCE 2/1/2", "result", t0, 10.0);

@@ -509,13 +509,15 @@ fn lab_a_silent_server_is_noticed_after_idle_plus_probes() {
     let _attached = cg.attach(&FAST_KEEPALIVE);
     let server = lab.server("silent", 8080);
     let args = ["idle", SERVER4, "8080"];
-    let with = lab_client(&lab, Some(&cg), &args);
+    let mut with = lab_client(&lab, Some(&cg), &args);
     let mut without = lab_client(&lab, None, &args);
     with.expect("connected", Duration::from_secs(10));
     without.expect("connected", Duration::from_secs(10));
-    for _ in 0..2 {
-        server.expect("request", Duration::from_secs(10));
-    }
+    server.expect_from(
+        "request",
+        &mut [("in the cgroup", &mut with), ("outside", &mut without)],
+        Duration::from_secs(10),
+    );
     lab.cut("server");
     let t0 = Instant::now();
     let what = "fleet: silent server";
@@ -646,13 +648,15 @@ fn docker_a_static_client_in_a_containers_cgroup_is_covered() {
         cmd.args(["exec", c, "/fleet_client", "idle", SERVER4, "8080"]);
         Background::spawn(cmd)
     };
-    let inside = exec(&with.name);
+    let mut inside = exec(&with.name);
     let mut outside = exec(&without.name);
     inside.expect("connected", Duration::from_secs(20));
     outside.expect("connected", Duration::from_secs(20));
-    for _ in 0..2 {
-        server.expect("request", Duration::from_secs(10));
-    }
+    server.expect_from(
+        "request",
+        &mut [("inside", &mut inside), ("outside", &mut outside)],
+        Duration::from_secs(10),
+    );
     lab.cut("server");
     let t0 = Instant::now();
     let what = "fleet in a container";

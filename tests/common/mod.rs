@@ -418,6 +418,43 @@ impl Background {
         }
     }
 
+    /// One line starting with `prefix` per client in `clients`, each within `timeout` of the
+    /// last (a server's `request` for every client sent to it). On a timeout the failure says how
+    /// many came and what each client was doing: still running, or exited and how.
+    pub fn expect_from(
+        &self,
+        prefix: &str,
+        clients: &mut [(&str, &mut Background)],
+        timeout: Duration,
+    ) {
+        for seen in 0..clients.len() {
+            let end = Instant::now() + timeout;
+            let came = loop {
+                let left = end.saturating_duration_since(Instant::now());
+                match self.lines.recv_timeout(left) {
+                    Ok(line) if line.starts_with(prefix) => break true,
+                    Ok(_) => continue,
+                    Err(_) => break false,
+                }
+            };
+            if !came {
+                let states: Vec<String> = clients
+                    .iter_mut()
+                    .map(|(name, bg)| match bg.child.try_wait() {
+                        Ok(None) => format!("{name}: still running"),
+                        Ok(Some(status)) => format!("{name}: exited, {status}"),
+                        Err(e) => format!("{name}: {e}"),
+                    })
+                    .collect();
+                panic!(
+                    "{seen} of {} lines starting with {prefix:?}, none more within {timeout:?}; {}",
+                    clients.len(),
+                    states.join("; ")
+                );
+            }
+        }
+    }
+
     /// `expect` for the program `what`, waiting at most `within` seconds: the line, and the
     /// seconds from `t0` until it came.
     pub fn expect_timed(
