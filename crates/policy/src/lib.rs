@@ -9,6 +9,8 @@
 
 extern crate alloc;
 
+pub mod cases;
 pub mod config;
+pub mod decide;
 pub mod options;
 pub mod rules;

@@ -16,8 +16,12 @@ pub struct Opt {
     pub max: c_int,
 }
 
+/// How many options this project manages: the length of [`OPTIONS`], the one place the number
+/// is written (the array's type makes the compiler hold the two together).
+pub const N: usize = 5;
+
 /// The five options, in the order they are applied.
-pub const OPTIONS: [Opt; 5] = [
+pub const OPTIONS: [Opt; N] = [
     Opt {
         level: libc::SOL_SOCKET,
         name: libc::SO_KEEPALIVE,
@@ -56,7 +60,7 @@ pub const OPTIONS: [Opt; 5] = [
 ];
 
 /// The value of each of [`OPTIONS`] under `s`.
-pub fn values(s: &Settings) -> [c_int; 5] {
+pub fn values(s: &Settings) -> [c_int; N] {
     [
         1,
         s.idle_s as c_int,
@@ -97,7 +101,7 @@ pub const USER_TIMEOUT: usize = 4;
 /// [`user_timeout_for`] over the values in effect, the program's where it set them and the
 /// configured ones elsewhere. Every mechanism (the preload library, the seccomp supervisor, the
 /// fleet program's specification) decides the user timeout with this function.
-pub fn user_timeout_in_effect(s: &Settings, own: u8, theirs: &[c_int; 5]) -> c_int {
+pub fn user_timeout_in_effect(s: &Settings, own: u8, theirs: &[c_int; N]) -> c_int {
     let ours = values(s);
     let is_own = |i: usize| own & (1 << i) != 0;
     if !(is_own(IDLE) || is_own(INTERVAL) || is_own(COUNT)) {
