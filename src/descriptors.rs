@@ -16,6 +16,8 @@
 //! beyond-the-table path runs in real programs on machines whose descriptors stop far below it.
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use keepalive_shim_policy::decide::{ALL, Known};
+use keepalive_shim_policy::options::N;
 use libc::c_int;
 
 /// Descriptor numbers remembered: `fs.nr_open`'s default, 2^20. 1 MiB of zero pages, of which
@@ -60,7 +62,7 @@ impl State {
     pub const OTHER: State = State(OTHER);
     /// A TCP socket the library leaves alone, as if the program had set all five options: one
     /// whose destination the rules exclude, or that had keepalive on before the library saw it.
-    pub const LEFT_ALONE: State = State(TCP | (0b1_1111 << OWN_SHIFT));
+    pub const LEFT_ALONE: State = State(TCP | (ALL << OWN_SHIFT));
 
     pub fn kind(self) -> Kind {
         match self.0 & KIND_MASK {
@@ -84,15 +86,35 @@ impl State {
 
     /// Whether the program set option `index` (of `options::OPTIONS`) itself.
     pub fn own(self, index: usize) -> bool {
-        index < 5 && self.0 & (1 << (OWN_SHIFT as usize + index)) != 0
+        index < N && self.0 & (1 << (OWN_SHIFT as usize + index)) != 0
     }
 
     pub fn with_own(self, index: usize) -> State {
-        if index < 5 {
+        if index < N {
             State(self.0 | (1 << (OWN_SHIFT as usize + index)))
         } else {
             self
         }
+    }
+}
+
+impl State {
+    /// What the policy's decision knows of this TCP socket.
+    pub fn known(self) -> Known {
+        let own = self.0 >> OWN_SHIFT;
+        Known {
+            configured: self.configured(),
+            own,
+            left_alone: own == ALL && !self.configured(),
+        }
+    }
+
+    /// The state of a TCP socket of which `known` is known.
+    pub fn from_known(known: Known) -> State {
+        if known.left_alone {
+            return State::LEFT_ALONE;
+        }
+        State(TCP | (known.own & ALL) << OWN_SHIFT).with_configured(known.configured)
     }
 }
 
@@ -194,15 +216,23 @@ mod tests {
         let s = State::CONFIGURED_TCP;
         assert_eq!(s.kind(), Kind::Tcp);
         assert!(s.configured());
-        assert!((0..5).all(|i| !s.own(i)));
+        assert!((0..N).all(|i| !s.own(i)));
         let s = s.with_own(1).with_own(4);
         assert!(s.own(1) && s.own(4) && !s.own(0) && !s.own(2) && !s.own(3));
         assert_eq!(s.kind(), Kind::Tcp);
         assert!(!s.with_configured(false).configured());
         assert!(s.with_configured(false).own(4));
         assert_eq!(s.with_own(9), s, "no such option: unchanged");
-        let alone = (0..5).fold(State::TCP, |st, i| st.with_own(i));
+        let alone = (0..N).fold(State::TCP, |st, i| st.with_own(i));
         assert_eq!(alone, State::LEFT_ALONE);
+        for known in [Known::FRESH, Known::CONFIGURED, Known::LEFT_ALONE] {
+            assert_eq!(State::from_known(known).known(), known);
+        }
+        let own = Known {
+            own: 0b1_0010,
+            ..Known::CONFIGURED
+        };
+        assert_eq!(State::from_known(own).known(), own);
         assert!(!s.own(9));
     }
 

@@ -1,7 +1,7 @@
 //! The exported `extern "C"` functions that `LD_PRELOAD` puts in front of libc's. Each one calls
 //! the real function and one function of the logic in `sockets.rs`, and nothing else.
 //!
-//! `socket`, `connect` and `setsockopt` do the work. `close`, `close_range`, `dup`, `dup2`,
+//! `socket`, `connect` and `setsockopt` do the work. `close`, `close_range`, `closefrom`, `dup`, `dup2`,
 //! `dup3` and `fcntl` (for `F_DUPFD`) only keep the descriptor table of `descriptors.rs` true to
 //! the sockets behind the numbers: forgotten before a number can be reused, copied to a
 //! duplicate.
@@ -47,9 +47,10 @@ pub unsafe extern "C" fn setsockopt(
     value: *const c_void,
     len: socklen_t,
 ) -> c_int {
+    let before = sockets::before_setsockopt(fd, level, name);
     // SAFETY: the caller's arguments, passed on unchanged to libc's setsockopt().
     let rc = unsafe { real::setsockopt(fd, level, name, value, len) };
-    sockets::after_setsockopt(fd, level, name, rc);
+    sockets::after_setsockopt(fd, level, name, rc, before);
     rc
 }
 
@@ -73,6 +74,17 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     sockets::before_close_range(first, last, flags);
     // SAFETY: the caller's arguments, passed on unchanged to libc's close_range().
     unsafe { real::close_range(first, last, flags) }
+}
+
+/// `closefrom(3)`, after forgetting every number from `first` on.
+///
+/// # Safety
+/// Same contract as libc's `closefrom()`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    sockets::before_closefrom(first);
+    // SAFETY: the caller's argument, passed on unchanged to libc's closefrom().
+    unsafe { real::closefrom(first) }
 }
 
 /// `dup(2)`; the new number is the same socket.
@@ -264,7 +276,7 @@ pub fn dlopen_address() -> usize {
     target_env = "gnu",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub fn table() -> [crate::deepbind::Hooked; 11] {
+pub fn table() -> [crate::deepbind::Hooked; 12] {
     use crate::deepbind::Hooked;
     [
         Hooked::new(
@@ -291,6 +303,11 @@ pub fn table() -> [crate::deepbind::Hooked; 11] {
             c"close_range",
             close_range as *const () as usize,
             real::close_range_fn() as usize,
+        ),
+        Hooked::new(
+            c"closefrom",
+            closefrom as *const () as usize,
+            real::closefrom_fn() as usize,
         ),
         Hooked::new(c"dup", dup as *const () as usize, real::dup_fn() as usize),
         Hooked::new(

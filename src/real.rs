@@ -138,6 +138,61 @@ real!(
     sys_fcntl64 = libc::SYS_fcntl
 );
 
+/// `closefrom()`'s type: it returns nothing.
+pub type ClosefromFn = unsafe extern "C" fn(c_int);
+static CLOSEFROM: AtomicUsize = AtomicUsize::new(0);
+
+/// libc's `closefrom()` (glibc 2.34, musl 1.2.4; older C libraries have none, and no program
+/// linked against them calls it). Without one (a program that looks the name up at run time
+/// finds this library's), the `close_range` system call, or, where the kernel has none (before
+/// 5.9), `close` over every number below the descriptor limit.
+pub fn closefrom_fn() -> ClosefromFn {
+    #[cfg(not(test))]
+    let own = crate::hooks::closefrom as *const () as usize;
+    #[cfg(test)]
+    let own = 0;
+    let f = resolve(
+        &CLOSEFROM,
+        c"closefrom",
+        own,
+        sys_closefrom as *const () as usize,
+    );
+    // SAFETY: `f` is libc's closefrom or the fallback below, both of this type.
+    unsafe { core::mem::transmute::<usize, ClosefromFn>(f) }
+}
+
+unsafe extern "C" fn sys_closefrom(first: c_int) {
+    let Ok(first) = c_uint::try_from(first) else {
+        return;
+    };
+    // SAFETY: close_range takes two numbers and flags.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, c_uint::MAX, 0) } == 0 {
+        return;
+    }
+    // SAFETY: rl is plain data getrlimit fills.
+    let mut rl: libc::rlimit = unsafe { core::mem::zeroed() };
+    // SAFETY: rl is valid for writes.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur.min(1 << 20) as c_uint
+    } else {
+        1024
+    };
+    for fd in first..limit {
+        // SAFETY: closing a number; one that is not open gives EBADF.
+        unsafe { libc::syscall(libc::SYS_close, fd as c_long) };
+    }
+}
+
+/// libc's `closefrom()`.
+///
+/// # Safety
+/// The contract of the C function.
+#[cfg_attr(test, allow(dead_code))]
+pub unsafe fn closefrom(first: c_int) {
+    // SAFETY: the caller's contract is the C function's.
+    unsafe { closefrom_fn()(first) }
+}
+
 #[cfg(target_arch = "x86_64")]
 const SYS_DUP2: c_long = libc::SYS_dup2;
 #[cfg(not(target_arch = "x86_64"))]
@@ -150,6 +205,7 @@ pub fn resolve_all() {
     setsockopt_fn();
     close_fn();
     close_range_fn();
+    closefrom_fn();
     dup_fn();
     dup2_fn();
     dup3_fn();
@@ -201,7 +257,8 @@ fn choose(found: usize, own: usize, fallback: usize) -> usize {
     }
 }
 
-/// Sets one `int` option through the real `setsockopt`.
+/// Sets one `int` option through the real `setsockopt` (the unit tests' helper).
+#[cfg(test)]
 pub fn set_int(fd: c_int, level: c_int, name: c_int, value: c_int) -> Result<(), c_int> {
     if set_int_via(setsockopt_fn(), fd, level, name, value) {
         Ok(())

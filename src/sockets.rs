@@ -1,21 +1,14 @@
-//! Deciding and applying: which sockets get keepalive, the five options set on them, and whose
-//! value wins when the program sets its own. The hooks in `hooks.rs` call one function of this
-//! module each; everything here can be called from a unit test without preloading anything.
+//! Observing and applying: each hook in `hooks.rs` calls one function of this module, which
+//! tells the policy's decision (`keepalive_shim_policy::decide`) what happened and what is known
+//! of the socket, then applies the plan it returns with the least work. Nothing here decides
+//! whose value wins; everything here can be called from a unit test without preloading anything.
 //!
-//! The rules, in the order a socket meets them:
-//! - `socket()` makes a TCP socket: the five options are set at once, so listeners and the
-//!   connections they accept have them too.
-//! - The program sets one of the five itself: its value stands (with `KEEPALIVE_FORCE`, ours is
-//!   set again). If it set idle, interval or count and not the user timeout, the user timeout is
-//!   changed to follow the keepalive now in effect (`options::user_timeout_for`), so the library
-//!   never makes the program notice a dead peer later than its own keepalive would.
-//! - `connect()`: a destination the rules exclude gets back the kernel's defaults for every
-//!   option the program did not set itself; a TCP socket that `socket()` never saw gets the
-//!   options now, unless it already has keepalive on (whoever turned it on chose its values).
-//!
-//! What is known of each descriptor is in `descriptors.rs`. The common paths decide from it with
-//! atomic loads and no system call: `connect()` on a socket `socket()` configured, and every call
-//! on a UDP or UNIX socket.
+//! What is known of each descriptor is in `descriptors.rs`, watched from the program's calls. A
+//! number the table never saw (accepted, inherited, received, made by a raw system call) or
+//! cannot hold (beyond its length) is read back from the kernel instead
+//! (`Known::from_kernel`), as the supervisor and fleet mode do. The common paths decide from the
+//! table with atomic loads and no system call: `connect()` on a socket `socket()` configured,
+//! and every call on a UDP or UNIX socket.
 
 use crate::config::LogLevel;
 use crate::config::Settings;
@@ -24,15 +17,13 @@ use crate::errno;
 use crate::log::{self, debug};
 use crate::real;
 use core::fmt;
-use keepalive_shim_policy::options::{
-    COUNT, IDLE, INTERVAL, KEEPALIVE, OPTIONS, USER_TIMEOUT, is_tcp, option_index,
-    user_timeout_in_effect, values,
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use keepalive_shim_policy::decide::{
+    self, ALL, Defaults, Event, KERNEL_DEFAULTS, Known, Plan, Reason,
 };
+use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index, values};
 use keepalive_shim_policy::rules::Destination;
 use libc::{c_int, c_uint, sockaddr, socklen_t};
-
-/// Every option, as a bit mask over [`OPTIONS`].
-const ALL: u8 = 0b1_1111;
 
 /// Asks the kernel whether `fd` is a TCP socket (for descriptors `socket()` never returned).
 pub fn fd_is_tcp(fd: c_int) -> bool {
@@ -68,7 +59,7 @@ impl Refused {
 /// under seccomp, ENOPROTOOPT on an old kernel) leaves the socket as it was for that option.
 /// Returns what was refused; `errno` is then changed, and is the caller's to keep.
 #[inline(always)]
-fn apply_masked(fd: c_int, mask: u8, values: &[c_int; 5]) -> Refused {
+fn apply_masked(fd: c_int, mask: u8, values: &[c_int; N]) -> Refused {
     let set = real::setsockopt_fn();
     let mut refused = Refused::NONE;
     for (i, opt) in OPTIONS.iter().enumerate() {
@@ -80,63 +71,82 @@ fn apply_masked(fd: c_int, mask: u8, values: &[c_int; 5]) -> Refused {
     refused
 }
 
+/// Applies `plan` to `fd`; what the kernel refused.
+#[inline(always)]
+fn apply_plan(fd: c_int, plan: &Plan) -> Refused {
+    apply_masked(fd, plan.mask(), &plan.set.map(|v| v.unwrap_or(0)))
+}
+
 /// Sets all five options of `s` on `fd`; what the kernel refused.
 pub fn apply(fd: c_int, s: &Settings) -> Refused {
     apply_masked(fd, ALL, &values(s))
 }
 
-/// What is known of `fd`: the table's entry, or, for a number beyond the table, what the kernel
-/// says now.
-fn state_of(fd: c_int, s: &Settings) -> State {
-    descriptors::get(fd).unwrap_or_else(|| state_from_kernel(fd, s))
+/// Option `i` of `fd` now (ours where it cannot be read), for the decision's `read`.
+fn read_option(fd: c_int, s: &Settings) -> impl FnMut(usize) -> c_int {
+    move |i| real::get_int(fd, OPTIONS[i].level, OPTIONS[i].name).unwrap_or(values(s)[i])
 }
 
-/// A descriptor's state read from the kernel, for numbers the table cannot hold: an option whose
-/// value is the configured one is taken to be the library's, any other the program's, so the
-/// library never overrides a choice it cannot remember.
-fn state_from_kernel(fd: c_int, s: &Settings) -> State {
-    if !fd_is_tcp(fd) {
-        return State::OTHER;
-    }
-    let ours = values(s);
-    let mut state = State::CONFIGURED_TCP;
-    for (i, opt) in OPTIONS.iter().enumerate() {
-        let same = match real::get_int(fd, opt.level, opt.name) {
-            Ok(v) if i == KEEPALIVE => (v != 0) == (ours[i] != 0),
-            Ok(v) => v == ours[i],
-            Err(_) => false,
-        };
-        if !same {
-            state = state.with_own(i);
+/// All five options of `fd` now (a fresh socket's where one cannot be read).
+fn read_all(fd: c_int) -> [c_int; N] {
+    core::array::from_fn(|i| {
+        real::get_int(fd, OPTIONS[i].level, OPTIONS[i].name).unwrap_or(KERNEL_DEFAULTS[i])
+    })
+}
+
+/// This network namespace's fresh-socket values, read once from a socket made for the purpose
+/// (racing threads store the same values; no lock).
+static FRESH: [AtomicI32; N] = [const { AtomicI32::new(0) }; N];
+static FRESH_READ: AtomicBool = AtomicBool::new(false);
+
+/// What a TCP socket has here without this library: keepalive off, no user timeout, and the
+/// network namespace's idle, interval and count.
+fn namespace_defaults() -> Defaults {
+    if !FRESH_READ.load(Ordering::Relaxed) {
+        let mut fresh = KERNEL_DEFAULTS;
+        // SAFETY: a plain socket call with constant arguments, through libc's function (not
+        // the hook).
+        let probe =
+            unsafe { real::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if probe >= 0 {
+            fresh = read_all(probe);
+            // SAFETY: closing the socket made just above.
+            unsafe { real::close(probe) };
         }
-    }
-    if state.own(KEEPALIVE) {
-        state = state.with_configured(false);
-    }
-    state
-}
-
-/// The user timeout for a socket in `state` under `s` (`options::user_timeout_in_effect`),
-/// reading from the socket only the values the program set itself.
-fn user_timeout(fd: c_int, s: &Settings, state: State) -> c_int {
-    let own = ALL & !not_own(state);
-    let mut theirs = [0; 5];
-    if own & (1 << IDLE | 1 << INTERVAL | 1 << COUNT) != 0 {
-        for i in [IDLE, INTERVAL, COUNT] {
-            if own & (1 << i) != 0 {
-                let v = real::get_int(fd, OPTIONS[i].level, OPTIONS[i].name);
-                theirs[i] = v.unwrap_or(values(s)[i]);
-            }
+        for (slot, v) in FRESH.iter().zip(fresh) {
+            slot.store(v, Ordering::Relaxed);
         }
+        FRESH_READ.store(true, Ordering::Relaxed);
     }
-    user_timeout_in_effect(s, own, &theirs)
+    Defaults {
+        fresh: core::array::from_fn(|i| FRESH[i].load(Ordering::Relaxed)),
+    }
 }
 
-/// The options the program did not set itself, as a mask over [`OPTIONS`].
-fn not_own(state: State) -> u8 {
-    (0..5)
-        .filter(|&i| !state.own(i))
-        .fold(0, |m, i| m | (1 << i))
+/// What is known of `fd` if it is a TCP socket: the table's entry, or what its options read
+/// back say for a number the table never saw or cannot hold. `None`: not a TCP socket (and
+/// remembered as such).
+fn known_of(fd: c_int, s: &Settings) -> Option<Known> {
+    match descriptors::get(fd) {
+        Some(state) if state.kind() == Kind::Tcp => Some(state.known()),
+        Some(state) if state.kind() == Kind::Other => None,
+        _ if !fd_is_tcp(fd) => {
+            descriptors::set(fd, State::OTHER);
+            None
+        }
+        _ => Some(Known::from_kernel(&read_all(fd), &namespace_defaults(), s)),
+    }
+}
+
+/// Remembers what `plan` leaves known of `fd`; a socket on which the kernel refused every
+/// option (a seccomp filter) is left alone from here on: nothing about it is the library's.
+fn remember(fd: c_int, plan: &Plan, failed: Refused) {
+    let state = if plan.mask() == ALL && failed.mask == ALL {
+        State::LEFT_ALONE
+    } else {
+        State::from_known(plan.next)
+    };
+    descriptors::set(fd, state);
 }
 
 /// After the real `socket()`: configures a new TCP socket; remembers what every other one is.
@@ -154,18 +164,12 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
         return;
     };
     let saved = errno::get();
-    let failed = apply(fd, s);
+    let plan = decide::decide(s, Event::Made, Known::FRESH, &Defaults::KERNEL, |_| 0);
+    let failed = apply_plan(fd, &plan);
     if failed.any() {
         errno::set(saved);
     }
-    // A socket on which the kernel refused every option (a seccomp filter) is left alone from
-    // here on: nothing about it is the library's.
-    let state = if failed.mask == ALL {
-        State::LEFT_ALONE
-    } else {
-        State::CONFIGURED_TCP
-    };
-    descriptors::set(fd, state);
+    remember(fd, &plan, failed);
     debug!(
         "fd {fd}: new TCP socket ({}): {}",
         if domain == libc::AF_INET6 {
@@ -175,29 +179,34 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
         },
         Applied {
             values: values(s),
-            mask: ALL,
+            mask: plan.mask(),
             failed,
         }
     );
 }
 
-/// Before the real `connect()`. A destination the rules exclude gets back the kernel's defaults
-/// for every option the program did not set itself. A TCP socket not configured yet (made by a
-/// raw system call, inherited, received) gets the options now unless it already has keepalive
-/// on; with FORCE every TCP socket gets them again. `addr` is read through the kernel, never
-/// directly, and only when there are destination rules or debug lines to write.
+/// Before the real `connect()`: the decision for a connect to `addr`, applied. `addr` is read
+/// through the kernel, never directly, and only when there are destination rules or debug
+/// lines to write.
 pub fn before_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) {
     let Some(s) = active() else { return };
     let quick = descriptors::get(fd);
-    if quick == Some(State::OTHER)
-        || (quick.is_some_and(State::configured) && !s.force && !s.has_rules())
+    if quick == Some(State::OTHER) {
+        return;
+    }
+    if let Some(state) = quick
+        && state.kind() == Kind::Tcp
+        && decide::settled(s, state.known())
     {
-        if quick != Some(State::OTHER) {
-            debug!(
-                "fd {fd}: connecting to {}; options were set at socket()",
-                Peer::read(addr, len)
-            );
-        }
+        debug!(
+            "fd {fd}: connecting to {}; {}",
+            Peer::read(addr, len),
+            if state.known().left_alone {
+                Reason::LeftAlone
+            } else {
+                Reason::AlreadyConfigured
+            }
+        );
         return;
     }
     let _errno = errno::Saved::now();
@@ -206,131 +215,76 @@ pub fn before_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) {
 
 #[inline(never)]
 fn connect_slow(fd: c_int, s: &Settings, addr: *const sockaddr, len: socklen_t) {
-    let mut state = state_of(fd, s);
-    if state.kind() == Kind::Unseen {
-        if !fd_is_tcp(fd) {
-            descriptors::set(fd, State::OTHER);
-            return;
-        }
-        state = State::TCP;
-        if !s.force
-            && matches!(real::get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), Ok(v) if v != 0)
-        {
-            // Someone turned keepalive on before this process saw the socket: theirs, all five.
-            descriptors::set(fd, State::LEFT_ALONE);
-            debug!(
-                "fd {fd}: connecting to {}; a TCP socket not made by socket() that already has \
-                 keepalive on: its own settings kept",
-                Peer::read(addr, len)
-            );
-            return;
-        }
-    }
-    if state.kind() != Kind::Tcp {
+    let Some(known) = known_of(fd, s) else {
         return;
-    }
+    };
     // The address is copied only for what needs it: the rules, and debug lines.
     let peer = if s.has_rules() || log::enabled(LogLevel::Debug) {
         Peer::read(addr, len)
     } else {
         Peer::UNREAD
     };
-    if s.has_rules() && peer.destination().is_some_and(|d| !s.touches(&d)) {
-        exclude(fd, state, &peer);
-        return;
+    let dest = peer.destination();
+    let event = Event::Connect(dest.as_ref());
+    let mut plan = decide::decide(s, event, known, &Defaults::KERNEL, read_option(fd, s));
+    if plan.reason == Reason::Excluded && !plan.is_empty() {
+        // Back to what the socket had without us: this namespace's values, read only here.
+        plan = decide::decide(s, event, known, &namespace_defaults(), read_option(fd, s));
     }
-    if state.configured() && !s.force {
-        debug!("fd {fd}: connecting to {peer}; options were set at socket()");
-        return;
-    }
-    if state == State::LEFT_ALONE && !s.force {
-        debug!(
-            "fd {fd}: connecting to {peer}; left as it is (the program's own settings, or none \
-             the kernel would take)"
-        );
-        return;
-    }
-    let (mask, failed, vals) = if s.force {
-        (ALL, apply(fd, s), values(s))
-    } else {
-        let mut vals = values(s);
-        vals[USER_TIMEOUT] = user_timeout(fd, s, state);
-        let mask = not_own(state);
-        (mask, apply_masked(fd, mask, &vals), vals)
-    };
-    let was_configured = state.configured();
-    descriptors::set(fd, state.with_configured(true));
+    let failed = apply_plan(fd, &plan);
+    remember(fd, &plan, failed);
     debug!(
-        "fd {fd}: connecting to {peer}; {} {}",
-        if was_configured {
-            "applied again (KEEPALIVE_FORCE):"
-        } else {
-            "a TCP socket not made by socket(), configured:"
-        },
-        Applied {
-            values: vals,
-            mask,
+        "fd {fd}: connecting to {peer}; {}",
+        Outcome {
+            plan: &plan,
+            known,
             failed
         }
     );
 }
 
-/// A connection the destination rules leave alone: every option the library set goes back to
-/// what the socket had without it, and the socket is marked so nothing is set on it again.
+/// What was known of a socket before the program's `setsockopt()` of one of the five options,
+/// for a number the table does not know (read back before the call, so the program's value is
+/// told from what it replaced). `None` otherwise: the table knows, or it is not one of ours.
+#[derive(Clone, Copy)]
+pub struct Before(Option<Known>);
+
+/// Before the real `setsockopt()`: only for one of the five options on a number the table
+/// does not know, what is known of it now.
+#[inline]
+pub fn before_setsockopt(fd: c_int, level: c_int, name: c_int) -> Before {
+    if option_index(level, name).is_none() {
+        return Before(None);
+    }
+    match descriptors::get(fd) {
+        Some(state) if state != State::UNSEEN => Before(None),
+        _ => before_slow(fd),
+    }
+}
+
 #[cold]
-fn exclude(fd: c_int, state: State, peer: &Peer) {
-    let mut mask = 0;
-    let mut failed = Refused::NONE;
-    let mut defaults = [0; 5];
-    if state.configured() {
-        mask = not_own(state);
-        defaults = kernel_defaults();
-        failed = apply_masked(fd, mask, &defaults);
-    }
-    descriptors::set(fd, State::LEFT_ALONE);
-    debug!(
-        "fd {fd}: connecting to {peer}: a destination the rules exclude; {}",
-        Restored {
-            values: defaults,
-            mask,
-            failed
-        }
-    );
-}
-
-/// What a new TCP socket has without this library: keepalive off, no user timeout, and the
-/// network namespace's idle, interval and count, read from a socket made for the purpose.
-fn kernel_defaults() -> [c_int; 5] {
-    let mut defaults = [0, 7200, 75, 9, 0];
-    // SAFETY: a plain socket call with constant arguments, through libc's function (not the hook).
-    let probe = unsafe { real::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if probe >= 0 {
-        for i in [IDLE, INTERVAL, COUNT] {
-            if let Ok(v) = real::get_int(probe, OPTIONS[i].level, OPTIONS[i].name) {
-                defaults[i] = v;
-            }
-        }
-        // SAFETY: closing the socket made just above.
-        unsafe { real::close(probe) };
-    }
-    defaults
+fn before_slow(fd: c_int) -> Before {
+    let Some(s) = active() else {
+        return Before(None);
+    };
+    let _errno = errno::Saved::now();
+    Before(known_of(fd, s))
 }
 
 /// After the real `setsockopt()`. Nothing to do unless it set one of the five options on a TCP
-/// socket: then the option is the program's from now on; with FORCE ours is set again; and when
-/// the program set its own idle, interval or count, the user timeout follows the keepalive in
-/// effect (unless the program set the user timeout too). `errno` is kept.
+/// socket: then the decision for the program's choice (its value stands, and the user timeout
+/// follows its keepalive; or ours again under FORCE) is applied. `errno` is kept.
 #[inline]
-pub fn after_setsockopt(fd: c_int, level: c_int, name: c_int, rc: c_int) {
+pub fn after_setsockopt(fd: c_int, level: c_int, name: c_int, rc: c_int, before: Before) {
     let Some(index) = option_index(level, name) else {
         return;
     };
     let Some(s) = active() else { return };
-    setsockopt_slow(fd, s, index, rc);
+    setsockopt_slow(fd, s, index, rc, before);
 }
 
 #[inline(never)]
-fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int) {
+fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int, before: Before) {
     let label = OPTIONS[index].label;
     let _errno = errno::Saved::now();
     if rc != 0 {
@@ -340,18 +294,12 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int) {
         );
         return;
     }
-    let mut state = state_of(fd, s);
-    if state.kind() == Kind::Unseen {
-        if !fd_is_tcp(fd) {
-            descriptors::set(fd, State::OTHER);
-            return;
-        }
-        state = State::TCP;
-    }
-    if state.kind() != Kind::Tcp {
-        return;
-    }
-    if state == State::LEFT_ALONE {
+    let known = match (descriptors::get(fd), before.0) {
+        (Some(state), _) if state.kind() == Kind::Tcp => state.known(),
+        (_, Some(known)) => known,
+        _ => return,
+    };
+    if known.left_alone {
         return;
     }
     // The program's value, for the debug lines only: read before FORCE replaces it, and not
@@ -361,29 +309,44 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int) {
     } else {
         Err(0)
     });
-    if s.force {
-        let ours = values(s)[index];
-        let outcome = real::set_int(fd, OPTIONS[index].level, OPTIONS[index].name, ours);
-        debug!(
-            "fd {fd}: the program sets {label}{theirs}; {}",
-            SetBack(ours, outcome)
-        );
-        return;
-    }
-    state = state.with_own(index);
-    descriptors::set(fd, state);
-    let follows =
-        state.configured() && !state.own(USER_TIMEOUT) && matches!(index, IDLE | INTERVAL | COUNT);
-    if !follows {
-        debug!("fd {fd}: the program sets {label}{theirs}; its value stands");
-        return;
-    }
-    let ut = user_timeout(fd, s, state);
-    let outcome = real::set_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ut);
-    debug!(
-        "fd {fd}: the program sets {label}{theirs}; its value stands, and {}",
-        Following(ut, outcome)
+    let plan = decide::decide(
+        s,
+        Event::Set(index),
+        known,
+        &Defaults::KERNEL,
+        read_option(fd, s),
     );
+    let failed = apply_plan(fd, &plan);
+    remember(fd, &plan, failed);
+    match plan.reason {
+        Reason::Forced => debug!(
+            "fd {fd}: the program sets {label}{theirs}; {}",
+            SetBack(values(s)[index], failed)
+        ),
+        Reason::Follows => debug!(
+            "fd {fd}: the program sets {label}{theirs}; its value stands, and {}",
+            Following(plan.set[USER_TIMEOUT].unwrap_or(0), failed)
+        ),
+        _ if plan.is_empty() => {
+            debug!("fd {fd}: the program sets {label}{theirs}; its value stands")
+        }
+        _ => debug!(
+            "fd {fd}: the program sets {label}{theirs}; its value stands; a TCP socket not \
+             configured yet: {}",
+            Applied {
+                values: plan.set.map(|v| v.unwrap_or(0)),
+                mask: plan.mask(),
+                failed
+            }
+        ),
+    }
+}
+
+/// `closefrom()`: as `close()` for every number from `first` on.
+pub fn before_closefrom(first: c_int) {
+    if let Ok(first) = u32::try_from(first) {
+        descriptors::forget_range(first, u32::MAX);
+    }
 }
 
 /// `close()` and `dup2()` onto a number: whatever was known of it is forgotten first, before the
@@ -425,9 +388,48 @@ pub fn after_fcntl(fd: c_int, cmd: c_int, rc: c_int) {
     }
 }
 
+/// The decision at `connect()`, applied, for debug lines.
+struct Outcome<'a> {
+    plan: &'a Plan,
+    known: Known,
+    failed: Refused,
+}
+
+impl fmt::Display for Outcome<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let applied = Applied {
+            values: self.plan.set.map(|v| v.unwrap_or(0)),
+            mask: self.plan.mask(),
+            failed: self.failed,
+        };
+        match self.plan.reason {
+            Reason::Excluded if self.plan.is_empty() => write!(
+                f,
+                "{}; left as it is (the library had set nothing on it)",
+                Reason::Excluded
+            ),
+            Reason::Excluded => write!(
+                f,
+                "{}; back to the kernel's defaults: {applied}",
+                Reason::Excluded
+            ),
+            Reason::Forced if self.known.configured => {
+                write!(f, "applied again (KEEPALIVE_FORCE): {applied}")
+            }
+            Reason::Late | Reason::Forced => {
+                write!(
+                    f,
+                    "a TCP socket not made by socket(), configured: {applied}"
+                )
+            }
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
 /// Option values set, for debug lines: `NAME=VALUE` for each set, then what failed.
 struct Applied {
-    values: [c_int; 5],
+    values: [c_int; N],
     mask: u8,
     failed: Refused,
 }
@@ -469,30 +471,6 @@ impl fmt::Display for Applied {
     }
 }
 
-/// Options put back to the kernel's defaults, for debug lines.
-struct Restored {
-    values: [c_int; 5],
-    mask: u8,
-    failed: Refused,
-}
-
-impl fmt::Display for Restored {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.mask == 0 {
-            return f.write_str("left as it is (the library had set nothing on it)");
-        }
-        write!(
-            f,
-            "back to the kernel's defaults: {}",
-            Applied {
-                values: self.values,
-                mask: self.mask,
-                failed: self.failed
-            }
-        )
-    }
-}
-
 /// `=VALUE` of an option value read back from the socket, or nothing when unreadable.
 struct Shown(Result<c_int, c_int>);
 
@@ -506,39 +484,41 @@ impl fmt::Display for Shown {
 }
 
 /// Ours set again under FORCE, or why not.
-struct SetBack(c_int, Result<(), c_int>);
+struct SetBack(c_int, Refused);
 
 impl fmt::Display for SetBack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.1 {
-            Ok(()) => write!(f, "set back to {} (KEEPALIVE_FORCE)", self.0),
-            Err(e) => write!(
+        if self.1.any() {
+            write!(
                 f,
                 "its value stands: the kernel refused ours, {} ({})",
                 self.0,
-                Errno(e)
-            ),
+                Errno(self.1.errno)
+            )
+        } else {
+            write!(f, "set back to {} (KEEPALIVE_FORCE)", self.0)
         }
     }
 }
 
 /// The user timeout made to follow the program's keepalive, or why not.
-struct Following(c_int, Result<(), c_int>);
+struct Following(c_int, Refused);
 
 impl fmt::Display for Following {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.1 {
-            Ok(()) => write!(
-                f,
-                "TCP_USER_TIMEOUT is now {}ms, following the keepalive in effect",
-                self.0
-            ),
-            Err(e) => write!(
+        if self.1.any() {
+            write!(
                 f,
                 "TCP_USER_TIMEOUT could not follow it: the kernel refused {}ms ({})",
                 self.0,
-                Errno(e)
-            ),
+                Errno(self.1.errno)
+            )
+        } else {
+            write!(
+                f,
+                "TCP_USER_TIMEOUT is now {}ms, following the keepalive in effect",
+                self.0
+            )
         }
     }
 }
@@ -624,6 +604,7 @@ impl fmt::Display for Errno {
 mod tests {
     use super::*;
     use crate::config::DEFAULT;
+    use keepalive_shim_policy::options::{IDLE, INTERVAL};
 
     fn tcp_socket(domain: c_int, ty: c_int) -> c_int {
         // SAFETY: plain socket call with constant arguments.
@@ -635,10 +616,6 @@ mod tests {
     fn close(fd: c_int) {
         // SAFETY: closing a descriptor this test made.
         unsafe { real::close(fd) };
-    }
-
-    fn read_all(fd: c_int) -> [c_int; 5] {
-        OPTIONS.map(|o| real::get_int(fd, o.level, o.name).unwrap())
     }
 
     #[test]
@@ -680,21 +657,29 @@ mod tests {
         let fd = tcp_socket(libc::AF_INET, libc::SOCK_STREAM);
         let s = DEFAULT;
         apply(fd, &s);
-        real::set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 5).unwrap();
-        // A number beyond the table: nothing remembered, so the kernel is asked.
+        // A number beyond the table: nothing remembered, so the kernel is asked, before the
+        // program's call (as `before_setsockopt` does), so its value is told from ours.
         let far = descriptors::TABLE_LEN as c_int + 1;
         assert_eq!(descriptors::get(far), None);
-        let state = state_from_kernel(fd, &s);
-        assert!(state.configured() && state.own(IDLE) && !state.own(INTERVAL));
-        assert_eq!(user_timeout(fd, &s, state), 35_000, "5 + 10 x 3 s");
+        let known = Known::from_kernel(&read_all(fd), &namespace_defaults(), &s);
+        assert!(known.configured && !known.is_own(IDLE) && !known.is_own(INTERVAL));
+        real::set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 5).unwrap();
+        let plan = decide::decide(
+            &s,
+            Event::Set(IDLE),
+            known,
+            &Defaults::KERNEL,
+            read_option(fd, &s),
+        );
+        assert_eq!(plan.set[USER_TIMEOUT], Some(35_000), "5 + 10 x 3 s");
         close(fd);
     }
 
     #[test]
-    fn kernel_defaults_are_the_namespaces() {
-        let d = kernel_defaults();
+    fn namespace_defaults_are_a_fresh_sockets() {
+        let d = namespace_defaults();
         let fd = tcp_socket(libc::AF_INET, libc::SOCK_STREAM);
-        assert_eq!(read_all(fd), d);
+        assert_eq!(read_all(fd), d.fresh);
         close(fd);
     }
 

@@ -35,12 +35,13 @@ pub fn library() -> &'static Path {
 
 /// What the library exports, sorted: the hooks that do the work (`socket`, `connect`,
 /// `setsockopt`), those that keep its descriptor table true to the sockets (`close`,
-/// `close_range`, `dup`, `dup2`, `dup3`, `fcntl`, `fcntl64`), `dlopen` (for libraries loaded with
+/// `close_range`, `closefrom`, `dup`, `dup2`, `dup3`, `fcntl`, `fcntl64`), `dlopen` (for libraries loaded with
 /// `RTLD_DEEPBIND`, src/deepbind.rs), and the marker by which two copies in one process find each
 /// other (`keepalive_shim_copy`). Nothing else.
 pub const EXPORTS: &[&str] = &[
     "close",
     "close_range",
+    "closefrom",
     "connect",
     "dlopen",
     "dup",

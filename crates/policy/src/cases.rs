@@ -105,6 +105,17 @@ impl Case {
         out.extend(self.after.iter().map(|(i, v)| format!("a:{i}={v}")));
         out
     }
+
+    /// What the kernel alone gives in this situation, without keepalive-shim: the program's own
+    /// `before` and then `after` values over the kernel's defaults (the bare runs of the
+    /// conformance tests, which check that the client does what the row says).
+    pub fn without_shim(&self) -> [i32; N] {
+        let mut now = KERNEL;
+        for &(i, v) in self.before.iter().chain(self.after) {
+            now[i] = v;
+        }
+        now
+    }
 }
 
 const OURS: [i32; N] = [1, 30, 10, 3, 60_000];
@@ -297,60 +308,92 @@ mod tests {
     use crate::decide::{Defaults, Event, Known, after, decide};
     use crate::rules::Destination;
 
-    /// The table against the decision itself, as the library meets each row (watched) and as a
-    /// read-back mechanism does, before any real socket: a row that contradicts the rule fails
-    /// here first.
+    /// The table against the decision itself, before any real socket, as each mechanism meets
+    /// a row: the library watches every call from `socket()` on; the socket trap makes the
+    /// socket and reads back at each later call; the connect trap reads back from its first
+    /// trapped call on (never `socket()`); fleet mode meets the connection at connect (or
+    /// accept) and remembers, per socket, which options the program set. The supervisor applies
+    /// no destination rules. A row that contradicts the rule fails here first.
     #[test]
     fn every_row_follows_from_decide() {
         for case in CASES {
-            let s = load(case.env.iter().copied()).settings;
-            let ip: core::net::Ipv4Addr = case.host.parse().unwrap();
-            let mut sa = [0u8; 16];
-            sa[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-            sa[4..8].copy_from_slice(&ip.octets());
-            let dest = Destination::from_sockaddr(&sa).unwrap();
-            let d = Defaults::KERNEL;
-            for watched in [true, false] {
-                let mut now = KERNEL;
-                let mut known = Known::FRESH;
-                let mut step = |event: Event, set: Option<(usize, i32)>, now: &mut [i32; N]| {
-                    if !watched {
-                        known = Known::from_kernel(now, &d, &s);
-                    }
-                    if let Some((i, v)) = set {
-                        now[i] = v;
-                    }
-                    let plan = decide(&s, event, known, &d, |i| now[i]);
-                    *now = after(now, &plan);
-                    known = plan.next;
-                };
-                match case.shape {
-                    Shape::Connect => step(Event::Made, None, &mut now),
-                    Shape::Raw => {}
-                    Shape::Accept => {
-                        step(Event::Made, None, &mut now);
-                        step(Event::Listen, None, &mut now);
-                        step(Event::Accepted, None, &mut now);
-                    }
-                }
-                for &(i, v) in case.before {
-                    step(Event::Set(i), Some((i, v)), &mut now);
-                }
-                if case.shape != Shape::Accept {
-                    step(Event::Connect(Some(&dest)), None, &mut now);
-                }
-                for &(i, v) in case.after {
-                    step(Event::Set(i), Some((i, v)), &mut now);
-                }
-                assert_eq!(now, case.expect, "{} (watched: {watched})", case.name);
+            for m in Mechanism::ALL {
+                assert_eq!(
+                    simulate(case, m),
+                    case.expected(m),
+                    "{} ({})",
+                    case.name,
+                    m.name()
+                );
             }
         }
+    }
+
+    fn simulate(case: &Case, m: Mechanism) -> [i32; N] {
+        let mut s = load(case.env.iter().copied()).settings;
+        if matches!(m, Mechanism::SocketTrap | Mechanism::ConnectTrap) {
+            s.exclude = crate::rules::Rules::EMPTY;
+            s.include = crate::rules::Rules::EMPTY;
+        }
+        let ip: core::net::Ipv4Addr = case.host.parse().unwrap();
+        let mut sa = [0u8; 16];
+        sa[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        sa[4..8].copy_from_slice(&ip.octets());
+        let dest = Destination::from_sockaddr(&sa).unwrap();
+        let d = Defaults::KERNEL;
+        let watched = matches!(m, Mechanism::Library | Mechanism::Fleet);
+        let sees_socket =
+            matches!(m, Mechanism::Library | Mechanism::SocketTrap) && case.shape != Shape::Raw;
+        let mut now = KERNEL;
+        let mut known = Known::FRESH;
+        let mut step = |event: Event, set: Option<(usize, i32)>, now: &mut [i32; N]| {
+            if !watched {
+                known = Known::from_kernel(now, &d, &s);
+            }
+            if let Some((i, v)) = set {
+                now[i] = v;
+            }
+            if m == Mechanism::Fleet && !known.configured {
+                // Fleet mode configures at connect and accept only; before, it marks the
+                // program's own options.
+                if let Event::Set(i) = event {
+                    known.own |= 1 << i;
+                    return;
+                }
+            }
+            let plan = decide(&s, event, known, &d, |i| now[i]);
+            *now = after(now, &plan);
+            known = plan.next;
+        };
+        if sees_socket {
+            step(Event::Made, None, &mut now);
+        }
+        if case.shape == Shape::Accept {
+            if m != Mechanism::Fleet {
+                step(Event::Listen, None, &mut now);
+            }
+            step(Event::Accepted, None, &mut now);
+        }
+        for &(i, v) in case.before {
+            step(Event::Set(i), Some((i, v)), &mut now);
+        }
+        if case.shape != Shape::Accept {
+            step(Event::Connect(Some(&dest)), None, &mut now);
+        }
+        for &(i, v) in case.after {
+            step(Event::Set(i), Some((i, v)), &mut now);
+        }
+        now
     }
 
     #[test]
     fn rows_have_unique_names_and_exceptions_say_why() {
         for (i, a) in CASES.iter().enumerate() {
-            assert!(CASES[i + 1..].iter().all(|b| b.name != a.name), "{}", a.name);
+            assert!(
+                CASES[i + 1..].iter().all(|b| b.name != a.name),
+                "{}",
+                a.name
+            );
             for e in a.exceptions {
                 assert!(!e.why.is_empty() && e.expect != a.expect, "{}", a.name);
             }

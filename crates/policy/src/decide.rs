@@ -96,8 +96,10 @@ impl Known {
     /// an option whose value differs from a fresh socket's is the program's.
     ///
     /// What cannot be told apart: a program's value equal to ours or to the kernel's default
-    /// (the same number either way, except that a user timeout is then followed), and, on a
-    /// socket not yet configured, a program's explicit `SO_KEEPALIVE=0` or `TCP_USER_TIMEOUT=0`.
+    /// (the same number either way, except that a user timeout is then followed); on a
+    /// configured socket, whether keepalive is on by the program's choice or ours (taken as the
+    /// program's); and, on a socket not yet configured, a program's explicit `SO_KEEPALIVE=0`
+    /// or `TCP_USER_TIMEOUT=0`.
     pub fn from_kernel(now: &[c_int; N], defaults: &Defaults, s: &Settings) -> Known {
         let ours = values(s);
         let mut times_not_ours = 0u8;
@@ -120,10 +122,11 @@ impl Known {
             evidence = true;
         }
         if evidence {
-            let mut own = times_not_ours;
-            if now[KEEPALIVE] != ours[KEEPALIVE] {
-                own |= 1 << KEEPALIVE;
-            }
+            // SO_KEEPALIVE read back on a configured socket is the program's either way: off, it
+            // turned ours off; on, it may have turned it on itself (ours is on too), and a
+            // keepalive someone may have asked for is never turned off (an excluded
+            // destination keeps it).
+            let mut own = times_not_ours | 1 << KEEPALIVE;
             if now[USER_TIMEOUT] != follows(own) {
                 own |= 1 << USER_TIMEOUT;
             }
@@ -199,7 +202,9 @@ impl fmt::Display for Reason {
             Reason::Excluded => "a destination the rules exclude",
             Reason::LeftAlone => "left as the program made it",
             Reason::OwnStands => "its value stands",
-            Reason::Follows => "its value stands, and the user timeout follows the keepalive in effect",
+            Reason::Follows => {
+                "its value stands, and the user timeout follows the keepalive in effect"
+            }
         })
     }
 }
@@ -234,6 +239,14 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.mask() == 0
     }
+}
+
+/// Whether a `connect()` on a socket of which `known` is known needs no decision at all (the
+/// library's common path: configured at `socket()`, no rules, no FORCE): [`decide`] would plan
+/// nothing for it.
+#[inline]
+pub fn settled(s: &Settings, known: Known) -> bool {
+    !s.enabled || known.left_alone || (known.configured && !s.force && !s.has_rules())
 }
 
 /// The decision for `event` on a TCP socket of which `known` is known. `read(i)` gives option
@@ -426,12 +439,7 @@ mod tests {
     fn watched_and_read_back_agree_on_the_common_shapes() {
         let s = DEFAULT;
         let k = KERNEL_DEFAULTS;
-        let curl = [
-            Set(KEEPALIVE, 1),
-            Set(IDLE, 60),
-            Set(INTERVAL, 60),
-            Connect,
-        ];
+        let curl = [Set(KEEPALIVE, 1), Set(IDLE, 60), Set(INTERVAL, 60), Connect];
         let node = [
             Connect,
             Set(KEEPALIVE, 1),
@@ -443,8 +451,16 @@ mod tests {
             ("fresh", &[Connect], [1, 30, 10, 3, 60_000]),
             ("curl", &curl, [1, 60, 60, 3, 240_000]),
             ("node", &node, [1, 1, 1, 10, 11_000]),
-            ("own ut", &[Set(USER_TIMEOUT, 5000), Connect], [1, 30, 10, 3, 5000]),
-            ("keepalive off", &[Set(KEEPALIVE, 0), Connect], [0, 30, 10, 3, 60_000]),
+            (
+                "own ut",
+                &[Set(USER_TIMEOUT, 5000), Connect],
+                [1, 30, 10, 3, 5000],
+            ),
+            (
+                "keepalive off",
+                &[Set(KEEPALIVE, 0), Connect],
+                [0, 30, 10, 3, 60_000],
+            ),
             ("ut 0", &[Set(USER_TIMEOUT, 0), Connect], [1, 30, 10, 3, 0]),
         ];
         for (name, steps, want) in cases {
@@ -483,7 +499,13 @@ mod tests {
         }
         assert_eq!(now, [1, 1, 1, 2, 3000]);
         // A server that sets nothing keeps the listener's: ours.
-        let plan = decide(&s, Event::Accepted, Known::from_kernel(&inherited, &D, &s), &D, |_| 0);
+        let plan = decide(
+            &s,
+            Event::Accepted,
+            Known::from_kernel(&inherited, &D, &s),
+            &D,
+            |_| 0,
+        );
         assert!(plan.is_empty());
         assert_eq!(plan.reason, Reason::AlreadyConfigured);
     }
@@ -509,7 +531,13 @@ mod tests {
         assert!(!k.configured);
         // An included destination is configured.
         let other = Destination::from_sockaddr(&sockaddr_v4([192, 0, 2, 1], 80)).unwrap();
-        let plan = decide(&s, Event::Connect(Some(&other)), Known::CONFIGURED, &D, |_| 0);
+        let plan = decide(
+            &s,
+            Event::Connect(Some(&other)),
+            Known::CONFIGURED,
+            &D,
+            |_| 0,
+        );
         assert_eq!(plan.reason, Reason::AlreadyConfigured);
     }
 
@@ -534,10 +562,8 @@ mod tests {
     fn read_back_tells_ours_from_the_programs() {
         let s = DEFAULT;
         assert_eq!(Known::from_kernel(&KERNEL_DEFAULTS, &D, &s), Known::FRESH);
-        assert_eq!(
-            Known::from_kernel(&[1, 30, 10, 3, 60_000], &D, &s),
-            Known::CONFIGURED
-        );
+        let ours = Known::from_kernel(&[1, 30, 10, 3, 60_000], &D, &s);
+        assert!(ours.configured && ours.own == 1 << KEEPALIVE);
         let curl = Known::from_kernel(&[1, 60, 60, 9, 0], &D, &s);
         assert!(!curl.configured);
         assert_eq!(curl.own, 1 << KEEPALIVE | 1 << IDLE | 1 << INTERVAL);
@@ -558,7 +584,10 @@ mod tests {
     #[test]
     fn reasons_read_as_sentences() {
         use alloc::string::ToString;
-        assert_eq!(Reason::Excluded.to_string(), "a destination the rules exclude");
+        assert_eq!(
+            Reason::Excluded.to_string(),
+            "a destination the rules exclude"
+        );
         assert_eq!(label(USER_TIMEOUT), "TCP_USER_TIMEOUT");
         assert_eq!(label(N), "an option");
     }
