@@ -15,20 +15,14 @@
  * --user-timeout MS (set before connect()), --after-idle N (set after connect(), as node does).
  * Options are printed as {"keepalive":1,"idle":30,"interval":10,"count":3,"user_timeout":60000}.
  * HOST is an IPv4 or IPv6 address. A failing call other than the awaited one exits 1. */
+#include "five_options.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef TCP_USER_TIMEOUT
-#define TCP_USER_TIMEOUT 18
-#endif
 
 static void check(int ok, const char *what) {
     if (!ok) {
@@ -37,26 +31,18 @@ static void check(int ok, const char *what) {
     }
 }
 
-static const int LEVELS[5] = {SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP};
-static const int NAMES[5] = {SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
-                             TCP_USER_TIMEOUT};
-static const char *FLAGS[5] = {"--keepalive", "--idle", "--interval", "--count", "--user-timeout"};
-static const char *KEYS[5] = {"keepalive", "idle", "interval", "count", "user_timeout"};
+/* The flags of the five, in the order of five_options.h. */
+static const char *FLAGS[FIVE] = {"--keepalive", "--idle", "--interval", "--count",
+                                  "--user-timeout"};
 
 static void print_options(int fd) {
-    printf("{");
-    for (int i = 0; i < 5; i++) {
-        int value = -1;
-        socklen_t len = sizeof value;
-        check(getsockopt(fd, LEVELS[i], NAMES[i], &value, &len) == 0, "getsockopt");
-        printf("%s\"%s\":%d", i ? "," : "", KEYS[i], value);
-    }
-    printf("}\n");
-    fflush(stdout);
+    int values[FIVE];
+    check(five_read(fd, values) < 0, "getsockopt");
+    five_print_values(NULL, values);
 }
 
 static void set(int fd, int i, int value) {
-    check(setsockopt(fd, LEVELS[i], NAMES[i], &value, sizeof value) == 0, FLAGS[i]);
+    check(setsockopt(fd, FIVE_LEVELS[i], FIVE_NAMES[i], &value, sizeof value) == 0, FLAGS[i]);
 }
 
 /* The address HOST PORT, as IPv4 or IPv6. */

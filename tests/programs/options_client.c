@@ -4,31 +4,18 @@
  * Built with musl-gcc (a dynamically linked musl program) and with aarch64-linux-gnu-gcc (run
  * under qemu-aarch64). It links the C library only, no -ldl: a preloaded library must bring its
  * own dependencies. Exits 1 with a message on stderr when a call fails. */
+#include "five_options.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
-
-#ifndef TCP_USER_TIMEOUT
-#define TCP_USER_TIMEOUT 18
-#endif
 
 static void check(int ok, const char *what) {
     if (!ok) {
         fprintf(stderr, "options_client: %s: %s\n", what, strerror(errno));
         _exit(1);
     }
-}
-
-static int option(int fd, int level, int name, const char *what) {
-    int value = -1;
-    socklen_t len = sizeof value;
-    check(getsockopt(fd, level, name, &value, &len) == 0, what);
-    return value;
 }
 
 int main(void) {
@@ -48,12 +35,10 @@ int main(void) {
     check(fd >= 0, "socket");
     check(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0, "connect");
 
-    printf("{\"keepalive\":%d,\"idle\":%d,\"interval\":%d,\"count\":%d,\"user_timeout\":%d}\n",
-           option(fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE"),
-           option(fd, IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"),
-           option(fd, IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"),
-           option(fd, IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"),
-           option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"));
+    int values[FIVE];
+    int failed = five_read(fd, values);
+    check(failed < 0, failed < 0 ? "" : FIVE_LABELS[failed]);
+    five_print_values(NULL, values);
     close(fd);
     close(listener);
     return 0;

@@ -28,6 +28,8 @@
  *                         second GET on the same connection; prints `result ok|ERRNO SECONDS`
  */
 #define _GNU_SOURCE
+#include "five_options.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -58,12 +60,9 @@ static int option(int fd, int level, int name) {
     return value;
 }
 
+/* `PREFIX OPTIONS`; an option getsockopt cannot read is -1. */
 static void print_options(const char *prefix, int fd) {
-    printf("%s {\"keepalive\":%d,\"idle\":%d,\"interval\":%d,\"count\":%d,\"user_timeout\":%d}\n",
-           prefix, option(fd, SOL_SOCKET, SO_KEEPALIVE), option(fd, IPPROTO_TCP, TCP_KEEPIDLE),
-           option(fd, IPPROTO_TCP, TCP_KEEPINTVL), option(fd, IPPROTO_TCP, TCP_KEEPCNT),
-           option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT));
-    fflush(stdout);
+    five_print(prefix, fd);
 }
 
 static struct sockaddr_storage address(const char *host, const char *port, socklen_t *len) {
