@@ -23,7 +23,7 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v psql >/dev/null || missing+=(postgresql-client)
-# The stress suite (tests/stress.rs): memcheck over C clients and Debian's python3 (which runs
+# The stress suites (tests/stress_*.rs): memcheck over C clients and Debian's python3 (which runs
 # clean under valgrind, unlike a pyenv build); redis-benchmark comes with redis-tools.
 command -v valgrind >/dev/null || missing+=(valgrind)
 [ -x /usr/bin/python3 ] || missing+=(python3)

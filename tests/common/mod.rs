@@ -520,3 +520,4 @@ pub fn server(mode: &str) -> (Background, u16) {
 pub mod docker;
 pub mod lab;
 pub mod rootfs;
+pub mod stress;

@@ -1,6 +1,6 @@
 /* dlopen_copy: a program that loads keepalive-shim itself, as a program bundling the library
  * might, while the library (or a copy of it at another path) may already be preloaded. Run by
- * tests/stress.rs with KEEPALIVE_LOG=debug, which counts the library's configuration lines per
+ * tests/stress_*.rs with KEEPALIVE_LOG=debug, which counts the library's configuration lines per
  * descriptor: each TCP socket must be configured exactly once, by one copy.
  *
  *   dlopen_copy none               make the sockets, load nothing

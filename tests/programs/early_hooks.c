@@ -1,5 +1,5 @@
 /* early_hooks.so: another preload library whose constructor reaches keepalive-shim's hooks
- * before keepalive-shim's own constructor has run. Built and preloaded by tests/stress.rs with
+ * before keepalive-shim's own constructor has run. Built and preloaded by tests/stress_*.rs with
  * LD_PRELOAD=libkeepalive_shim.so:early_hooks.so — glibc runs the constructors of preloaded
  * libraries in the reverse of their LD_PRELOAD order, so this one runs first, while its calls to
  * socket() and connect() still go to keepalive-shim, which comes first in the search order.

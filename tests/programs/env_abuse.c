@@ -2,7 +2,7 @@
  * kernel limits one environment string to 128 KiB and all of them to a quarter of the stack
  * limit, so this program builds the environment in its own memory (replacing `environ`) and
  * then dlopen()s the library, whose constructor reads `environ` as it would at start-up. Run by
- * tests/stress.rs with and without a library path.
+ * tests/stress_*.rs with and without a library path.
  *
  *   env_abuse none|PATH [VARIABLES]
  *

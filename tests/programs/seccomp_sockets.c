@@ -1,6 +1,6 @@
 /* seccomp_sockets: a program whose seccomp filter makes setsockopt (mode "set"), or setsockopt
  * and getsockopt (mode "both"), fail with EPERM, as container runtimes and sandboxes do. Run by
- * tests/stress.rs with and without the library preloaded: every result the program sees must be
+ * tests/stress_*.rs with and without the library preloaded: every result the program sees must be
  * the same (descriptor numbers, return values, errno, including errno left untouched by calls
  * that succeed). Prints one JSON object.
  *

@@ -1,5 +1,5 @@
 /* stress_fork: threads x fork x exec, the shape of socket_wrapper's fork-with-threads deadlock
- * test. Run by tests/stress.rs with and without the library preloaded; prints one JSON object.
+ * test. Run by tests/stress_*.rs with and without the library preloaded; prints one JSON object.
  *
  *   stress_fork THREADS ITERATIONS FORKS
  *

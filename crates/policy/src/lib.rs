@@ -14,3 +14,4 @@ pub mod config;
 pub mod decide;
 pub mod options;
 pub mod rules;
+pub mod settings;

@@ -6,8 +6,10 @@
 //! plain value published once at load time, and deciding at `connect()` ([`Settings::touches`])
 //! neither allocates, locks nor panics. Parsing (at load time only) reports each bad entry; the
 //! good ones still apply.
+//!
+//! [`Settings`]: crate::settings::Settings
+//! [`Settings::touches`]: crate::settings::Settings::touches
 
-use crate::config::Settings;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -180,7 +182,8 @@ impl fmt::Display for Rule {
     }
 }
 
-/// Up to [`MAX_RULES`] rules, in a fixed array so that [`Settings`] stays `Copy` and const.
+/// Up to [`MAX_RULES`] rules, in a fixed array so that [`Settings`](crate::settings::Settings)
+/// stays `Copy` and const.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
     rules: [Rule; MAX_RULES],
@@ -247,31 +250,6 @@ impl fmt::Display for Rules {
         }
         Ok(())
     }
-}
-
-impl Settings {
-    /// Whether the library configures a connection to `dest`: it is enabled, `dest` matches no
-    /// `KEEPALIVE_EXCLUDE` rule, and, when `KEEPALIVE_INCLUDE` has rules, matches one of them
-    /// (the exclusion wins). No allocation, no lock, no panic.
-    #[inline]
-    pub fn touches(&self, dest: &Destination) -> bool {
-        self.enabled
-            && !self.exclude.matches(dest)
-            && (self.include.is_empty() || self.include.matches(dest))
-    }
-
-    /// Whether any destination rule is set: without one, [`Settings::touches`] is just
-    /// `enabled`, and `connect()` need not look at the address.
-    #[inline]
-    pub fn has_rules(&self) -> bool {
-        !self.exclude.is_empty() || !self.include.is_empty()
-    }
-}
-
-/// [`Settings::touches`] as a free function.
-#[inline]
-pub fn applies(settings: &Settings, dest: &Destination) -> bool {
-    settings.touches(dest)
 }
 
 /// A list as read: the rules that fit, every bad entry as written, and how many good entries
@@ -606,29 +584,6 @@ mod tests {
         );
         assert_eq!(Destination::from_sockaddr(&[]), None);
         assert_eq!(Destination::from_sockaddr(&[2]), None);
-    }
-
-    #[test]
-    fn touches_excludes_first_then_includes() {
-        let mut s = crate::config::DEFAULT;
-        let db = v4("10.1.2.3", 5432);
-        let web = v4("10.1.2.3", 443);
-        let outside = v4("192.0.2.1", 443);
-        assert!(!s.has_rules());
-        assert!(
-            s.touches(&db) && s.touches(&outside),
-            "no rules: everything"
-        );
-        s.exclude = parse_list(":5432").rules;
-        assert!(s.has_rules());
-        assert!(!s.touches(&db) && s.touches(&web) && s.touches(&outside));
-        s.include = parse_list("10.0.0.0/8").rules;
-        assert!(!s.touches(&db), "EXCLUDE wins over INCLUDE");
-        assert!(s.touches(&web));
-        assert!(!s.touches(&outside), "not included");
-        assert!(applies(&s, &web));
-        s.enabled = false;
-        assert!(!s.touches(&web), "disabled: nothing");
     }
 
     #[test]
