@@ -155,6 +155,11 @@ pub const fn or64_imm(dst: Reg, imm: i32) -> Insn {
     Insn::new(ALU64 | OR | K, dst, R0, 0, imm)
 }
 
+/// `dst |= src`.
+pub const fn or64_reg(dst: Reg, src: Reg) -> Insn {
+    Insn::new(ALU64 | OR | X, dst, src, 0, 0)
+}
+
 // ---- memory ----
 
 /// `dst = *(u32 *)(src + off)`, zero-extended.
@@ -222,6 +227,16 @@ pub const fn ja() -> Insn {
 /// If `dst == imm` (64-bit compare, `imm` sign-extended).
 pub const fn jeq_imm(dst: Reg, imm: i32) -> Insn {
     Insn::new(JMP | JEQ | K, dst, R0, 0, imm)
+}
+
+/// If `dst == src` (64-bit compare).
+pub const fn jeq_reg(dst: Reg, src: Reg) -> Insn {
+    Insn::new(JMP | JEQ | X, dst, src, 0, 0)
+}
+
+/// If `dst != src` (64-bit compare).
+pub const fn jne_reg(dst: Reg, src: Reg) -> Insn {
+    Insn::new(JMP | JNE | X, dst, src, 0, 0)
 }
 
 /// If `dst != imm` (64-bit compare).

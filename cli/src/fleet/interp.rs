@@ -9,14 +9,14 @@ use super::insn::*;
 use super::program::{
     HELPER_GETSOCKOPT, HELPER_SETSOCKOPT, HELPER_SK_STORAGE_GET, sock, sock_ops_ctx, sockopt_ctx,
 };
-use keepalive_shim_policy::options::option_index;
+use keepalive_shim_policy::options::{N, option_index};
 use keepalive_shim_policy::rules::Destination;
 
 /// A socket as the helpers see it.
 #[derive(Clone, Debug)]
 pub struct Sock {
-    /// The five options, as `bpf_getsockopt` reads them.
-    pub opts: [i32; 5],
+    /// The options, as `bpf_getsockopt` reads them.
+    pub opts: [i32; N],
     /// `bpf_getsockopt` calls made.
     pub gets: usize,
     /// `bpf_setsockopt` calls made, in order: option index and value.
@@ -34,7 +34,7 @@ pub struct Sock {
 }
 
 impl Sock {
-    pub fn new(opts: [i32; 5]) -> Sock {
+    pub fn new(opts: [i32; N]) -> Sock {
         Sock {
             opts,
             gets: 0,

@@ -14,10 +14,12 @@
 
 use super::insn::Insn;
 use super::preflight::{self, Cgroup};
-use super::program::{self, Defaults, Maps};
+use super::program::{self, Maps};
 use super::sys;
 use crate::config::{self, EX_CONFIG, Settings};
 use crate::say;
+use keepalive_shim_policy::decide::{Defaults, KERNEL_DEFAULTS};
+use keepalive_shim_policy::options::{COUNT, IDLE, INTERVAL};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -71,9 +73,22 @@ fn settings_json(s: &Settings) -> Value {
     })
 }
 
+/// The values of idle, interval and count that read back as nobody's choice: the kernel's
+/// defaults and the node's sysctls where they differ, for `fleet status`.
+fn not_a_programs_own(d: &Defaults) -> Value {
+    let of = |i: usize| {
+        let mut v = vec![KERNEL_DEFAULTS[i]];
+        if d.fresh[i] != KERNEL_DEFAULTS[i] {
+            v.push(d.fresh[i]);
+        }
+        v
+    };
+    json!({ "idle": of(IDLE), "interval": of(INTERVAL), "count": of(COUNT) })
+}
+
 /// Loads the programs for `s`, with the info map saying where and how they are attached.
 fn build(s: &Settings, cg: &Cgroup, pin: Option<&Path>) -> Result<Built, String> {
-    let defaults = Defaults::of_this_node();
+    let defaults = program::node_defaults();
     let info = json!({
         "tool": "keepalive-shim",
         "version": env!("CARGO_PKG_VERSION"),
@@ -85,9 +100,7 @@ fn build(s: &Settings, cg: &Cgroup, pin: Option<&Path>) -> Result<Built, String>
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         "settings": settings_json(s),
-        "not_a_programs_own": {
-            "idle": defaults.idle, "interval": defaults.interval, "count": defaults.count
-        },
+        "not_a_programs_own": not_a_programs_own(&defaults),
     });
     let text = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
     if text.len() >= INFO_SIZE {

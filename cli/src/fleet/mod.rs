@@ -109,14 +109,15 @@ pub fn check_section(s: &Settings) -> String {
         info: 0,
         storage: program::needs_storage(s).then_some(0),
     };
-    let defaults = program::Defaults::of_this_node();
+    let defaults = program::node_defaults();
     let ops = program::sock_ops(s, &defaults, maps).len();
     let what = if s.force {
         "sets the five options on every connection made or accepted"
     } else {
-        "sets the five options on every connection made or accepted, reading each back first: \
-         a program's own keepalive and user timeout stand, and the user timeout follows its own \
-         idle, interval and count"
+        "sets the five options on every connection made or accepted, except those the program \
+         chose itself (known from the setsockopt program, else read back): a program's own \
+         keepalive and user timeout stand, and the user timeout follows its own idle, interval \
+         and count"
     };
     let _ = writeln!(out, "  sock_ops program, {ops} instructions: {what}.");
     match program::setsockopt(s, maps) {
@@ -124,8 +125,9 @@ pub fn check_section(s: &Settings) -> String {
             let what = if s.force {
                 "a program's own value for any of the five becomes ours (KEEPALIVE_FORCE)"
             } else {
-                "a program that sets its own idle, interval or count after connecting gets the \
-                 user timeout that follows them"
+                "records the options a program chooses itself (configuring a socket not yet \
+                 configured there and then), and a program that sets its own idle, interval or \
+                 count gets the user timeout that follows them"
             };
             let _ = writeln!(
                 out,
@@ -136,7 +138,9 @@ pub fn check_section(s: &Settings) -> String {
         None => {
             let _ = writeln!(
                 out,
-                "  no setsockopt program (KEEPALIVE_USER_TIMEOUT=0: nothing to follow)."
+                "  no setsockopt program (KEEPALIVE_USER_TIMEOUT=0: nothing to follow; a program's \
+                 own value equal to the kernel's default, set before connecting, reads back \
+                 as nobody's)."
             );
         }
     }

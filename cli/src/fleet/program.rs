@@ -1,45 +1,42 @@
-//! The fleet programs, written from the same [`Settings`] the preload library uses: the five
-//! options and their values from `options::OPTIONS` and `options::values`, the user timeout
-//! that follows a program's own keepalive as `options::user_timeout_for` computes it, and the
-//! destination rules of `KEEPALIVE_EXCLUDE`/`KEEPALIVE_INCLUDE`.
+//! The fleet programs, written from the same [`Settings`] the preload library uses, each an
+//! instance of the one decision every mechanism takes (`keepalive_shim_policy::decide`): the
+//! options and their values from `options::OPTIONS` and `options::values`, what is known of a
+//! socket as `decide::Known`, and at every event the plan `decide::decide` gives.
 //!
-//! - [`sock_ops`]: a `BPF_PROG_TYPE_SOCK_OPS` program. On `BPF_SOCK_OPS_TCP_CONNECT_CB` (an
-//!   outgoing connection, before its SYN) and `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB` (a
-//!   connection a listener accepted) it reads each option back with `bpf_getsockopt`, keeps what
-//!   the program set itself (unless `KEEPALIVE_FORCE`), sets the rest, and gives the user
-//!   timeout that follows the keepalive in effect. Destination rules are matched at connect.
-//! - [`setsockopt`]: a `BPF_CGROUP_SETSOCKOPT` program, for what only a hook on `setsockopt()`
-//!   can do: with FORCE, a program's own value for one of the five becomes ours (a value the
-//!   kernel would refuse passes through, to fail as it would); without FORCE, a program that
-//!   sets its own idle, interval or count after the connection was configured (node does, after
-//!   connecting) gets the user timeout that follows it, as the library does.
+//! - [`sock_ops`]: a `BPF_PROG_TYPE_SOCK_OPS` program, for `Event::Connect` (on
+//!   `BPF_SOCK_OPS_TCP_CONNECT_CB`, before the SYN; the destination rules are matched there)
+//!   and `Event::Accepted` (`BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`). What it knows of the socket
+//!   is what the programs recorded in its storage byte; of a socket they recorded nothing of, it
+//!   reads the options back with `bpf_getsockopt` and tells ours, the program's and nobody's
+//!   apart as `Known::from_kernel` does. Then the plan: ours for every option the program did
+//!   not choose, the user timeout following its own keepalive; nothing on a socket already
+//!   configured; all of ours with `KEEPALIVE_FORCE`; and for a destination the rules exclude,
+//!   back to the node's defaults where we had set ours.
+//! - [`setsockopt`]: a `BPF_CGROUP_SETSOCKOPT` program, for `Event::Set`: it runs before the
+//!   kernel applies a program's `setsockopt()` of one of the options, so it sees a program's own
+//!   choice even when its value equals the kernel's default (an explicit `SO_KEEPALIVE=0`, a
+//!   `TCP_USER_TIMEOUT=0`) and records it. On a socket not configured yet (before `connect()`)
+//!   it configures it there and then, as the decision says (every other option ours, the user
+//!   timeout following); on a configured one, the program's own idle, interval or count gives
+//!   the user timeout that follows them. With FORCE, the program's value becomes ours (a value
+//!   the kernel would refuse passes through, to fail as it would). A value the kernel refuses
+//!   is no event.
 //!
-//! The two share what they know of a socket through a socket-storage map ([`MARK_CONFIGURED`],
-//! [`MARK_EXCLUDED`], [`MARK_OWN_USER_TIMEOUT`]), the library's per-descriptor state.
+//! The two share what is known of a socket through a socket-storage map: one byte, the
+//! options the program chose (bit `i` for option `i`, as `Known::own`), [`MARK_CONFIGURED`]
+//! and [`MARK_EXCLUDED`] (left alone).
 //!
-//! What tells a program's own value from the kernel's default, in a socket read back: keepalive
-//! on (the default is off), a user timeout other than 0, and an idle, interval or count other
-//! than the kernel's defaults (7200 s, 75 s, 9) and the node's `net.ipv4.tcp_keepalive_*`
-//! ([`Defaults`]). [`decide`] is that policy as a plain function; the tests run the generated
-//! instructions ([`super::interp`]) against it.
+//! With `KEEPALIVE_USER_TIMEOUT=0` and no FORCE there is no setsockopt program (a user timeout
+//! to follow is 0 anyway): sock_ops alone reads back at connect, so a program's own value equal
+//! to the kernel's default, set before `connect()`, is then taken as nobody's.
 
 use super::insn::*;
 use keepalive_shim_policy::config::Settings;
-use keepalive_shim_policy::options::{OPTIONS, values};
+use keepalive_shim_policy::decide::{ALL, Defaults, KERNEL_DEFAULTS};
+use keepalive_shim_policy::options::{
+    COUNT, IDLE, INTERVAL, KEEPALIVE, N, OPTIONS, USER_TIMEOUT, values,
+};
 use keepalive_shim_policy::rules::Rule;
-// The policy written as a plain function (`decide`), and the unit tests that compare the
-// generated program with it, take destinations and parse addresses.
-#[cfg(test)]
-use keepalive_shim_policy::rules::Destination;
-#[cfg(test)]
-use std::net::{Ipv4Addr, Ipv6Addr};
-
-/// Indexes in `OPTIONS`.
-pub const KEEPALIVE: usize = 0;
-pub const IDLE: usize = 1;
-pub const INTERVAL: usize = 2;
-pub const COUNT: usize = 3;
-pub const USER_TIMEOUT: usize = 4;
 
 /// Kernel helpers (`enum bpf_func_id`).
 pub const HELPER_SETSOCKOPT: i32 = 49;
@@ -78,10 +75,25 @@ pub mod sock {
     pub const PROTOCOL: i16 = 12;
 }
 
-/// Marks kept per socket (one byte of socket storage).
-pub const MARK_CONFIGURED: u8 = 1;
-pub const MARK_EXCLUDED: u8 = 2;
-pub const MARK_OWN_USER_TIMEOUT: u8 = 4;
+/// The storage byte: the options the program chose itself, bit `i` for option `i` (the
+/// policy's `Known::own`), below these two.
+pub const MARK_OWN: u8 = ALL;
+/// keepalive-shim configured the socket (`Known::configured`).
+pub const MARK_CONFIGURED: u8 = 1 << N;
+/// Left as the program made it: a destination the rules exclude (`Known::LEFT_ALONE`).
+pub const MARK_EXCLUDED: u8 = 1 << (N + 1);
+const _: () = assert!(N + 2 <= 8, "the marks fit one byte");
+
+/// Idle, interval and count, the options the user timeout follows, as a mask.
+const TIMES: u8 = 1 << IDLE | 1 << INTERVAL | 1 << COUNT;
+
+const fn bit(i: usize) -> i32 {
+    1 << i
+}
+
+const fn is_time(i: usize) -> bool {
+    TIMES & (1 << i) != 0
+}
 
 /// The value `bpf_setsockopt` is given (4 bytes).
 const SLOT_SET: i16 = -4;
@@ -91,60 +103,35 @@ const fn slot(i: usize) -> i16 {
 }
 /// The remote address as four 32-bit words (IPv4 as IPv4-mapped IPv6), -40 to -25.
 const SLOT_ADDR: i16 = -40;
+const _: () = assert!(slot(N - 1) > SLOT_ADDR + 12, "the slots do not overlap");
 
 /// The largest optval the setsockopt program looks at; a longer one (no option of ours is) is
 /// handed back untouched, as the kernel wants for anything beyond a page.
 const OPTLEN_MAX: i32 = 4096;
 
-/// Values of idle, interval and count that mean "not set by the program": the kernel's
-/// built-in defaults, and the node's sysctls where they differ.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Defaults {
-    pub idle: Vec<u32>,
-    pub interval: Vec<u32>,
-    pub count: Vec<u32>,
-}
-
-impl Defaults {
-    /// The kernel's own: 7200 s, 75 s, 9 probes (`TCP_KEEPALIVE_TIME`, `_INTVL`, `_PROBES`).
-    pub fn kernel() -> Defaults {
-        Defaults {
-            idle: vec![7200],
-            interval: vec![75],
-            count: vec![9],
+/// What a socket has on this node without keepalive-shim: the kernel's defaults, with this
+/// network namespace's `net.ipv4.tcp_keepalive_{time,intvl,probes}` for idle, interval and
+/// count (a sysctl that cannot be read keeps the kernel's value). The kernel's own defaults
+/// count as nobody's choice too (`Defaults::is_default`).
+pub fn node_defaults() -> Defaults {
+    let read = |name: &str| -> Option<i32> {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut fresh = KERNEL_DEFAULTS;
+    for (i, name) in [
+        (IDLE, "tcp_keepalive_time"),
+        (INTERVAL, "tcp_keepalive_intvl"),
+        (COUNT, "tcp_keepalive_probes"),
+    ] {
+        if let Some(v) = read(name) {
+            fresh[i] = v;
         }
     }
-
-    /// The kernel's, and this network namespace's `net.ipv4.tcp_keepalive_*` where they differ.
-    pub fn of_this_node() -> Defaults {
-        let mut d = Defaults::kernel();
-        let read = |name: &str| -> Option<u32> {
-            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
-        };
-        for (list, name) in [
-            (&mut d.idle, "tcp_keepalive_time"),
-            (&mut d.interval, "tcp_keepalive_intvl"),
-            (&mut d.count, "tcp_keepalive_probes"),
-        ] {
-            if let Some(v) = read(name).filter(|v| !list.contains(v)) {
-                list.push(v);
-            }
-        }
-        d
-    }
-
-    fn of(&self, i: usize) -> &[u32] {
-        match i {
-            IDLE => &self.idle,
-            INTERVAL => &self.interval,
-            COUNT => &self.count,
-            _ => &[],
-        }
-    }
+    Defaults { fresh }
 }
 
 /// Map file descriptors the programs name.
@@ -157,56 +144,17 @@ pub struct Maps {
     pub storage: Option<i32>,
 }
 
-/// Whether a setsockopt program has anything to do: with FORCE always; without, unless
-/// `KEEPALIVE_USER_TIMEOUT=0` (no user timeout to follow a program's keepalive).
+/// Whether a setsockopt program is attached: with FORCE always; without, unless
+/// `KEEPALIVE_USER_TIMEOUT=0` (no user timeout to follow a program's keepalive); never when
+/// keepalive-shim is disabled.
 pub fn needs_setsockopt(s: &Settings) -> bool {
-    s.force || !(s.user_timeout_explicit && s.user_timeout_ms == 0)
+    s.enabled && (s.force || !(s.user_timeout_explicit && s.user_timeout_ms == 0))
 }
 
-/// Whether the programs keep per-socket marks: the setsockopt program needs to know which
-/// sockets were configured (without FORCE) or left alone by the rules.
+/// Whether the programs keep per-socket marks: the setsockopt program records what the program
+/// chose (without FORCE), and which sockets the rules left alone.
 pub fn needs_storage(s: &Settings) -> bool {
     needs_setsockopt(s) && (!s.force || s.has_rules())
-}
-
-// ---- the policy, as a plain function ----
-
-/// What a socket ends up with: `before` is what `bpf_getsockopt` reads back (`None` for an
-/// option it cannot read, as on kernels before 6.1), `dest` the destination of an outgoing
-/// connection (`None` for an accepted one: the rules apply at connect, as in the library).
-/// `None` as a whole: the connection is left alone (a destination the rules exclude).
-#[cfg(test)]
-pub fn decide(
-    s: &Settings,
-    defaults: &Defaults,
-    before: [Option<i32>; 5],
-    dest: Option<&Destination>,
-) -> Option<[i32; 5]> {
-    if dest.is_some_and(|d| !s.touches(d)) {
-        return None;
-    }
-    let ours = values(s);
-    if s.force {
-        return Some(ours);
-    }
-    let read = before.map(|v| v.unwrap_or(0));
-    let mut after = read;
-    if read[KEEPALIVE] == 0 {
-        after[KEEPALIVE] = 1;
-    }
-    let mut own = 0u8;
-    for i in [IDLE, INTERVAL, COUNT] {
-        let v = read[i];
-        if v == 0 || defaults.of(i).iter().any(|&d| d as i32 == v) {
-            after[i] = ours[i];
-        } else {
-            own |= 1 << i;
-        }
-    }
-    if read[USER_TIMEOUT] == 0 {
-        after[USER_TIMEOUT] = keepalive_shim_policy::options::user_timeout_in_effect(s, own, &read);
-    }
-    Some(after)
 }
 
 // ---- destination rules ----
@@ -264,14 +212,27 @@ fn call_setsockopt(a: &mut Asm, i: usize) {
     a.push(call(HELPER_SETSOCKOPT));
 }
 
-/// Sets option `i` to `value` (an immediate), through `holder` (context or socket).
+/// Sets option `i` to `value` (an immediate), through `holder` (context or socket); for idle,
+/// interval and count, its slot then holds the value in effect, for the user timeout.
 fn set_imm(a: &mut Asm, holder: Reg, i: usize, value: i32) {
     a.push(st_w(R10, SLOT_SET, value as u32));
     a.push(mov64_reg(R1, holder));
     call_setsockopt(a, i);
+    if is_time(i) {
+        a.push(st_w(R10, slot(i), value as u32));
+    }
 }
 
-/// `bpf_getsockopt(holder, …)` of option `i` into its slot (zeroed by the kernel on failure).
+/// [`set_imm`] unless option `i` is the program's own (its bit in `R7`).
+fn set_unless_own(a: &mut Asm, holder: Reg, i: usize, value: i32) {
+    let own = a.label();
+    a.jump(jset_imm(R7, bit(i)), own);
+    set_imm(a, holder, i, value);
+    a.bind(own);
+}
+
+/// `bpf_getsockopt(holder, …)` of option `i` into its slot (zeroed by the kernel on failure);
+/// `R0` is 0 when it was read.
 fn get_into_slot(a: &mut Asm, holder: Reg, i: usize) {
     let o = &OPTIONS[i];
     a.push(mov64_reg(R1, holder));
@@ -285,15 +246,16 @@ fn get_into_slot(a: &mut Asm, holder: Reg, i: usize) {
 
 /// `R1` = the user timeout for the idle, interval and count in their slots:
 /// `options::user_timeout_for` — idle + interval × count in milliseconds, capped at
-/// `i32::MAX`, and no more than an explicit `KEEPALIVE_USER_TIMEOUT`.
+/// `i32::MAX`, and no more than an explicit `KEEPALIVE_USER_TIMEOUT`. Uses `R0`, `R1`, `R5`
+/// only.
 fn user_timeout_in_r1(a: &mut Asm, s: &Settings) {
     a.push(ldx_w(R1, R10, slot(IDLE)));
     a.push(mul64_imm(R1, 1000));
-    a.push(ldx_w(R2, R10, slot(INTERVAL)));
-    a.push(mul64_imm(R2, 1000));
-    a.push(ldx_w(R3, R10, slot(COUNT)));
-    a.push(mul64_reg(R2, R3));
-    a.push(add64_reg(R1, R2));
+    a.push(ldx_w(R0, R10, slot(INTERVAL)));
+    a.push(mul64_imm(R0, 1000));
+    a.push(ldx_w(R5, R10, slot(COUNT)));
+    a.push(mul64_reg(R0, R5));
+    a.push(add64_reg(R1, R0));
     let within = a.label();
     a.jump(jlt_imm(R1, i32::MAX), within);
     a.push(mov32_imm(R1, i32::MAX as u32));
@@ -304,6 +266,27 @@ fn user_timeout_in_r1(a: &mut Asm, s: &Settings) {
         a.push(mov32_imm(R1, s.user_timeout_ms));
         a.bind(shorter);
     }
+}
+
+/// `R1` = `options::user_timeout_in_effect` for the program's own options in `own` (a
+/// register; the slots holding the idle, interval and count in effect): the configured user
+/// timeout when none of the three is its own, else the one that follows them. Uses `R0`, `R1`,
+/// `R5`.
+fn user_timeout_in_effect_in_r1(a: &mut Asm, s: &Settings, own: Reg) {
+    let done = a.label();
+    a.push(mov32_imm(R1, values(s)[USER_TIMEOUT] as u32));
+    a.push(mov64_reg(R5, own));
+    a.push(and32_imm(R5, u32::from(TIMES)));
+    a.jump(jeq_imm(R5, 0), done);
+    user_timeout_in_r1(a, s);
+    a.bind(done);
+}
+
+/// Sets the user timeout to `R1`, through `holder`.
+fn set_user_timeout_from_r1(a: &mut Asm, holder: Reg) {
+    a.push(stx_w(R10, SLOT_SET, R1));
+    a.push(mov64_reg(R1, holder));
+    call_setsockopt(a, USER_TIMEOUT);
 }
 
 /// `R0` = this socket's storage (or 0): `bpf_sk_storage_get(map, sk, NULL, flags)`, `sk` in
@@ -320,59 +303,225 @@ fn storage_get(a: &mut Asm, map: i32, create: bool) {
 
 // ---- the sock_ops program ----
 
-/// The sock_ops program for `s`. Registers: `R6` the context, `R7` whether the program set
-/// any of idle, interval, count itself, `R8` the socket's mark.
+/// The sock_ops program for `s`, `defaults` being what a socket has without us on this node
+/// ([`node_defaults`]). Registers: `R6` the context, `R7` the program's own options (a mask),
+/// `R8` [`MARK_CONFIGURED`] when the socket is configured (else 0), `R9` the socket's storage
+/// (or 0).
 pub fn sock_ops(s: &Settings, defaults: &Defaults, maps: Maps) -> Vec<Insn> {
     use sock_ops_ctx::*;
+    // The marks are kept when what is known of a socket matters: always but under FORCE
+    // without rules.
+    let storage = maps.storage.filter(|_| !s.force || s.has_rules());
     let mut a = Asm::new();
-    let configure = a.label();
-    let excluded = a.label();
     let out = a.label();
 
     a.push(mov64_reg(R6, R1));
     // Ties the info map to the program: `fleet status` finds the settings through it.
     a.push_all(ld_map_fd(R1, maps.info));
-    a.push(ldx_w(R2, R6, OP));
-    a.jump(jeq_imm(R2, PASSIVE_ESTABLISHED_CB), configure);
-    a.jump(jne_imm(R2, TCP_CONNECT_CB), out);
+    if s.enabled {
+        let ours = values(s);
+        let event = a.label();
+        let configure = a.label();
+        let excluded = a.label();
+        a.push(ldx_w(R2, R6, OP));
+        a.jump(jeq_imm(R2, PASSIVE_ESTABLISHED_CB), event);
+        a.jump(jne_imm(R2, TCP_CONNECT_CB), out);
+        a.bind(event);
 
-    // An outgoing connection: the destination rules first.
-    if s.has_rules() {
-        remote_address(&mut a);
-        for rule in s.exclude.as_slice() {
-            match_rule(&mut a, &rule_parts(rule), excluded);
+        // What is known of the socket: needed unless FORCE sets ours whatever it is.
+        if !s.force || s.has_rules() {
+            known(&mut a, s, defaults, storage, out);
         }
-        if !s.include.is_empty() {
-            for rule in s.include.as_slice() {
-                match_rule(&mut a, &rule_parts(rule), configure);
+
+        // An outgoing connection: the destination rules.
+        if s.has_rules() {
+            a.push(ldx_w(R2, R6, OP));
+            a.jump(jne_imm(R2, TCP_CONNECT_CB), configure);
+            remote_address(&mut a);
+            for rule in s.exclude.as_slice() {
+                match_rule(&mut a, &rule_parts(rule), excluded);
             }
-            a.jump(ja(), excluded);
+            if !s.include.is_empty() {
+                for rule in s.include.as_slice() {
+                    match_rule(&mut a, &rule_parts(rule), configure);
+                }
+                a.jump(ja(), excluded);
+            }
         }
-    }
 
-    a.bind(configure);
-    if s.force {
-        for (i, v) in values(s).into_iter().enumerate() {
-            set_imm(&mut a, R6, i, v);
+        a.bind(configure);
+        if s.force {
+            for (i, v) in ours.into_iter().enumerate() {
+                set_imm(&mut a, R6, i, v);
+            }
+            if storage.is_some() {
+                a.push(mov64_imm(R7, 0));
+                a.push(mov64_imm(R8, i32::from(MARK_CONFIGURED)));
+                write_mark(&mut a);
+            }
+        } else {
+            let marked = a.label();
+            // Already configured: nothing to do.
+            a.jump(jne_imm(R8, 0), marked);
+            // Ours for every option the program did not choose; the user timeout follows its
+            // own keepalive.
+            for i in [KEEPALIVE, IDLE, INTERVAL, COUNT] {
+                set_unless_own(&mut a, R6, i, ours[i]);
+            }
+            let own_user_timeout = a.label();
+            a.jump(jset_imm(R7, bit(USER_TIMEOUT)), own_user_timeout);
+            user_timeout_in_effect_in_r1(&mut a, s, R7);
+            set_user_timeout_from_r1(&mut a, R6);
+            a.bind(own_user_timeout);
+            a.push(mov64_imm(R8, i32::from(MARK_CONFIGURED)));
+            a.bind(marked);
+            if storage.is_some() {
+                write_mark(&mut a);
+            }
         }
-    } else {
-        keep_own(&mut a, s, defaults);
-        if let Some(map) = maps.storage {
-            mark(&mut a, map);
-        }
-    }
-    a.jump(ja(), out);
+        a.jump(ja(), out);
 
-    a.bind(excluded);
-    if let (true, Some(map)) = (s.has_rules(), maps.storage) {
-        a.push(mov64_imm(R8, i32::from(MARK_EXCLUDED)));
-        mark(&mut a, map);
+        a.bind(excluded);
+        if s.has_rules() {
+            // Back to what it had without us, where we had set ours.
+            let untouched = a.label();
+            a.jump(jeq_imm(R8, 0), untouched);
+            for i in 0..N {
+                set_unless_own(&mut a, R6, i, defaults.fresh[i]);
+            }
+            a.bind(untouched);
+            if storage.is_some() {
+                a.push(mov64_imm(R7, 0));
+                a.push(mov64_imm(R8, i32::from(MARK_EXCLUDED)));
+                write_mark(&mut a);
+            }
+        }
     }
 
     a.bind(out);
     a.push(mov64_imm(R0, 1));
     a.push(exit());
     a.finish()
+}
+
+/// `R7`, `R8` (and `R9`) = what is known of the socket: its marks when the programs recorded
+/// any (jumping to `out` when it is left alone), else what its options read back say of it.
+fn known(a: &mut Asm, s: &Settings, defaults: &Defaults, storage: Option<i32>, out: Label) {
+    let read_back = a.label();
+    let done = a.label();
+    a.push(mov64_imm(R9, 0));
+    if let Some(map) = storage {
+        a.push(ldx_dw(R2, R6, sock_ops_ctx::SK));
+        a.jump(jeq_imm(R2, 0), read_back);
+        storage_get(a, map, true);
+        a.push(mov64_reg(R9, R0));
+        a.jump(jeq_imm(R9, 0), read_back);
+        a.push(ldx_b(R1, R9, 0));
+        a.jump(jset_imm(R1, i32::from(MARK_EXCLUDED)), out);
+        a.push(mov64_reg(R8, R1));
+        a.push(and32_imm(R8, u32::from(MARK_CONFIGURED)));
+        a.jump(jeq_imm(R8, 0), read_back);
+        a.push(mov64_reg(R7, R1));
+        a.push(and32_imm(R7, u32::from(MARK_OWN)));
+        a.jump(ja(), done);
+    }
+    a.bind(read_back);
+    for i in 0..N {
+        get_into_slot(a, R6, i);
+        // Unreadable (kernels before 6.1): as a fresh socket has it.
+        let read = a.label();
+        a.jump(jeq_imm(R0, 0), read);
+        a.push(st_w(R10, slot(i), defaults.fresh[i] as u32));
+        a.bind(read);
+    }
+    from_kernel(a, s, defaults);
+    a.bind(done);
+}
+
+/// Jumps to `to` when `R1` is a value option `i` has when nobody set it
+/// (`Defaults::is_default`).
+fn jump_if_default(a: &mut Asm, defaults: &Defaults, i: usize, to: Label) {
+    a.jump(jeq_imm(R1, defaults.fresh[i]), to);
+    if KERNEL_DEFAULTS[i] != defaults.fresh[i] {
+        a.jump(jeq_imm(R1, KERNEL_DEFAULTS[i]), to);
+    }
+}
+
+/// `Known::from_kernel` of the values in the slots: `R7` = the program's own options, `R8` =
+/// [`MARK_CONFIGURED`] when the values show ours (else 0). No calls: `R2` holds the idle,
+/// interval and count that differ from ours, `R3` those that differ from a default, `R4`
+/// whether one of ours shows.
+fn from_kernel(a: &mut Asm, s: &Settings, defaults: &Defaults) {
+    let ours = values(s);
+    a.push(mov64_imm(R2, 0));
+    a.push(mov64_imm(R3, 0));
+    a.push(mov64_imm(R4, 0));
+    for i in [IDLE, INTERVAL, COUNT] {
+        let default = a.label();
+        let not_ours = a.label();
+        let next = a.label();
+        a.push(ldx_w(R1, R10, slot(i)));
+        jump_if_default(a, defaults, i, default);
+        a.push(or64_imm(R3, bit(i)));
+        a.jump(jne_imm(R1, ours[i]), not_ours);
+        // Ours, and no fresh socket has it: evidence.
+        a.push(mov64_imm(R4, 1));
+        a.jump(ja(), next);
+        a.bind(default);
+        a.jump(jeq_imm(R1, ours[i]), next);
+        a.bind(not_ours);
+        a.push(or64_imm(R2, bit(i)));
+        a.bind(next);
+    }
+    // R1 = the user timeout we would have set over these values.
+    user_timeout_in_effect_in_r1(a, s, R2);
+    let configured = a.label();
+    let not_configured = a.label();
+    let done = a.label();
+    a.jump(jne_imm(R4, 0), configured);
+    a.push(ldx_w(R0, R10, slot(USER_TIMEOUT)));
+    a.jump(jeq_imm(R0, 0), not_configured);
+    a.jump(jne_reg(R0, R1), not_configured);
+
+    a.bind(configured);
+    {
+        // Ours where the value is ours; the user timeout ours when it follows. SO_KEEPALIVE
+        // is the program's either way: off, it turned ours off; on, it may have turned it on
+        // itself, and a keepalive someone may have asked for is never turned off.
+        a.push(mov64_reg(R7, R2));
+        a.push(or64_imm(R7, bit(KEEPALIVE)));
+        let ut = a.label();
+        a.push(ldx_w(R0, R10, slot(USER_TIMEOUT)));
+        a.jump(jeq_reg(R0, R1), ut);
+        a.push(or64_imm(R7, bit(USER_TIMEOUT)));
+        a.bind(ut);
+        a.push(mov64_imm(R8, i32::from(MARK_CONFIGURED)));
+        a.jump(ja(), done);
+    }
+
+    a.bind(not_configured);
+    {
+        // The program's where the value is not a default.
+        a.push(mov64_reg(R7, R3));
+        for i in [KEEPALIVE, USER_TIMEOUT] {
+            let default = a.label();
+            a.push(ldx_w(R1, R10, slot(i)));
+            jump_if_default(a, defaults, i, default);
+            a.push(or64_imm(R7, bit(i)));
+            a.bind(default);
+        }
+        a.push(mov64_imm(R8, 0));
+    }
+    a.bind(done);
+}
+
+/// The socket's storage byte (in `R9`, if any) = `R8 | R7`.
+fn write_mark(a: &mut Asm) {
+    let skip = a.label();
+    a.jump(jeq_imm(R9, 0), skip);
+    a.push(or64_reg(R8, R7));
+    a.push(stx_b(R9, 0, R8));
+    a.bind(skip);
 }
 
 /// The remote address into `SLOT_ADDR` as four network-order words, an IPv4 one as
@@ -421,78 +570,6 @@ fn match_rule(a: &mut Asm, rule: &RuleParts, matched: Label) {
     a.bind(next);
 }
 
-/// Without FORCE: each option read back; the program's own stands, the rest get ours; the
-/// user timeout, when not the program's own, follows its keepalive. Leaves the socket's mark
-/// in `R8`.
-fn keep_own(a: &mut Asm, s: &Settings, defaults: &Defaults) {
-    let ours = values(s);
-    a.push(mov64_imm(R7, 0));
-    a.push(mov64_imm(R8, i32::from(MARK_CONFIGURED)));
-
-    // SO_KEEPALIVE: on means the program turned it on.
-    let keepalive_done = a.label();
-    get_into_slot(a, R6, KEEPALIVE);
-    a.push(ldx_w(R1, R10, slot(KEEPALIVE)));
-    a.jump(jne_imm(R1, 0), keepalive_done);
-    set_imm(a, R6, KEEPALIVE, ours[KEEPALIVE]);
-    a.bind(keepalive_done);
-
-    // Idle, interval, count: a value other than a default is the program's own.
-    for i in [IDLE, INTERVAL, COUNT] {
-        let set_ours = a.label();
-        let done = a.label();
-        get_into_slot(a, R6, i);
-        a.push(ldx_w(R1, R10, slot(i)));
-        a.jump(jeq_imm(R1, 0), set_ours);
-        for &d in defaults.of(i) {
-            a.jump(jeq_imm(R1, d as i32), set_ours);
-        }
-        a.push(mov64_imm(R7, 1));
-        a.jump(ja(), done);
-        a.bind(set_ours);
-        set_imm(a, R6, i, ours[i]);
-        // The slot now holds the value in effect, for the user timeout.
-        a.push(st_w(R10, slot(i), ours[i] as u32));
-        a.bind(done);
-    }
-
-    // The user timeout: anything but 0 is the program's own.
-    let own = a.label();
-    let done = a.label();
-    get_into_slot(a, R6, USER_TIMEOUT);
-    a.push(ldx_w(R1, R10, slot(USER_TIMEOUT)));
-    a.jump(jne_imm(R1, 0), own);
-    if !(s.user_timeout_explicit && s.user_timeout_ms == 0) {
-        let follow = a.label();
-        a.jump(jne_imm(R7, 0), follow);
-        set_imm(a, R6, USER_TIMEOUT, ours[USER_TIMEOUT]);
-        a.jump(ja(), done);
-        a.bind(follow);
-        user_timeout_in_r1(a, s);
-        a.push(stx_w(R10, SLOT_SET, R1));
-        a.push(mov64_reg(R1, R6));
-        call_setsockopt(a, USER_TIMEOUT);
-    }
-    a.jump(ja(), done);
-    a.bind(own);
-    a.push(mov64_imm(
-        R8,
-        i32::from(MARK_CONFIGURED | MARK_OWN_USER_TIMEOUT),
-    ));
-    a.bind(done);
-}
-
-/// The socket's storage byte = `R8` (created if need be).
-fn mark(a: &mut Asm, map: i32) {
-    let skip = a.label();
-    a.push(ldx_dw(R2, R6, sock_ops_ctx::SK));
-    a.jump(jeq_imm(R2, 0), skip);
-    storage_get(a, map, true);
-    a.jump(jeq_imm(R0, 0), skip);
-    a.push(stx_b(R0, 0, R8));
-    a.bind(skip);
-}
-
 // ---- the setsockopt program ----
 
 /// The setsockopt program for `s` (see the module's documentation), or `None` when it would
@@ -517,12 +594,9 @@ pub fn setsockopt(s: &Settings, maps: Maps) -> Option<Vec<Insn>> {
     a.push_all(ld_map_fd(R1, maps.info));
     a.push(ldx_w(R2, R6, LEVEL));
     a.push(ldx_w(R3, R6, OPTNAME));
-    // Which of the five, by level and name, from OPTIONS; anything else passes.
-    let handled: Vec<usize> = (0..5)
-        .filter(|&i| s.force || matches!(i, IDLE | INTERVAL | COUNT | USER_TIMEOUT))
-        .collect();
-    let bodies: Vec<Label> = handled.iter().map(|_| a.label()).collect();
-    for (&i, &body) in handled.iter().zip(&bodies) {
+    // Which of the options, by level and name, from OPTIONS; anything else passes.
+    let bodies: Vec<Label> = (0..N).map(|_| a.label()).collect();
+    for (i, &body) in bodies.iter().enumerate() {
         let next = a.label();
         a.jump(jne_imm(R2, OPTIONS[i].level), next);
         a.jump(jeq_imm(R3, OPTIONS[i].name), body);
@@ -530,30 +604,42 @@ pub fn setsockopt(s: &Settings, maps: Maps) -> Option<Vec<Insn>> {
     }
     a.jump(ja(), pass);
 
-    for (&i, &body) in handled.iter().zip(&bodies) {
+    for (i, &body) in bodies.iter().enumerate() {
         a.bind(body);
         tcp_socket_and_value(&mut a, pass);
-        if let Some(map) = maps.storage {
-            a.push(mov64_reg(R2, R7));
-            storage_get(&mut a, map, false);
-            a.push(mov64_reg(R9, R0));
+        // A value the kernel refuses fails as it would, and changes nothing.
+        in_range_or(&mut a, i, pass);
+        if !s.force && is_time(i) {
+            // The program's value, for the user timeout that follows it.
+            a.push(stx_w(R10, slot(i), R1));
         }
         if s.force {
-            if maps.storage.is_some() {
+            let replace = a.label();
+            if let Some(map) = maps.storage {
+                a.push(mov64_reg(R2, R7));
+                storage_get(&mut a, map, true);
+                a.push(mov64_reg(R9, R0));
+                a.jump(jeq_imm(R9, 0), replace);
                 // A connection the rules left alone keeps what its program sets.
-                let unmarked = a.label();
-                a.jump(jeq_imm(R9, 0), unmarked);
                 a.push(ldx_b(R1, R9, 0));
                 a.jump(jset_imm(R1, i32::from(MARK_EXCLUDED)), pass);
-                a.bind(unmarked);
+                a.push(mov64_imm(R1, i32::from(MARK_CONFIGURED)));
+                a.push(stx_b(R9, 0, R1));
             }
-            in_range_or(&mut a, i, pass);
+            a.bind(replace);
             // Ours instead; the kernel then sets it, and the call succeeds.
             a.push(mov32_imm(R1, ours[i] as u32));
             a.push(stx_w(R8, 0, R1));
             a.jump(ja(), done);
         } else {
-            follow(&mut a, s, i, pass);
+            let map = maps.storage.expect("storage without FORCE");
+            a.push(mov64_reg(R2, R7));
+            storage_get(&mut a, map, true);
+            a.push(mov64_reg(R9, R0));
+            a.jump(jeq_imm(R9, 0), pass);
+            a.push(ldx_b(R1, R9, 0));
+            a.jump(jset_imm(R1, i32::from(MARK_EXCLUDED)), pass);
+            own_choice(&mut a, s, i, pass);
         }
     }
 
@@ -593,7 +679,8 @@ fn tcp_socket_and_value(a: &mut Asm, pass: Label) {
 }
 
 /// Passes when the value at `R8` is outside what the kernel accepts for option `i`
-/// (`OPTIONS[i].min..=max`): the kernel then refuses it with the program's own errno.
+/// (`OPTIONS[i].min..=max`): the kernel then refuses it with the program's own errno. Leaves
+/// the value in `R1`.
 fn in_range_or(a: &mut Asm, i: usize, pass: Label) {
     let o = &OPTIONS[i];
     a.push(ldx_w(R1, R8, 0));
@@ -605,33 +692,50 @@ fn in_range_or(a: &mut Asm, i: usize, pass: Label) {
     }
 }
 
-/// Without FORCE, on a socket the sock_ops program configured and the rules did not exclude:
-/// the program's own user timeout is marked as such; its own idle, interval or count gives the
-/// user timeout that follows them (unless the user timeout is its own).
-fn follow(a: &mut Asm, s: &Settings, i: usize, pass: Label) {
-    a.jump(jeq_imm(R9, 0), pass);
-    a.push(ldx_b(R1, R9, 0));
-    a.jump(jset_imm(R1, i32::from(MARK_EXCLUDED)), pass);
+/// Without FORCE, the program chose option `i` (`Event::Set(i)`), on a socket not left alone
+/// whose mark is in `R1` (storage in `R9`, the socket in `R7`; for idle, interval and count,
+/// the program's value in its slot). Not configured yet: configured now, ours for every other
+/// option and the user timeout following. Configured: the option is marked the program's, and
+/// its own idle, interval or count gives the user timeout that follows them (unless the user
+/// timeout is its own too).
+fn own_choice(a: &mut Asm, s: &Settings, i: usize, pass: Label) {
+    let ours = values(s);
+    let fresh = a.label();
     a.push(mov64_reg(R2, R1));
     a.push(and32_imm(R2, u32::from(MARK_CONFIGURED)));
-    a.jump(jeq_imm(R2, 0), pass);
-    if i == USER_TIMEOUT {
-        a.push(or64_imm(R1, i32::from(MARK_OWN_USER_TIMEOUT)));
-        a.push(stx_b(R9, 0, R1));
-        a.jump(ja(), pass);
-        return;
+    a.jump(jeq_imm(R2, 0), fresh);
+
+    a.push(or64_imm(R1, bit(i)));
+    a.push(stx_b(R9, 0, R1));
+    if is_time(i) {
+        a.jump(jset_imm(R1, bit(USER_TIMEOUT)), pass);
+        // The others in effect, as the socket has them.
+        for other in [IDLE, INTERVAL, COUNT].into_iter().filter(|&o| o != i) {
+            get_into_slot(a, R7, other);
+            a.jump(jne_imm(R0, 0), pass);
+        }
+        user_timeout_in_r1(a, s);
+        set_user_timeout_from_r1(a, R7);
     }
-    a.jump(jset_imm(R1, i32::from(MARK_OWN_USER_TIMEOUT)), pass);
-    in_range_or(a, i, pass);
-    a.push(stx_w(R10, slot(i), R1));
-    for other in [IDLE, INTERVAL, COUNT].into_iter().filter(|&o| o != i) {
-        get_into_slot(a, R7, other);
-        a.jump(jne_imm(R0, 0), pass);
+    a.jump(ja(), pass);
+
+    a.bind(fresh);
+    a.push(mov64_imm(R1, i32::from(MARK_CONFIGURED) | bit(i)));
+    a.push(stx_b(R9, 0, R1));
+    for other in [KEEPALIVE, IDLE, INTERVAL, COUNT]
+        .into_iter()
+        .filter(|&o| o != i)
+    {
+        set_imm(a, R7, other, ours[other]);
     }
-    user_timeout_in_r1(a, s);
-    a.push(stx_w(R10, SLOT_SET, R1));
-    a.push(mov64_reg(R1, R7));
-    call_setsockopt(a, USER_TIMEOUT);
+    if i != USER_TIMEOUT {
+        if is_time(i) {
+            user_timeout_in_r1(a, s);
+        } else {
+            a.push(mov32_imm(R1, ours[USER_TIMEOUT] as u32));
+        }
+        set_user_timeout_from_r1(a, R7);
+    }
     a.jump(ja(), pass);
 }
 
@@ -639,8 +743,12 @@ fn follow(a: &mut Asm, s: &Settings, i: usize, pass: Label) {
 mod tests {
     use super::super::interp::{Run, Sock};
     use super::*;
+    use keepalive_shim_policy::cases::{CASES, Mechanism, Shape};
     use keepalive_shim_policy::config::{self, DEFAULT};
+    use keepalive_shim_policy::decide::{Event, Known, Plan, Reason, after, decide};
     use keepalive_shim_policy::options::user_timeout_for;
+    use keepalive_shim_policy::rules::Destination;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     const MAPS: Maps = Maps {
         info: 3,
@@ -652,7 +760,9 @@ mod tests {
     };
     /// A fresh socket as `bpf_getsockopt` reads it: keepalive off, the kernel's defaults, no
     /// user timeout.
-    const FRESH: [i32; 5] = [0, 7200, 75, 9, 0];
+    const FRESH: [i32; N] = KERNEL_DEFAULTS;
+    const OURS: [i32; N] = [1, 30, 10, 3, 60_000];
+    const D: Defaults = Defaults::KERNEL;
 
     fn settings(vars: &[(&str, &str)]) -> Settings {
         let loaded = config::load(vars.iter().copied());
@@ -674,46 +784,219 @@ mod tests {
         }
     }
 
-    /// Runs the sock_ops program for `s` on a socket reading `before`, as an outgoing
-    /// connection to `dest` (or an accepted one), and checks the result against [`decide`].
-    fn connect(s: &Settings, before: [i32; 5], dest: Option<Destination>) -> Sock {
-        let prog = sock_ops(s, &Defaults::kernel(), MAPS_STORAGE);
-        let mut sock = Sock::new(before);
-        let op = if dest.is_some() {
-            TCP_CONNECT_CB
+    /// The storage byte that records `k`.
+    fn mark_of(k: Known) -> u8 {
+        if k.left_alone {
+            MARK_EXCLUDED
+        } else if k.configured {
+            MARK_CONFIGURED | k.own
         } else {
-            PASSIVE_ESTABLISHED_CB
+            k.own
+        }
+    }
+
+    /// Fleet mode on one socket: the generated programs run in the interpreter at each event,
+    /// as the kernel runs them, and each event's effect is checked against the policy's plan
+    /// for it (`decide` over what fleet mode knows then, applied with `decide::after`), and the
+    /// socket's storage byte against what the plan says is known next.
+    struct Fleet<'s> {
+        s: &'s Settings,
+        d: Defaults,
+        storage: bool,
+        ops: Vec<Insn>,
+        sso: Option<Vec<Insn>>,
+        sock: Sock,
+        /// What the programs have recorded of the socket, by the policy (with storage).
+        known: Option<Known>,
+        name: &'s str,
+    }
+
+    impl<'s> Fleet<'s> {
+        fn new(s: &'s Settings, start: [i32; N]) -> Fleet<'s> {
+            Fleet::with(s, D, start)
+        }
+
+        fn with(s: &'s Settings, d: Defaults, start: [i32; N]) -> Fleet<'s> {
+            let storage = needs_storage(s);
+            let maps = if storage { MAPS_STORAGE } else { MAPS };
+            Fleet {
+                s,
+                d,
+                storage,
+                ops: sock_ops(s, &d, maps),
+                sso: setsockopt(s, maps),
+                sock: Sock::new(start),
+                known: None,
+                name: "",
+            }
+        }
+
+        /// What fleet mode knows at an event: what the programs recorded, else, in sock_ops,
+        /// what the options read back say (as a fresh socket's when they cannot be read), and
+        /// in the setsockopt program, nothing: a socket no event of which it has seen.
+        fn knows(&self, in_sock_ops: bool) -> Known {
+            match self.known {
+                Some(k) if self.storage && (k.configured || k.left_alone) => k,
+                _ if in_sock_ops => {
+                    let seen = if self.sock.readable {
+                        self.sock.opts
+                    } else {
+                        self.d.fresh
+                    };
+                    Known::from_kernel(&seen, &self.d, self.s)
+                }
+                _ => Known::FRESH,
+            }
+        }
+
+        /// The event's effect (the socket was `before`, with the program's own call made)
+        /// against the decision.
+        fn check(&mut self, event: Event, known: Known, before: [i32; N]) -> Plan {
+            let plan = decide(self.s, event, known, &self.d, |i| before[i]);
+            assert_eq!(
+                self.sock.opts,
+                after(&before, &plan),
+                "{}: {event:?}: the program and the decision ({:?} over {known:?}) disagree",
+                self.name,
+                plan.reason
+            );
+            if self.storage {
+                assert_eq!(
+                    self.sock.mark.unwrap_or(0),
+                    mark_of(plan.next),
+                    "{}: {event:?}: the marks",
+                    self.name
+                );
+            }
+            self.known = Some(plan.next);
+            plan
+        }
+
+        fn sock_ops(&mut self, op: i32, dest: Option<Destination>) -> Plan {
+            let known = self.knows(true);
+            let before = self.sock.opts;
+            assert_eq!(Run::sock_ops(&self.ops, op, dest, &mut self.sock), 1);
+            let event = match &dest {
+                Some(d) => Event::Connect(Some(d)),
+                None => Event::Accepted,
+            };
+            self.check(event, known, before)
+        }
+
+        /// `BPF_SOCK_OPS_TCP_CONNECT_CB`, before the SYN: `Event::Connect`.
+        fn connect(&mut self, dest: Destination) -> Plan {
+            self.sock_ops(TCP_CONNECT_CB, Some(dest))
+        }
+
+        /// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`: `Event::Accepted`.
+        fn accepted(&mut self) -> Plan {
+            self.sock_ops(PASSIVE_ESTABLISHED_CB, None)
+        }
+
+        /// The program's `setsockopt()` of option `i` to a value the kernel takes: the
+        /// setsockopt program runs, then the kernel applies what it hands on; `Event::Set(i)`.
+        /// Without a setsockopt program nothing sees it (`None`).
+        fn set(&mut self, i: usize, v: i32) -> Option<Plan> {
+            let o = &OPTIONS[i];
+            assert!((o.min..=o.max).contains(&v), "a value the kernel takes");
+            let Some(prog) = &self.sso else {
+                self.sock.opts[i] = v;
+                self.known = None;
+                return None;
+            };
+            let known = self.knows(false);
+            let mut before = self.sock.opts;
+            before[i] = v;
+            let (ret, passed) =
+                Run::setsockopt(prog, o.level, o.name, &v.to_ne_bytes(), &mut self.sock);
+            assert_eq!(ret, 1, "{}: the call goes on", self.name);
+            self.sock.opts[i] = i32::from_ne_bytes(passed[..4].try_into().unwrap());
+            Some(self.check(Event::Set(i), known, before))
+        }
+    }
+
+    /// The conformance table, as fleet mode meets each row: no `socket()` event (a raw
+    /// socket is the same), the program's options before `connect()` through the setsockopt
+    /// program, `connect()` as `TCP_CONNECT_CB`; an accepted socket from a listener fleet mode
+    /// did not configure, then the program's options on it.
+    #[test]
+    fn every_conformance_row_as_fleet_mode_meets_it() {
+        for case in CASES {
+            let s = config::load(case.env.iter().copied()).settings;
+            let mut f = Fleet::new(&s, KERNEL_DEFAULTS);
+            f.name = case.name;
+            let ip = match case.host.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            };
+            let dest = Destination { ip, port: 8080 };
+            match case.shape {
+                Shape::Connect | Shape::Raw => {
+                    for &(i, v) in case.before {
+                        f.set(i, v);
+                    }
+                    f.connect(dest);
+                    for &(i, v) in case.after {
+                        f.set(i, v);
+                    }
+                }
+                Shape::Accept => {
+                    f.accepted();
+                    for &(i, v) in case.before.iter().chain(case.after) {
+                        f.set(i, v);
+                    }
+                }
+            }
+            assert_eq!(
+                f.sock.opts,
+                case.expected(Mechanism::Fleet),
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    /// Runs the sock_ops program for `s` on a socket reading `before`, as an outgoing
+    /// connection to `dest` (or an accepted one), checked against the decision.
+    fn connect(s: &Settings, before: [i32; N], dest: Option<Destination>) -> Sock {
+        let mut f = Fleet::new(s, before);
+        match dest {
+            Some(d) => f.connect(d),
+            None => f.accepted(),
         };
-        let ret = Run::sock_ops(&prog, op, dest, &mut sock);
-        assert_eq!(ret, 1);
-        let expected = decide(s, &Defaults::kernel(), before.map(Some), dest.as_ref());
-        assert_eq!(
-            Some(sock.opts),
-            expected.or(Some(before)),
-            "program and policy disagree"
-        );
-        sock
+        f.sock
     }
 
     #[test]
     fn other_callbacks_are_left_alone() {
-        let prog = sock_ops(&DEFAULT, &Defaults::kernel(), MAPS);
-        for op in [0, 1, 2, 4, 6, 7, 10] {
-            let mut sock = Sock::new(FRESH);
-            assert_eq!(Run::sock_ops(&prog, op, None, &mut sock), 1);
-            assert!(sock.sets.is_empty(), "op {op}: {:?}", sock.sets);
-            assert_eq!(sock.gets, 0, "op {op}");
+        for s in [DEFAULT, settings(&[("KEEPALIVE_FORCE", "1")])] {
+            let prog = sock_ops(&s, &D, MAPS_STORAGE);
+            for op in [0, 1, 2, 4, 6, 7, 10] {
+                let mut sock = Sock::new(FRESH);
+                assert_eq!(Run::sock_ops(&prog, op, None, &mut sock), 1);
+                assert!(sock.sets.is_empty(), "op {op}: {:?}", sock.sets);
+                assert_eq!((sock.gets, sock.mark), (0, None), "op {op}");
+            }
         }
+    }
+
+    #[test]
+    fn disabled_does_nothing() {
+        let s = settings(&[("KEEPALIVE_ENABLE", "0")]);
+        assert!(setsockopt(&s, MAPS).is_none());
+        assert!(!needs_storage(&s));
+        let sock = connect(&s, FRESH, Some(v4("10.0.0.1", 80)));
+        assert_eq!((sock.opts, sock.gets), (FRESH, 0));
     }
 
     #[test]
     fn a_fresh_connection_gets_all_five() {
         let sock = connect(&DEFAULT, FRESH, Some(v4("10.0.0.1", 80)));
-        assert_eq!(sock.opts, [1, 30, 10, 3, 60_000]);
+        assert_eq!(sock.opts, OURS);
         assert_eq!(sock.mark, Some(MARK_CONFIGURED));
         // Read back first, then set: five reads, five writes.
-        assert_eq!(sock.gets, 5);
-        assert_eq!(sock.sets.len(), 5);
+        assert_eq!(sock.gets, N);
+        assert_eq!(sock.sets.len(), N);
     }
 
     #[test]
@@ -724,16 +1007,29 @@ mod tests {
     }
 
     #[test]
+    fn one_from_a_configured_listener_is_already_configured() {
+        // Inherited from a listener fleet mode configured (a server's SO_KEEPALIVE on it).
+        let mut f = Fleet::new(&DEFAULT, OURS);
+        let plan = f.accepted();
+        assert_eq!(plan.reason, Reason::AlreadyConfigured);
+        assert!(f.sock.sets.is_empty());
+        // Its own idle then moves the user timeout, which is ours.
+        f.set(IDLE, 1);
+        assert_eq!(f.sock.opts, [1, 1, 10, 3, 31_000]);
+    }
+
+    #[test]
     fn keepalive_turned_on_by_the_program_stays() {
         // On, with the kernel's timings: the program chose keepalive; the timings are ours.
         let sock = connect(&DEFAULT, [1, 7200, 75, 9, 0], Some(v4("10.0.0.1", 80)));
-        assert_eq!(sock.opts, [1, 30, 10, 3, 60_000]);
+        assert_eq!(sock.opts, OURS);
         assert!(!sock.sets.iter().any(|&(i, _)| i == KEEPALIVE));
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED | 1 << KEEPALIVE));
     }
 
     #[test]
     fn a_programs_own_idle_interval_count_stand_and_the_user_timeout_follows() {
-        // curl: 60 s / 60 s, count left alone: bound 60 + 60 × 3 = 240 s.
+        // curl, read back: 60 s / 60 s, count ours: bound 60 + 60 × 3 = 240 s.
         let sock = connect(&DEFAULT, [1, 60, 60, 9, 0], Some(v4("10.0.0.1", 80)));
         assert_eq!(sock.opts, [1, 60, 60, 3, 240_000]);
         assert_eq!(
@@ -741,8 +1037,48 @@ mod tests {
             user_timeout_for(&DEFAULT, 60, 60, 3)
         );
         // Count alone.
-        let sock = connect(&DEFAULT, FRESH.map(|v| if v == 9 { 5 } else { v }), None);
+        let sock = connect(&DEFAULT, [0, 7200, 75, 5, 0], None);
         assert_eq!(sock.opts, [1, 30, 10, 5, 80_000]);
+        // curl seen by the setsockopt program before connect: the same.
+        let mut f = Fleet::new(&DEFAULT, FRESH);
+        f.set(KEEPALIVE, 1);
+        f.set(IDLE, 60);
+        f.set(INTERVAL, 60);
+        assert_eq!(
+            f.connect(v4("10.0.0.1", 80)).reason,
+            Reason::AlreadyConfigured
+        );
+        assert_eq!(f.sock.opts, [1, 60, 60, 3, 240_000]);
+    }
+
+    #[test]
+    fn a_socket_configured_elsewhere_is_told_by_its_values() {
+        // Ours and the user timeout that follows a program's idle: configured, idle its own.
+        let mut f = Fleet::new(&DEFAULT, [1, 1, 10, 3, 31_000]);
+        assert_eq!(
+            f.connect(v4("10.0.0.1", 80)).reason,
+            Reason::AlreadyConfigured
+        );
+        assert!(f.sock.sets.is_empty());
+        // SO_KEEPALIVE read back on a configured socket counts as the program's.
+        assert_eq!(
+            f.sock.mark,
+            Some(MARK_CONFIGURED | 1 << IDLE | 1 << KEEPALIVE)
+        );
+        // Ours equal to the kernel's defaults: only the user timeout shows they are ours.
+        let s = settings(&[
+            ("KEEPALIVE_IDLE", "7200"),
+            ("KEEPALIVE_INTERVAL", "75"),
+            ("KEEPALIVE_COUNT", "9"),
+        ]);
+        let mut f = Fleet::new(&s, FRESH);
+        f.connect(v4("10.0.0.1", 80));
+        assert_eq!(f.sock.opts, [1, 7200, 75, 9, 7_875_000]);
+        let mut f = Fleet::new(&s, [1, 7200, 75, 9, 7_875_000]);
+        assert_eq!(
+            f.connect(v4("10.0.0.1", 80)).reason,
+            Reason::AlreadyConfigured
+        );
     }
 
     #[test]
@@ -770,45 +1106,47 @@ mod tests {
         assert_eq!(sock.opts, [1, 30, 10, 3, 0]);
         let sock = connect(&s, [1, 1, 1, 10, 0], Some(v4("10.0.0.1", 80)));
         assert_eq!(sock.opts, [1, 1, 1, 10, 0]);
-        assert!(!sock.sets.iter().any(|&(i, _)| i == USER_TIMEOUT));
+        // No setsockopt program: nothing to follow, so nothing after connect changes.
+        let mut f = Fleet::new(&s, FRESH);
+        f.connect(v4("10.0.0.1", 80));
+        assert!(f.set(IDLE, 1).is_none());
+        assert_eq!(f.sock.opts, [1, 1, 10, 3, 0]);
     }
 
     #[test]
     fn a_programs_own_user_timeout_stands_and_is_marked() {
         let sock = connect(&DEFAULT, [0, 7200, 75, 9, 5000], Some(v4("10.0.0.1", 80)));
         assert_eq!(sock.opts, [1, 30, 10, 3, 5000]);
-        assert_eq!(sock.mark, Some(MARK_CONFIGURED | MARK_OWN_USER_TIMEOUT));
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED | 1 << USER_TIMEOUT));
     }
 
     #[test]
     fn the_nodes_sysctl_defaults_are_not_a_programs_own() {
-        let defaults = Defaults {
-            idle: vec![7200, 600],
-            interval: vec![75],
-            count: vec![9],
+        let ns = Defaults {
+            fresh: [0, 600, 75, 9, 0],
         };
-        let prog = sock_ops(&DEFAULT, &defaults, MAPS);
-        let mut sock = Sock::new([0, 600, 75, 9, 0]);
-        Run::sock_ops(&prog, PASSIVE_ESTABLISHED_CB, None, &mut sock);
-        assert_eq!(sock.opts, [1, 30, 10, 3, 60_000]);
-        assert_eq!(
-            decide(&DEFAULT, &defaults, [0, 600, 75, 9, 0].map(Some), None),
-            Some(sock.opts)
-        );
+        let mut f = Fleet::with(&DEFAULT, ns, [0, 600, 75, 9, 0]);
+        f.accepted();
+        assert_eq!(f.sock.opts, OURS);
+        // The kernel's own default is nobody's either.
+        let mut f = Fleet::with(&DEFAULT, ns, FRESH);
+        f.accepted();
+        assert_eq!(f.sock.opts, OURS);
+        // An excluded destination gets back the node's, where ours were set.
+        let s = settings(&[("KEEPALIVE_EXCLUDE", "10.0.0.0/8")]);
+        let mut f = Fleet::with(&s, ns, [0, 600, 75, 9, 0]);
+        f.set(COUNT, 5);
+        f.connect(v4("10.0.0.1", 80));
+        assert_eq!(f.sock.opts, [0, 600, 75, 5, 0]);
     }
 
     #[test]
     fn unreadable_options_count_as_unset() {
-        // Kernels before 6.1 refuse bpf_getsockopt of these options: the buffer is zeroed.
-        let prog = sock_ops(&DEFAULT, &Defaults::kernel(), MAPS);
-        let mut sock = Sock::new([1, 60, 60, 9, 5000]);
-        sock.readable = false;
-        Run::sock_ops(&prog, PASSIVE_ESTABLISHED_CB, None, &mut sock);
-        assert_eq!(sock.opts, [1, 30, 10, 3, 60_000]);
-        assert_eq!(
-            decide(&DEFAULT, &Defaults::kernel(), [None; 5], None),
-            Some(sock.opts)
-        );
+        // Kernels before 6.1 refuse bpf_getsockopt of these options: as a fresh socket.
+        let mut f = Fleet::new(&DEFAULT, [1, 60, 60, 9, 5000]);
+        f.sock.readable = false;
+        f.accepted();
+        assert_eq!(f.sock.opts, OURS);
     }
 
     #[test]
@@ -844,11 +1182,23 @@ mod tests {
             v4("11.1.2.3", 5433),
         ] {
             let sock = connect(&s, FRESH, Some(dest));
-            assert_eq!(sock.opts, [1, 30, 10, 3, 60_000], "{dest}");
+            assert_eq!(sock.opts, OURS, "{dest}");
         }
         // Accepted connections: the rules are about destinations, decided at connect.
         let sock = connect(&s, FRESH, None);
-        assert_eq!(sock.opts, [1, 30, 10, 3, 60_000]);
+        assert_eq!(sock.opts, OURS);
+        // Left alone means left alone: its own keepalive after connect changes nothing more.
+        let mut f = Fleet::new(&s, FRESH);
+        f.connect(v4("10.1.2.3", 80));
+        assert_eq!(f.set(IDLE, 1).unwrap().reason, Reason::LeftAlone);
+        assert_eq!(f.sock.opts, [0, 1, 75, 9, 0]);
+        // Configured before connect (its own idle), then excluded: back to the defaults
+        // where ours were set.
+        let mut f = Fleet::new(&s, FRESH);
+        f.set(IDLE, 45);
+        assert_eq!(f.sock.opts, [1, 45, 10, 3, 75_000]);
+        f.connect(v4("10.1.2.3", 80));
+        assert_eq!(f.sock.opts, [0, 45, 75, 9, 0]);
     }
 
     #[test]
@@ -868,7 +1218,7 @@ mod tests {
             assert_eq!(sock.opts != FRESH, configured, "{dest}");
         }
         // An IPv4 destination from an IPv6 socket is IPv4-mapped, and matches IPv4 rules.
-        let prog = sock_ops(&s, &Defaults::kernel(), MAPS);
+        let prog = sock_ops(&s, &D, MAPS_STORAGE);
         for (dest, configured) in [
             (v6("::ffff:10.1.2.3", 80), true),
             (v6("::ffff:10.9.2.3", 80), false),
@@ -878,6 +1228,26 @@ mod tests {
             Run::sock_ops(&prog, TCP_CONNECT_CB, Some(dest), &mut sock);
             assert_eq!(sock.opts != FRESH, configured, "{dest} from an IPv6 socket");
         }
+    }
+
+    #[test]
+    fn force_with_rules_keeps_excluded_connections_alone() {
+        let s = settings(&[
+            ("KEEPALIVE_FORCE", "1"),
+            ("KEEPALIVE_EXCLUDE", "10.0.0.0/8"),
+        ]);
+        let mut f = Fleet::new(&s, FRESH);
+        f.set(IDLE, 45);
+        assert_eq!(f.sock.opts, [0, 30, 75, 9, 0]);
+        f.connect(v4("10.1.2.3", 80));
+        assert_eq!(f.sock.opts, FRESH);
+        f.set(COUNT, 5);
+        assert_eq!(f.sock.opts, [0, 7200, 75, 5, 0]);
+        let mut f = Fleet::new(&s, [1, 1, 1, 10, 5000]);
+        f.connect(v4("192.0.2.1", 80));
+        assert_eq!(f.sock.opts, OURS);
+        f.set(COUNT, 5);
+        assert_eq!(f.sock.opts, OURS);
     }
 
     #[test]
@@ -899,7 +1269,7 @@ mod tests {
             let parts = rule_parts(&rule);
             // Probe the program's view against the policy's over a spread of destinations.
             let s = settings(&[("KEEPALIVE_EXCLUDE", text)]);
-            let prog = sock_ops(&s, &Defaults::kernel(), MAPS);
+            let prog = sock_ops(&s, &D, MAPS_STORAGE);
             for dest in [
                 v4("10.1.2.3", 5432),
                 v4("10.1.2.2", 1),
@@ -936,7 +1306,7 @@ mod tests {
     fn setsockopt_run(
         s: &Settings,
         mark: Option<u8>,
-        before: [i32; 5],
+        before: [i32; N],
         i: usize,
         value: i32,
     ) -> (i32, i32, Sock) {
@@ -980,15 +1350,19 @@ mod tests {
             let (ret, passed, _) = setsockopt_run(&s, None, FRESH, i, theirs);
             assert_eq!(ret, 1);
             assert_eq!(passed, values(&s)[i], "{}", OPTIONS[i].label);
+            let mut f = Fleet::new(&s, FRESH);
+            assert_eq!(f.set(i, theirs).unwrap().reason, Reason::Forced);
         }
     }
 
     #[test]
-    fn force_lets_a_value_the_kernel_refuses_fail_as_it_would() {
-        let s = settings(&[("KEEPALIVE_FORCE", "1")]);
-        for (i, bad) in [(IDLE, 0), (IDLE, 40_000), (COUNT, 128), (USER_TIMEOUT, -1)] {
-            let (ret, passed, _) = setsockopt_run(&s, None, FRESH, i, bad);
-            assert_eq!((ret, passed), (1, bad), "{} {bad}", OPTIONS[i].label);
+    fn a_value_the_kernel_refuses_fails_as_it_would_and_changes_nothing() {
+        for s in [DEFAULT, settings(&[("KEEPALIVE_FORCE", "1")])] {
+            for (i, bad) in [(IDLE, 0), (IDLE, 40_000), (COUNT, 128), (USER_TIMEOUT, -1)] {
+                let (ret, passed, sock) = setsockopt_run(&s, None, FRESH, i, bad);
+                assert_eq!((ret, passed), (1, bad), "{} {bad}", OPTIONS[i].label);
+                assert!(sock.sets.is_empty() && sock.mark.is_none());
+            }
         }
     }
 
@@ -997,103 +1371,125 @@ mod tests {
         let s = settings(&[("KEEPALIVE_FORCE", "1"), ("KEEPALIVE_EXCLUDE", ":22")]);
         let (_, passed, _) = setsockopt_run(&s, Some(MARK_EXCLUDED), FRESH, IDLE, 5);
         assert_eq!(passed, 5);
-        let (_, passed, _) = setsockopt_run(&s, None, FRESH, IDLE, 5);
+        let (_, passed, sock) = setsockopt_run(&s, None, FRESH, IDLE, 5);
         assert_eq!(passed, 30);
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED));
     }
 
     #[test]
     fn other_options_and_sockets_pass_untouched() {
-        let s = settings(&[("KEEPALIVE_FORCE", "1")]);
-        let prog = setsockopt(&s, MAPS).unwrap();
-        let mut sock = Sock::new(FRESH);
-        let (ret, passed) = Run::setsockopt(
-            &prog,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &1i32.to_ne_bytes(),
-            &mut sock,
-        );
-        assert_eq!((ret, &passed[..]), (1, &1i32.to_ne_bytes()[..]));
-        assert_eq!(
-            sock.optlen_out,
-            Some(0),
-            "optlen 0: the program's own buffer"
-        );
-        // A UDP socket's SO_KEEPALIVE.
-        let mut udp = Sock::new(FRESH);
-        udp.ty = libc::SOCK_DGRAM;
-        udp.protocol = libc::IPPROTO_UDP;
-        let (_, passed) = Run::setsockopt(
-            &prog,
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            &0i32.to_ne_bytes(),
-            &mut udp,
-        );
-        assert_eq!(passed, 0i32.to_ne_bytes());
-        // Too short a value: the kernel's EINVAL, as without the program.
-        let (_, passed) = Run::setsockopt(
-            &prog,
-            libc::IPPROTO_TCP,
-            libc::TCP_KEEPIDLE,
-            &[5, 0],
-            &mut sock,
-        );
-        assert_eq!(passed, [5, 0]);
+        for s in [DEFAULT, settings(&[("KEEPALIVE_FORCE", "1")])] {
+            let maps = if needs_storage(&s) {
+                MAPS_STORAGE
+            } else {
+                MAPS
+            };
+            let prog = setsockopt(&s, maps).unwrap();
+            let mut sock = Sock::new(FRESH);
+            let (ret, passed) = Run::setsockopt(
+                &prog,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                &1i32.to_ne_bytes(),
+                &mut sock,
+            );
+            assert_eq!((ret, &passed[..]), (1, &1i32.to_ne_bytes()[..]));
+            assert_eq!(
+                sock.optlen_out,
+                Some(0),
+                "optlen 0: the program's own buffer"
+            );
+            // A UDP socket's SO_KEEPALIVE.
+            let mut udp = Sock::new(FRESH);
+            udp.ty = libc::SOCK_DGRAM;
+            udp.protocol = libc::IPPROTO_UDP;
+            let (_, passed) = Run::setsockopt(
+                &prog,
+                libc::SOL_SOCKET,
+                libc::SO_KEEPALIVE,
+                &0i32.to_ne_bytes(),
+                &mut udp,
+            );
+            assert_eq!(passed, 0i32.to_ne_bytes());
+            assert!(udp.sets.is_empty() && udp.mark.is_none());
+            // Too short a value: the kernel's EINVAL, as without the program.
+            let (_, passed) = Run::setsockopt(
+                &prog,
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPIDLE,
+                &[5, 0],
+                &mut sock,
+            );
+            assert_eq!(passed, [5, 0]);
+            assert!(sock.sets.is_empty() && sock.mark.is_none());
+        }
+    }
+
+    #[test]
+    fn a_programs_choice_before_connect_configures_the_socket_then() {
+        // Its own SO_KEEPALIVE=0, which no read back can tell from the kernel's default.
+        let mut f = Fleet::new(&DEFAULT, FRESH);
+        assert_eq!(f.set(KEEPALIVE, 0).unwrap().reason, Reason::OwnStands);
+        assert_eq!(f.sock.opts, [0, 30, 10, 3, 60_000]);
+        assert_eq!(f.sock.mark, Some(MARK_CONFIGURED | 1 << KEEPALIVE));
+        f.connect(v4("10.0.0.1", 80));
+        assert_eq!(f.sock.opts, [0, 30, 10, 3, 60_000]);
+        // Its own idle: the user timeout follows it at once.
+        let mut f = Fleet::new(&DEFAULT, FRESH);
+        f.set(IDLE, 100);
+        assert_eq!(f.sock.opts, [1, 100, 10, 3, 130_000]);
     }
 
     #[test]
     fn a_keepalive_set_after_connect_moves_the_user_timeout() {
         // node: 1 s idle after connecting; interval and count ours (10 s × 3): bound 31 s.
-        let configured = [1, 30, 10, 3, 60_000];
-        let (ret, passed, sock) =
-            setsockopt_run(&DEFAULT, Some(MARK_CONFIGURED), configured, IDLE, 1);
+        let (ret, passed, sock) = setsockopt_run(&DEFAULT, Some(MARK_CONFIGURED), OURS, IDLE, 1);
         assert_eq!((ret, passed), (1, 1));
         assert_eq!(sock.sets, vec![(USER_TIMEOUT, 31_000)]);
         assert_eq!(31_000, user_timeout_for(&DEFAULT, 1, 10, 3));
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED | 1 << IDLE));
         // With an explicit, shorter user timeout, that one.
         let s = settings(&[("KEEPALIVE_USER_TIMEOUT", "20s")]);
-        let (_, _, sock) = setsockopt_run(&s, Some(MARK_CONFIGURED), configured, COUNT, 10);
-        assert_eq!(sock.sets, vec![(USER_TIMEOUT, 20_000)]);
+        let mut f = Fleet::new(&s, FRESH);
+        f.connect(v4("10.0.0.1", 80));
+        f.set(COUNT, 10);
+        assert_eq!(f.sock.opts, [1, 30, 10, 10, 20_000]);
     }
 
     #[test]
     fn the_user_timeout_does_not_follow_where_it_should_not() {
-        let configured = [1, 30, 10, 3, 60_000];
         for mark in [
-            None,                                          // not configured by us
-            Some(MARK_EXCLUDED),                           // the rules left it alone
-            Some(MARK_CONFIGURED | MARK_OWN_USER_TIMEOUT), // its own user timeout
+            MARK_EXCLUDED,                       // the rules left it alone
+            MARK_CONFIGURED | 1 << USER_TIMEOUT, // its own user timeout
         ] {
-            let (_, passed, sock) = setsockopt_run(&DEFAULT, mark, configured, IDLE, 1);
+            let (_, passed, sock) = setsockopt_run(&DEFAULT, Some(mark), OURS, IDLE, 1);
             assert_eq!(passed, 1);
-            assert!(sock.sets.is_empty(), "{mark:?}: {:?}", sock.sets);
+            assert!(sock.sets.is_empty(), "{mark:#x}: {:?}", sock.sets);
         }
-        // A value the kernel refuses changes nothing.
-        let (_, _, sock) = setsockopt_run(&DEFAULT, Some(MARK_CONFIGURED), configured, IDLE, 0);
-        assert!(sock.sets.is_empty());
-        // SO_KEEPALIVE passes straight through (no body for it without FORCE).
-        let (_, passed, sock) =
-            setsockopt_run(&DEFAULT, Some(MARK_CONFIGURED), configured, KEEPALIVE, 0);
+        // SO_KEEPALIVE on a configured socket: marked, nothing set.
+        let (_, passed, sock) = setsockopt_run(&DEFAULT, Some(MARK_CONFIGURED), OURS, KEEPALIVE, 0);
         assert_eq!(passed, 0);
         assert!(sock.sets.is_empty());
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED | 1 << KEEPALIVE));
     }
 
     #[test]
     fn a_programs_own_user_timeout_after_connect_is_remembered() {
-        let (_, passed, sock) =
-            setsockopt_run(&DEFAULT, Some(MARK_CONFIGURED), FRESH, USER_TIMEOUT, 7000);
-        assert_eq!(passed, 7000);
-        assert_eq!(sock.mark, Some(MARK_CONFIGURED | MARK_OWN_USER_TIMEOUT));
-        assert!(sock.sets.is_empty());
+        let mut f = Fleet::new(&DEFAULT, FRESH);
+        f.connect(v4("10.0.0.1", 80));
+        f.set(USER_TIMEOUT, 7000);
+        assert_eq!(f.sock.mark, Some(MARK_CONFIGURED | 1 << USER_TIMEOUT));
+        f.set(IDLE, 1);
+        assert_eq!(f.sock.opts, [1, 1, 10, 3, 7000]);
     }
 
     #[test]
     fn sizes_stay_small() {
-        let n = |s: &Settings| sock_ops(s, &Defaults::of_this_node(), MAPS_STORAGE).len();
-        assert!(n(&DEFAULT) < 200, "{}", n(&DEFAULT));
+        let n = |s: &Settings| sock_ops(s, &node_defaults(), MAPS_STORAGE).len();
+        assert!(n(&DEFAULT) < 300, "{}", n(&DEFAULT));
         let s = settings(&[("KEEPALIVE_FORCE", "1")]);
         assert!(n(&s) < 60, "{}", n(&s));
+        assert!(setsockopt(&DEFAULT, MAPS_STORAGE).unwrap().len() < 1000);
         // 32 + 32 IPv6 rules with ports: the largest, well within the verifier's limits.
         let many: Vec<String> = (0..32)
             .map(|i| format!("[fd{i:02x}::1]/64:{}", 1000 + i))
@@ -1102,6 +1498,6 @@ mod tests {
             ("KEEPALIVE_EXCLUDE", &many.join(",")),
             ("KEEPALIVE_INCLUDE", &many.join(",")),
         ]);
-        assert!(n(&s) < 1200, "{}", n(&s));
+        assert!(n(&s) < 1400, "{}", n(&s));
     }
 }
