@@ -36,12 +36,13 @@ pub fn main(args: Args) -> ExitCode {
         std::iter::empty::<(&str, &str)>(),
         true,
     );
-    print!("{}", report(&loaded, &secure));
-    print!("\n{}", crate::fleet::check_section(&loaded.settings));
-    print!(
-        "\n{}",
+    let text = format!(
+        "{}\n{}\n{}",
+        report(&loaded, &secure),
+        crate::fleet::check_section(&loaded.settings),
         crate::reach::check_section(&args.command, &loaded.settings)
     );
+    crate::output::write_all(1, text.as_bytes());
     if loaded.problems.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -88,11 +88,11 @@ pub fn main(args: Args) -> ExitCode {
         say!("{unreadable} processes could not be read (run as root to see them all)");
     }
     if args.json {
-        println!("{}", json(&found));
+        crate::output::out(format_args!("{}", json(&found)));
     } else if found.is_empty() {
-        println!("no TCP connections");
+        crate::output::out(format_args!("no TCP connections"));
     } else {
-        print!("{}", table(&found));
+        crate::output::write_all(1, table(&found).as_bytes());
     }
     if failed {
         ExitCode::FAILURE

@@ -8,6 +8,7 @@ use keepalive_shim_policy::config;
 mod check;
 mod fleet;
 mod inspect;
+mod output;
 mod reach;
 mod run;
 mod supervise;
@@ -48,8 +49,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints `keepalive-shim: MESSAGE` to stderr.
+/// Prints `keepalive-shim: MESSAGE` to stderr; a failing stderr is no panic (`output.rs`).
 macro_rules! say {
-    ($($arg:tt)*) => { eprintln!("keepalive-shim: {}", format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::output::err(format_args!("keepalive-shim: {}", format_args!($($arg)*))) };
 }
 pub(crate) use say;

@@ -210,8 +210,9 @@ fn static_client_gets_the_options_under_run_only() {
             &hold,
             [1, 45, 10, 3, 1500],
         ),
-        // The program's own idle, set right after socket(), stands; with --force, ours.
-        (Some(AUTO), &own, [1, 100, 10, 3, 60_000]),
+        // The program's own idle, set right after socket(), stands, and the user timeout
+        // follows it (100 + 10 x 3 s), as under the library; with --force, ours.
+        (Some(AUTO), &own, [1, 100, 10, 3, 130_000]),
         (Some(&["--force"][..]), &own, OURS),
     ];
     for (run, argv, expected) in cases {

@@ -6,9 +6,9 @@
 //! call number but the trapped ones, the program reads only `arch` and `nr` and returns
 //! `SECCOMP_RET_ALLOW`, so the kernel proves it constant and later calls of that number skip the
 //! filter entirely. Arguments are read only on the trapped numbers' own paths: `socket()` (the
-//! domain and the type, so UDP, UNIX and every other socket never reach the supervisor) and, with
-//! `KEEPALIVE_FORCE`, `setsockopt()` (the level and the option name, so only the five options
-//! this project manages are trapped). Those numbers alone lose the cache.
+//! domain and the type, so UDP, UNIX and every other socket never reach the supervisor) and
+//! `setsockopt()` (the level and the option name, so only the five options this project manages
+//! are trapped). Those numbers alone lose the cache.
 
 use libc::c_int;
 
@@ -115,9 +115,10 @@ const fn u(v: c_int) -> u32 {
     v as u32
 }
 
-/// The filter for `trap`; with `force`, the program's own `setsockopt()` of the five options is
-/// trapped too (so that the configured values stand).
-pub fn program(trap: Trap, force: bool) -> Vec<libc::sock_filter> {
+/// The filter for `trap`; with `options`, the program's own `setsockopt()` of the five options
+/// is trapped too (so that the user timeout follows a keepalive the program sets itself, and,
+/// under `KEEPALIVE_FORCE`, the configured values stand).
+pub fn program(trap: Trap, options: bool) -> Vec<libc::sock_filter> {
     use Ins::*;
     use To::*;
     let allow = Go("allow");
@@ -130,7 +131,7 @@ pub fn program(trap: Trap, force: bool) -> Vec<libc::sock_filter> {
             code.push(Jeq(u(libc::SYS_listen as c_int), notify, Next));
         }
     }
-    if force {
+    if options {
         code.push(Jeq(
             u(libc::SYS_setsockopt as c_int),
             Go("setsockopt"),
@@ -153,7 +154,7 @@ pub fn program(trap: Trap, force: bool) -> Vec<libc::sock_filter> {
             Jeq(u(libc::SOCK_STREAM), notify, allow),
         ]);
     }
-    if force {
+    if options {
         code.extend([
             At("setsockopt"),
             Load(arg(1)),
@@ -259,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn force_traps_the_five_options_only() {
+    fn the_five_options_are_trapped_and_nothing_else() {
         use libc::*;
         let prog = program(Trap::Socket, true);
         let set = SYS_setsockopt as c_int;

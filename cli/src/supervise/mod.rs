@@ -86,7 +86,7 @@ fn refusal(errno: i32) -> String {
 pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let name = plan.argv[0].to_string_lossy().into_owned();
     let exec = Exec::new(&plan).ok_or("an argument or a variable holds a NUL byte")?;
-    let filter = filter::program(plan.trap, plan.settings.force);
+    let filter = filter::program(plan.trap, true);
     let setup = ChildSetup {
         no_new_privs: !privileged(),
         flags: libc::SECCOMP_FILTER_FLAG_NEW_LISTENER

@@ -1,24 +1,30 @@
-//! What the supervisor does with each trapped call. Every decision is made from the registers
-//! the kernel captured (the domain, type and protocol of `socket()`; the descriptor of
-//! `connect()`/`listen()`; the level and option name of `setsockopt()`), never from the program's
-//! memory, which could change between a read and the call.
+//! What the supervisor does with each trapped call: it observes the call, asks the policy's
+//! decision (`keepalive_shim_policy::decide`, the same function the preload library and fleet
+//! mode use) with what the socket's options read back say of it, and applies the plan. Every
+//! choice of which call to handle is made from the registers the kernel captured (the domain,
+//! type and protocol of `socket()`; the descriptor of `connect()`/`listen()`; the level and
+//! option name of `setsockopt()`).
 //!
 //! - `socket()` (socket trap): a TCP socket is made here with the same arguments, in the
 //!   program's network namespace, given the five options, and installed as the call's result
 //!   (`SECCOMP_ADDFD_FLAG_SEND`). Anything else runs as the program made it.
 //! - `connect()`/`listen()` (connect trap): a copy of the descriptor is taken (`pidfd_getfd`);
-//!   a TCP socket gets the options the program has not set itself, unless it already has
-//!   keepalive on; then the call runs (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
-//! - `setsockopt()` of one of the five options, only trapped with `KEEPALIVE_FORCE`: on a TCP
-//!   socket this supervisor configured, it returns success without changing anything, so the
-//!   configured values stand; anything else runs.
+//!   a TCP socket gets the plan for a connect (or listen), then the call runs
+//!   (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
+//! - `setsockopt()` of one of the five options (both traps): the program's value is read from
+//!   its memory (4 bytes, `process_vm_readv`; only the program's own threads could change it
+//!   meanwhile, and only the user timeout computed from it would then differ), the plan for the
+//!   program setting it is applied to a copy of the socket first (the user timeout that follows
+//!   the program's keepalive; on a socket not configured yet, ours for the rest), then the
+//!   program's own call runs and sets its value, with its own result. With `KEEPALIVE_FORCE`,
+//!   on a TCP socket the call returns success without changing anything, so the configured
+//!   values stand.
 
 use super::filter::Trap;
 use super::notify::{Call, Listener};
 use keepalive_shim_policy::config::{LogLevel, Settings};
-use keepalive_shim_policy::options::{
-    OPTIONS, USER_TIMEOUT, is_tcp, user_timeout_in_effect, values,
-};
+use keepalive_shim_policy::decide::{self, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
+use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index, values};
 use libc::c_int;
 use std::collections::HashSet;
 use std::io;
@@ -36,6 +42,9 @@ pub enum Trouble {
     NoAddFd(io::Error),
     /// The program's descriptors cannot be taken (`pidfd_open`/`pidfd_getfd`).
     NoTake(io::Error),
+    /// Under the socket trap, a socket cannot be taken or the program's value read when it sets
+    /// its own keepalive: the user timeout does not follow it.
+    NoFollow(io::Error),
     /// A socket cannot be made in the program's network namespace.
     Netns(io::Error),
 }
@@ -54,6 +63,13 @@ impl std::fmt::Display for Trouble {
                  Docker's default seccomp profile pidfd_getfd needs CAP_SYS_PTRACE): use \
                  --trap socket (Linux 5.14)"
             ),
+            Trouble::NoFollow(e) => write!(
+                f,
+                "cannot take the program's sockets or read its values with pidfd_getfd and \
+                 process_vm_readv ({e}; under Docker's default seccomp profile they need \
+                 CAP_SYS_PTRACE): when a program sets its own keepalive, the user timeout stays \
+                 ours instead of following it"
+            ),
             Trouble::Netns(e) => write!(
                 f,
                 "cannot enter a network namespace the program created ({e}): its TCP sockets \
@@ -67,16 +83,16 @@ pub struct Server {
     pub listener: Listener,
     trap: Trap,
     settings: Settings,
-    values: [c_int; 5],
+    values: [c_int; N],
     /// A fresh TCP socket's values here: what a socket has when nobody set an option.
-    kernel: [c_int; 5],
+    defaults: Defaults,
     /// This process's network namespace: its inode, and a descriptor to come back to it.
     netns: (u64, OwnedFd),
     /// The sockets this supervisor made (inodes), for `KEEPALIVE_FORCE`.
     made: HashSet<u64>,
     /// `PIDFD_THREAD` works here.
     thread_pidfds: bool,
-    said: [bool; 3],
+    said: [bool; 4],
     me: u32,
     /// No debug lines (the start-up probe).
     pub quiet: bool,
@@ -113,8 +129,8 @@ fn errno(e: &io::Error) -> i32 {
 }
 
 /// The five options of `fd`, in the order of [`OPTIONS`].
-fn current(fd: RawFd) -> io::Result<[c_int; 5]> {
-    let mut out = [0; 5];
+fn current(fd: RawFd) -> io::Result<[c_int; N]> {
+    let mut out = [0; N];
     for (slot, opt) in out.iter_mut().zip(OPTIONS.iter()) {
         *slot = get(fd, opt.level, opt.name)?;
     }
@@ -129,31 +145,42 @@ fn fd_is_tcp(fd: RawFd) -> bool {
     matches!((d, t, p), (Ok(d), Ok(t), Ok(p)) if is_tcp(d, t, p))
 }
 
-/// What to set on a TCP socket met at `connect()` or `listen()` whose options are `now`
-/// (`kernel`: a fresh socket's): `None` to leave it alone, else the value for each option to
-/// set (`None`: the program's own, kept).
-///
-/// The library's rule for a socket it did not see made: one that already has keepalive on is
-/// left alone (whoever turned it on chose its values); otherwise every option the program has
-/// not changed from the kernel's default gets the configured value, and when the program set its
-/// own idle, interval or count, the user timeout follows the keepalive in effect
-/// ([`user_timeout_in_effect`]). With `KEEPALIVE_FORCE`, all five are the configured ones.
-pub fn plan(now: [c_int; 5], kernel: [c_int; 5], s: &Settings) -> Option<[Option<c_int>; 5]> {
-    let ours = values(s);
-    if s.force {
-        return Some(ours.map(Some));
+/// Applies `plan` to `fd` (a copy of the program's socket), but option `skip` (the program's
+/// own call sets it); the options the kernel refused, as a mask.
+fn apply(fd: RawFd, plan: &Plan, skip: Option<usize>) -> u8 {
+    let mut failed = 0u8;
+    for (i, opt) in OPTIONS.iter().enumerate() {
+        if let Some(v) = plan.set[i]
+            && skip != Some(i)
+            && !set(fd, opt.level, opt.name, v)
+        {
+            failed |= 1 << i;
+        }
     }
-    if now[0] != 0 {
-        return None;
+    failed
+}
+
+/// The `int` at `addr` in the memory of thread `tid`, read through the kernel.
+fn read_int(tid: i32, addr: u64) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let local = libc::iovec {
+        iov_base: (&raw mut value).cast(),
+        iov_len: std::mem::size_of::<c_int>(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: std::mem::size_of::<c_int>(),
+    };
+    // SAFETY: `local` points at `value`, valid for writes of its size; the kernel checks
+    // `remote` against the other process's memory.
+    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    if n == std::mem::size_of::<c_int>() as isize {
+        Ok(value)
+    } else if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EFAULT))
     }
-    let own = |i: usize| now[i] != kernel[i];
-    let mut out: [Option<c_int>; 5] =
-        std::array::from_fn(|i| (i == 0 || !own(i)).then_some(ours[i]));
-    if !own(USER_TIMEOUT) {
-        let mask = (0..5).filter(|&i| own(i)).fold(0, |m, i| m | (1 << i));
-        out[USER_TIMEOUT] = Some(user_timeout_in_effect(s, mask, &now));
-    }
-    Some(out)
 }
 
 /// The network-namespace inode of `path` (`/proc/self/ns/net`, `/proc/TID/ns/net`).
@@ -166,12 +193,12 @@ impl Server {
         // SAFETY: socket has no memory arguments.
         let probe =
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        let kernel = if probe < 0 {
-            [0, 7200, 75, 9, 0]
+        let fresh = if probe < 0 {
+            KERNEL_DEFAULTS
         } else {
             // SAFETY: probe is a descriptor this function just made.
             let probe = unsafe { OwnedFd::from_raw_fd(probe) };
-            current(probe.as_raw_fd()).unwrap_or([0, 7200, 75, 9, 0])
+            current(probe.as_raw_fd()).unwrap_or(KERNEL_DEFAULTS)
         };
         let ns = std::fs::File::open("/proc/self/ns/net")?;
         let ino = std::os::unix::fs::MetadataExt::ino(&ns.metadata()?);
@@ -180,11 +207,11 @@ impl Server {
             trap,
             values: values(&settings),
             settings,
-            kernel,
+            defaults: Defaults { fresh },
             netns: (ino, ns.into()),
             made: HashSet::new(),
             thread_pidfds: true,
-            said: [false; 3],
+            said: [false; 4],
             me: std::process::id(),
             quiet: false,
         })
@@ -192,7 +219,7 @@ impl Server {
 
     fn debug(&self, line: std::fmt::Arguments) {
         if self.settings.log >= LogLevel::Debug && !self.quiet {
-            eprintln!("keepalive-shim[{}]: {line}", self.me);
+            crate::output::err(format_args!("keepalive-shim[{}]: {line}", self.me));
         }
     }
 
@@ -202,9 +229,13 @@ impl Server {
             Trouble::NoAddFd(_) => 0,
             Trouble::NoTake(_) => 1,
             Trouble::Netns(_) => 2,
+            Trouble::NoFollow(_) => 3,
         };
         if !self.said[i] && self.settings.log >= LogLevel::Warn {
-            eprintln!("keepalive-shim[{}]: warning: {trouble}", self.me);
+            crate::output::err(format_args!(
+                "keepalive-shim[{}]: warning: {trouble}",
+                self.me
+            ));
         }
         self.said[i] = true;
     }
@@ -328,11 +359,11 @@ impl Server {
         // SAFETY: back to the namespace this process started in.
         if unsafe { libc::setns(self.netns.1.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             // Every later socket would be made in the wrong place: better to stop here.
-            eprintln!(
+            crate::output::err(format_args!(
                 "keepalive-shim[{}]: cannot return to its own network namespace: {}",
                 self.me,
                 io::Error::last_os_error()
-            );
+            ));
             std::process::abort();
         }
         Ok(made)
@@ -402,30 +433,29 @@ impl Server {
             }
         };
         let raw = copy.as_raw_fd();
-        if fd_is_tcp(raw) {
-            if let Some(plan) = current(raw)
-                .ok()
-                .and_then(|now| plan(now, self.kernel, &self.settings))
-            {
-                let mut failed = 0u8;
-                for (i, opt) in OPTIONS.iter().enumerate() {
-                    if let Some(v) = plan[i] {
-                        if !set(raw, opt.level, opt.name, v) {
-                            failed |= 1 << i;
-                        }
-                    }
-                }
-                self.debug(format_args!(
-                    "pid {}: fd {fd}: {}: {}",
-                    call.tid,
-                    if call.nr == libc::SYS_listen {
-                        "listen"
-                    } else {
-                        "connect"
-                    },
-                    Shown(plan, failed)
-                ));
-            }
+        if fd_is_tcp(raw)
+            && let Ok(now) = current(raw)
+        {
+            let known = Known::from_kernel(&now, &self.defaults, &self.settings);
+            let event = if call.nr == libc::SYS_listen {
+                Event::Listen
+            } else {
+                // The destination is in the program's memory: the supervisor applies no rules.
+                Event::Connect(None)
+            };
+            let plan = decide::decide(&self.settings, event, known, &self.defaults, |i| now[i]);
+            let failed = apply(raw, &plan, None);
+            self.debug(format_args!(
+                "pid {}: fd {fd}: {}; {}: {}",
+                call.tid,
+                if call.nr == libc::SYS_listen {
+                    "listen"
+                } else {
+                    "connect"
+                },
+                plan.reason,
+                Shown(plan.set, failed)
+            ));
         }
         drop(copy);
         let _ = self.listener.proceed(call.id);
@@ -433,27 +463,93 @@ impl Server {
     }
 
     fn on_setsockopt(&mut self, call: &Call) -> Result<(), Trouble> {
+        let (fd, level, name) = (call.int(0), call.int(1), call.int(2));
         // A buffer too short for an int is the kernel's EINVAL to give.
-        let ours = call.args[4] as u32 as usize >= std::mem::size_of::<c_int>()
-            && match self.trap {
-                Trap::Socket => {
-                    let fd = call.int(0);
-                    socket_inode(call.tid, fd).is_some_and(|ino| self.made.contains(&ino))
-                }
-                Trap::Connect => self
-                    .take(call.tid, call.id, call.int(0))
-                    .is_ok_and(|copy| fd_is_tcp(copy.as_raw_fd())),
+        let long_enough = call.args[4] as u32 as usize >= std::mem::size_of::<c_int>();
+        let Some(index) = option_index(level, name).filter(|_| long_enough) else {
+            let _ = self.listener.proceed(call.id);
+            return Ok(());
+        };
+        if self.settings.force {
+            return self.on_setsockopt_forced(call, index);
+        }
+        let copy = match self.take(call.tid, call.id, fd) {
+            Ok(copy) => copy,
+            Err(e) => {
+                let _ = self.listener.proceed(call.id);
+                return match e.raw_os_error() {
+                    Some(libc::EPERM | libc::EACCES | libc::ENOSYS) => Err(Trouble::NoFollow(e)),
+                    _ => Ok(()),
+                };
             }
-            && self.listener.valid(call.id);
+        };
+        let raw = copy.as_raw_fd();
+        let opt = &OPTIONS[index];
+        let outcome = (|| {
+            if !fd_is_tcp(raw) {
+                return Ok(None);
+            }
+            let now = current(raw)?;
+            let value = read_int(call.tid, call.args[3])?;
+            if value < opt.min || value > opt.max {
+                // The kernel refuses it, with the program's own errno: nothing follows.
+                return Ok(None);
+            }
+            let known = Known::from_kernel(&now, &self.defaults, &self.settings);
+            let mut after = now;
+            after[index] = value;
+            let event = Event::Set(index);
+            let plan = decide::decide(&self.settings, event, known, &self.defaults, |i| after[i]);
+            // Before the program's call, which sets its own value itself.
+            let failed = apply(raw, &plan, Some(index));
+            Ok::<_, io::Error>(Some((plan, value, failed)))
+        })();
+        drop(copy);
+        let _ = self.listener.proceed(call.id);
+        match outcome {
+            Ok(Some((plan, value, failed))) => {
+                let mut shown = plan.set;
+                shown[index] = None;
+                self.debug(format_args!(
+                    "pid {}: fd {fd}: the program sets {}={value}; {}{}",
+                    call.tid,
+                    opt.label,
+                    plan.reason,
+                    if shown.iter().any(Option::is_some) {
+                        format!(": {}", Shown(shown, failed))
+                    } else {
+                        String::new()
+                    }
+                ));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                Err(Trouble::NoFollow(e))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// `KEEPALIVE_FORCE`: on a TCP socket this supervisor configured, the program's call returns
+    /// success without changing anything (the plan: ours again for that option), so the
+    /// configured values stand; anything else runs.
+    fn on_setsockopt_forced(&mut self, call: &Call, index: usize) -> Result<(), Trouble> {
+        let ours = match self.trap {
+            Trap::Socket => {
+                let fd = call.int(0);
+                socket_inode(call.tid, fd).is_some_and(|ino| self.made.contains(&ino))
+            }
+            Trap::Connect => self
+                .take(call.tid, call.id, call.int(0))
+                .is_ok_and(|copy| fd_is_tcp(copy.as_raw_fd())),
+        } && self.listener.valid(call.id);
         if ours {
             self.debug(format_args!(
                 "pid {}: fd {}: the program sets {}; KEEPALIVE_FORCE keeps ours",
                 call.tid,
                 call.int(0),
-                OPTIONS
-                    .iter()
-                    .find(|o| o.level == call.int(1) && o.name == call.int(2))
-                    .map_or("an option", |o| o.label)
+                decide::label(index)
             ));
             let _ = self.listener.succeed(call.id, 0);
         } else {
@@ -507,7 +603,7 @@ fn tgid(tid: i32) -> io::Result<i32> {
 }
 
 /// The options set, as the library's debug lines show them.
-struct Shown([Option<c_int>; 5], u8);
+struct Shown([Option<c_int>; N], u8);
 
 impl std::fmt::Display for Shown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -518,7 +614,7 @@ impl std::fmt::Display for Shown {
                 f.write_str(" ")?;
             }
             first = false;
-            let unit = if i == 4 { "ms" } else { "" };
+            let unit = if i == USER_TIMEOUT { "ms" } else { "" };
             write!(f, "{}={v}{unit}", opt.label)?;
             if self.1 & (1 << i) != 0 {
                 f.write_str(" (refused)")?;
@@ -534,46 +630,6 @@ impl std::fmt::Display for Shown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keepalive_shim_policy::config::{DEFAULT, load};
-
-    const KERNEL: [c_int; 5] = [0, 7200, 75, 9, 0];
-
-    #[test]
-    fn a_fresh_socket_gets_all_five() {
-        let plan = plan(KERNEL, KERNEL, &DEFAULT).unwrap();
-        assert_eq!(plan, [Some(1), Some(30), Some(10), Some(3), Some(60_000)]);
-    }
-
-    #[test]
-    fn keepalive_already_on_is_left_alone_unless_forced() {
-        let curl = [1, 60, 60, 9, 0];
-        assert_eq!(plan(curl, KERNEL, &DEFAULT), None);
-        let forced = Settings {
-            force: true,
-            ..DEFAULT
-        };
-        assert_eq!(
-            plan(curl, KERNEL, &forced).unwrap(),
-            [Some(1), Some(30), Some(10), Some(3), Some(60_000)]
-        );
-    }
-
-    #[test]
-    fn the_programs_own_values_stand_and_the_user_timeout_follows_them() {
-        // The program set idle 15 s before connecting: kept; the user timeout follows
-        // idle + interval x count in effect: 15 + 10 x 3.
-        let now = [0, 15, 75, 9, 0];
-        assert_eq!(
-            plan(now, KERNEL, &DEFAULT).unwrap(),
-            [Some(1), None, Some(10), Some(3), Some(45_000)]
-        );
-        // An explicit user timeout caps it.
-        let explicit = load([("KEEPALIVE_USER_TIMEOUT", "3s")]).settings;
-        assert_eq!(plan(now, KERNEL, &explicit).unwrap()[4], Some(3000));
-        // The program's own user timeout stands.
-        let own_ut = [0, 7200, 75, 9, 5000];
-        assert_eq!(plan(own_ut, KERNEL, &DEFAULT).unwrap()[4], None);
-    }
 
     #[test]
     fn shown_like_the_librarys_debug_lines() {
@@ -581,6 +637,17 @@ mod tests {
         assert_eq!(
             text,
             "SO_KEEPALIVE=1 TCP_KEEPINTVL=10 TCP_KEEPCNT=3 (refused) TCP_USER_TIMEOUT=45000ms"
+        );
+    }
+
+    #[test]
+    fn the_programs_value_is_read_through_the_kernel() {
+        let value: c_int = 4242;
+        let me = std::process::id() as i32;
+        assert_eq!(read_int(me, (&raw const value) as u64).unwrap(), 4242);
+        assert!(
+            read_int(me, 8).is_err(),
+            "an unmapped address is an error, not a fault"
         );
     }
 }
