@@ -217,61 +217,19 @@ fn infer_keepalive(row: &ProcRow) -> Option<bool> {
 }
 
 /// A process's descriptor table, opened with `pidfd_open`.
-struct PidFd(i32);
+struct PidFd(std::os::fd::OwnedFd);
 
 impl PidFd {
     fn open(pid: i32) -> std::io::Result<PidFd> {
-        // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(PidFd(fd as i32))
-        }
+        crate::os::pidfd_open(pid, 0).map(PidFd)
     }
 
     /// Takes a copy of the process's descriptor `fd` and reads keepalive and the four values.
     fn options(&self, fd: i32) -> std::io::Result<(bool, [i32; 4])> {
-        // SAFETY: pidfd_getfd duplicates the target's descriptor into this process, or fails.
-        let ours = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.0, fd, 0) };
-        if ours < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let ours = ours as i32;
-        let get = |level, name| {
-            let mut value: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: value and len are valid for writes during the call.
-            let rc =
-                unsafe { libc::getsockopt(ours, level, name, (&raw mut value).cast(), &mut len) };
-            if rc == 0 {
-                Ok(value)
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        };
-        let result = (|| {
-            let on = get(libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0;
-            Ok((
-                on,
-                [
-                    get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)?,
-                    get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL)?,
-                    get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT)?,
-                    get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)?,
-                ],
-            ))
-        })();
-        // SAFETY: closing our own copy; the process's descriptor is untouched.
-        unsafe { libc::close(ours) };
-        result
-    }
-}
-
-impl Drop for PidFd {
-    fn drop(&mut self) {
-        // SAFETY: closing the pidfd this value owns.
-        unsafe { libc::close(self.0) };
+        let ours = crate::os::pidfd_getfd(&self.0, fd)?;
+        let [on, idle, interval, count, user_timeout] =
+            crate::os::options(std::os::fd::AsRawFd::as_raw_fd(&ours))?;
+        Ok((on != 0, [idle, interval, count, user_timeout]))
     }
 }
 

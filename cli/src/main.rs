@@ -8,6 +8,7 @@ use keepalive_shim_policy::config;
 mod check;
 mod fleet;
 mod inspect;
+mod os;
 mod output;
 mod reach;
 mod run;

@@ -23,18 +23,7 @@ pub const READ_BACK: (u32, u32) = (6, 1);
 
 /// The running kernel's version (major, minor), from `uname`.
 pub fn kernel() -> io::Result<(u32, u32)> {
-    // SAFETY: a zeroed utsname is a valid buffer for uname to fill.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is a live, writable utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let release: String = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8 as char)
-        .collect();
+    let release = crate::os::kernel_release()?;
     parse_release(&release).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -43,13 +32,7 @@ pub fn kernel() -> io::Result<(u32, u32)> {
     })
 }
 
-/// `6.18.44-fc` → (6, 18).
-pub fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
+pub use crate::os::parse_release;
 
 /// Why this kernel cannot run fleet mode with `force` (or `None`).
 pub fn kernel_problem(version: (u32, u32), force: bool) -> Option<String> {
@@ -233,13 +216,6 @@ pub fn bpffs(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn releases_parse() {
-        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
-        assert_eq!(parse_release("garbage"), None);
-    }
 
     #[test]
     fn old_kernels_get_a_clear_refusal() {

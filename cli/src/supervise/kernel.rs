@@ -5,25 +5,9 @@
 
 use super::filter::Trap;
 
-/// `(major, minor)` of a Linux release string such as `6.18.44-fc-v669` or `5.15.0-91-generic`.
-pub fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// This kernel's `(major, minor)`, or `None` when `uname` says something unexpected.
 pub fn running() -> Option<(u32, u32)> {
-    // SAFETY: utsname is plain data, and uname fills it or fails.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: uts is valid for writes.
-    if unsafe { libc::uname(&mut uts) } != 0 {
-        return None;
-    }
-    // SAFETY: uname NUL-terminates release.
-    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
-    parse_release(&release.to_string_lossy())
+    crate::os::kernel()
 }
 
 /// The oldest kernel each trap works on: `SECCOMP_ADDFD_FLAG_SEND` (5.14) for the socket trap;
@@ -74,15 +58,6 @@ pub fn supports(version: Option<(u32, u32)>, trap: Trap) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn releases_parse() {
-        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
-        assert_eq!(parse_release("4.19"), Some((4, 19)));
-        assert_eq!(parse_release("garbage"), None);
-        assert!(running().is_some());
-    }
 
     #[test]
     fn auto_prefers_the_socket_trap_and_refuses_old_kernels() {

@@ -98,51 +98,10 @@ pub struct Server {
     pub quiet: bool,
 }
 
-/// Sets `value` for `(level, name)` on `fd`.
-fn set(fd: RawFd, level: c_int, name: c_int, value: c_int) -> bool {
-    // SAFETY: value is a valid int for the call's duration.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const value).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
-fn get(fd: RawFd, level: c_int, name: c_int) -> io::Result<c_int> {
-    let mut value: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: value and len are valid for writes during the call.
-    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) };
-    if rc == 0 {
-        Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+use crate::os::{fd_is_tcp, options as current, set_int as set};
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// The five options of `fd`, in the order of [`OPTIONS`].
-fn current(fd: RawFd) -> io::Result<[c_int; N]> {
-    let mut out = [0; N];
-    for (slot, opt) in out.iter_mut().zip(OPTIONS.iter()) {
-        *slot = get(fd, opt.level, opt.name)?;
-    }
-    Ok(out)
-}
-
-/// Whether `fd` is a TCP socket, asked of the kernel.
-fn fd_is_tcp(fd: RawFd) -> bool {
-    let d = get(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
-    let t = get(fd, libc::SOL_SOCKET, libc::SO_TYPE);
-    let p = get(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL);
-    matches!((d, t, p), (Ok(d), Ok(t), Ok(p)) if is_tcp(d, t, p))
 }
 
 /// Applies `plan` to `fd` (a copy of the program's socket), but option `skip` (the program's
@@ -386,28 +345,13 @@ impl Server {
         if !self.listener.valid(id) {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        // SAFETY: pidfd_getfd duplicates the target's descriptor into this process, or fails.
-        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        if copy < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: copy is a new descriptor owned by this process.
-        Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+        crate::os::pidfd_getfd(&pidfd, fd)
     }
 
     /// A pidfd for thread `tid`: `PIDFD_THREAD` where the kernel has it (6.9), else one for its
     /// thread group (whose leader shares the descriptor table of an ordinary thread).
     fn pidfd(&mut self, tid: i32) -> io::Result<OwnedFd> {
-        let open = |pid: i32, flags: libc::c_uint| -> io::Result<OwnedFd> {
-            // SAFETY: pidfd_open takes a pid and flags.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-            if fd < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                // SAFETY: a new descriptor owned by this process.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-            }
-        };
+        let open = crate::os::pidfd_open;
         if self.thread_pidfds {
             match open(tid, PIDFD_THREAD) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.thread_pidfds = false,
