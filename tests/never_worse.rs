@@ -8,6 +8,12 @@
 //!   they notice it sooner.
 //! - node's request sent into a dead link is bounded by the user timeout that follows node's own
 //!   keepalive (1 + 1 × 10 = 11 s); without the library it is still retrying at three times that.
+//! - A server (`tests/programs/server.py`) that sets its own keepalive (1 s / 1 s / 2) on the
+//!   socket it accepted notices a dead client no later with the library's defaults than without
+//!   (before the user timeout followed keepalive set on accepted sockets, it was still blocked at
+//!   15 s); a server that sets nothing notices it after 2 + 1 × 2 = 4 s with the library and
+//!   `KEEPALIVE_IDLE=2 KEEPALIVE_INTERVAL=1 KEEPALIVE_COUNT=2`, and is still blocked at three
+//!   times that without.
 //! - psql with `keepalives=0` (libpq then makes no keepalive call at all) gets keepalive from the
 //!   library, and has it off again with `KEEPALIVE_EXCLUDE` naming its server, while another
 //!   connection of the same process, to another port, keeps the library's options. Read from
@@ -19,7 +25,9 @@
 
 mod common;
 
-use common::lab::{Lab, SERVER4};
+use common::lab::{
+    FAST_KEEPALIVE, Lab, OWN_KEEPALIVE_1_1_2, SERVER4, once_ended, own_keepalive_timed_out,
+};
 use common::*;
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -63,14 +71,6 @@ fn exited(what: &str, bg: &mut Background, t0: Instant, within: f64) -> (f64, St
         let _ = err.read_to_string(&mut stderr);
     }
     (seconds, format!("{status}: {}", stderr.trim()))
-}
-
-fn assert_between(what: &str, seconds: f64, low: f64, high: f64) {
-    eprintln!("{what}: {seconds:.2} s after the cut");
-    assert!(
-        (low..=high).contains(&seconds),
-        "{what}: {seconds:.2} s after the cut, outside [{low}, {high}]"
-    );
 }
 
 /// A silent server (accepts, reads the request, never answers); node's `http.get` without the
@@ -410,4 +410,67 @@ fn psql_keepalives_0_with_an_exclusion_keeps_keepalive_off_while_other_connectio
     assert_eq!(options(&tool, pid(&both), DB), alone, "python, excluded");
     assert_eq!(options(&tool, pid(&both), OTHER), OURS, "python, elsewhere");
     eprintln!("psql keepalives=0: without {alone:?}, excluded {alone:?}, elsewhere {OURS:?}");
+}
+
+/// A server that sets its own keepalive (1 s / 1 s / 2) on the socket it accepted, 2 s after
+/// accepting it, once the client's link is already cut: without the library it fails with
+/// ETIMEDOUT about 2 s after setting them (T0); with the library's defaults no later than
+/// T0 + 1 s, because the user timeout follows the keepalive the server set (1 + 1 × 2 = 3 s).
+/// Before it did on accepted sockets, the library's 60 s user timeout held it past 15 s.
+#[test]
+fn server_keepalive_set_on_an_accepted_socket_notices_a_dead_client_no_later_with_the_library() {
+    let Some(lab) = Lab::new() else { return };
+    let without = lab.serve_once(false, &[], 8081, &OWN_KEEPALIVE_1_1_2);
+    let with = lab.serve_once(true, &[], 8082, &OWN_KEEPALIVE_1_1_2);
+    let _clients = [lab.hold(8081), lab.hold(8082)];
+    for server in [&without, &with] {
+        server.expect("accepted", Duration::from_secs(10));
+    }
+    // Both servers are still settling: the keepalive they set is set on a dead link.
+    lab.cut("client");
+    let (ut_without, t0) =
+        own_keepalive_timed_out("server.py 1/1/2, without the library", &without, 20.0);
+    let (ut_with, with_s) =
+        own_keepalive_timed_out("server.py 1/1/2, library defaults", &with, 20.0);
+    eprintln!(
+        "accepted socket, own keepalive 1/1/2: without the library {t0:.2} s \
+         (user timeout {ut_without} ms), with it {with_s:.2} s (user timeout {ut_with} ms)"
+    );
+    assert_eq!(ut_without, 0, "without the library, no user timeout");
+    assert_between("server.py 1/1/2, without the library", t0, 1.5, 3.5);
+    assert!(
+        with_s <= t0 + 1.0,
+        "with the library {with_s:.2} s (user timeout {ut_with} ms), later than T0 + 1 s \
+         ({t0:.2} s without it)"
+    );
+}
+
+/// A server that sets no keepalive of its own (`server.py --mode once`): with the library and
+/// `FAST_KEEPALIVE` (2 s / 1 s / 2) in its environment it notices the dead client 4 s after the
+/// last thing it heard (the accept) and no later than 5 s; without the library it is still
+/// blocked at three times that.
+#[test]
+fn server_that_sets_nothing_notices_a_dead_client_with_the_library_only() {
+    let Some(lab) = Lab::new() else { return };
+    let mut without = lab.serve_once(false, &FAST_KEEPALIVE, 8081, &[]);
+    let with = lab.serve_once(true, &FAST_KEEPALIVE, 8082, &[]);
+    let _clients = [lab.hold(8081), lab.hold(8082)];
+    for server in [&without, &with] {
+        server.expect("accepted", Duration::from_secs(10));
+    }
+    lab.cut("client");
+    let t0 = Instant::now();
+    let with_s = once_ended("server.py, library, FAST_KEEPALIVE", &with, None, 10.0);
+    assert_between(
+        "server.py, library, FAST_KEEPALIVE (seconds since accept)",
+        with_s,
+        3.5,
+        5.0,
+    );
+    assert_still_blocked(
+        "server.py, without the library, FAST_KEEPALIVE",
+        &mut without,
+        t0,
+        12.0,
+    );
 }

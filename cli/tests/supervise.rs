@@ -6,12 +6,18 @@
 //! `keepalive-shim inspect`, a dead peer in the lab of `scripts/lab.sh`, threads and forks, a
 //! daemon that outlives the command, signals during trapped calls, the supervisor killed, the
 //! exit status, the refusals, and a Docker container with Docker's default seccomp profile.
+//! In the lab, two dynamically linked programs under `run --mode seccomp` too: a Python server
+//! (`tests/programs/server.py`) that sets its own keepalive on the socket it accepted, and node,
+//! which sets its own after connect(): the user timeout follows what each set, as with the
+//! library.
 //! A missing tool or root is a skip with a message, and a failure under `CI=true`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::lab::{FAST_KEEPALIVE, Lab, SERVER4, USER_TIMEOUT_3S};
+use common::lab::{
+    FAST_KEEPALIVE, Lab, OWN_KEEPALIVE_1_1_2, SERVER4, USER_TIMEOUT_3S, own_keepalive_timed_out,
+};
 use common::*;
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -461,6 +467,119 @@ fn lab_idle_connection_to_a_dead_peer_is_noticed_by_keepalive() {
         &mut without,
         t0,
         12.0,
+    );
+}
+
+/// `argv` in the lab's `side` namespace (`'c'` or `'s'`), under `keepalive-shim run --mode
+/// seccomp --` (`seccomp`) or as it is, in a process group of its own that is killed when
+/// dropped.
+fn lab_tree(lab: &Lab, side: char, seccomp: bool, vars: &[(&str, &str)], argv: &[&OsStr]) -> Tree {
+    let mut cmd = if seccomp {
+        let mut cmd = lab.command(side, false, CLI);
+        cmd.args(["run", "--mode", "seccomp", "--"])
+            .args(argv)
+            .env("KEEPALIVE_SHIM_LIBRARY", library());
+        cmd
+    } else {
+        let mut cmd = lab.command(side, false, argv[0]);
+        cmd.args(&argv[1..]);
+        cmd
+    };
+    cmd.envs(vars.iter().copied()).process_group(0);
+    Tree {
+        bg: Background::spawn(cmd),
+        supervised: seccomp,
+    }
+}
+
+/// A Python server that sets its own keepalive (1 s / 1 s / 2) on the socket it accepted, 2 s
+/// after accepting it, once the client's link is already cut. Bare, it fails with ETIMEDOUT
+/// about 2 s after setting them (T0); under `run --mode seccomp` no later than T0 + 1 s, because
+/// the user timeout the supervisor gives the accepted socket follows the keepalive the server
+/// set (1 + 1 × 2 = 3 s) instead of holding it for the default 60 s.
+#[test]
+fn lab_server_keepalive_set_on_an_accepted_socket_is_followed_under_the_supervisor() {
+    let Some(lab) = Lab::new() else { return };
+    let script = program("server.py");
+    let host = format!("--host={SERVER4}");
+    let servers = [
+        ("bare", false, "8081"),
+        ("run --mode seccomp", true, "8082"),
+    ]
+    .map(|(what, seccomp, port)| {
+        let port = format!("--port={port}");
+        let argv = [
+            python().as_os_str(),
+            script.as_os_str(),
+            os("--mode=once"),
+            os(&host),
+            os(&port),
+            os(OWN_KEEPALIVE_1_1_2[0]),
+            os(OWN_KEEPALIVE_1_1_2[1]),
+        ];
+        let tree = lab_tree(&lab, 's', seccomp, &[], &argv);
+        eprintln!("server.py 1/1/2, {what}: waiting for `listening`");
+        tree.bg.expect("listening", Duration::from_secs(15));
+        tree
+    });
+    let _clients = [lab.hold(8081), lab.hold(8082)];
+    for server in &servers {
+        server.bg.expect("accepted", Duration::from_secs(10));
+    }
+    // Both servers are still settling: the keepalive they set is set on a dead link.
+    lab.cut("client");
+    let [bare, supervised] = &servers;
+    let (ut_bare, t0) = own_keepalive_timed_out("server.py 1/1/2, bare", &bare.bg, 20.0);
+    let (ut_run, run_s) =
+        own_keepalive_timed_out("server.py 1/1/2, run --mode seccomp", &supervised.bg, 20.0);
+    eprintln!(
+        "accepted socket, own keepalive 1/1/2: bare {t0:.2} s (user timeout {ut_bare} ms), \
+         under run --mode seccomp {run_s:.2} s (user timeout {ut_run} ms)"
+    );
+    assert_eq!(ut_bare, 0, "bare, no user timeout");
+    assert!((1.5..=3.5).contains(&t0), "bare: {t0:.2} s, not about 2 s");
+    assert!(
+        run_s <= t0 + 1.0,
+        "under the supervisor {run_s:.2} s (user timeout {ut_run} ms), later than T0 + 1 s \
+         ({t0:.2} s bare)"
+    );
+}
+
+/// node sets its own keepalive (1 s / 1 s / 10) after connect(); a request it then sends on a
+/// pooled connection into a dead link is never acknowledged, so only a user timeout ends it.
+/// Under `run --mode seccomp` that is the one node's keepalive implies, 1 + 1 × 10 = 11 s, as
+/// with the library (tests/never_worse.rs asserts the same window there); bare node is still
+/// retrying at three times that.
+#[test]
+fn lab_node_request_into_a_dead_link_is_bounded_by_its_keepalive_under_the_supervisor() {
+    let Some(lab) = Lab::new() else { return };
+    if !have("node", "scripts/test.sh installs it") {
+        return;
+    }
+    let _server = lab.server("http", 8080);
+    let script = program("node_get.js");
+    let url = format!("http://{SERVER4}:8080/");
+    let argv = [os("node"), script.as_os_str(), os("session"), os(&url)];
+    let mut supervised = lab_tree(&lab, 'c', true, &[], &argv);
+    let mut bare = lab_tree(&lab, 'c', false, &[], &argv);
+    for (what, client) in [("run --mode seccomp", &supervised), ("bare", &bare)] {
+        eprintln!("node, {what}: waiting for the first request");
+        client.bg.expect("first-done", Duration::from_secs(15));
+    }
+    lab.cut("server");
+    let t0 = Instant::now();
+    for client in [&mut supervised, &mut bare] {
+        client.bg.say("go");
+    }
+    let what = "node, request never acknowledged, run --mode seccomp";
+    let (line, seconds) = supervised.bg.expect_timed(what, "result", t0, 18.0);
+    assert!(line.contains("ETIMEDOUT"), "{what}: {line}");
+    assert_between(what, seconds, 10.5, 13.0);
+    assert_still_blocked(
+        "node, request never acknowledged, bare",
+        &mut bare.bg,
+        t0,
+        33.0,
     );
 }
 

@@ -1,7 +1,9 @@
 //! The dead-peer lab from the tests' side: `scripts/lab.sh` builds and removes the namespaces;
 //! this runs programs inside them and removes the lab when dropped, also when a test fails.
 
-use super::{Background, command, is_root, output_ok, program, python, root, text, unavailable};
+use super::{
+    Background, command, is_root, output_ok, program, python, root, seconds_in, text, unavailable,
+};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -202,4 +204,73 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = lab_sh().args(["down", &self.name]).status();
     }
+}
+
+/// `server.py --mode once` arguments for a server that sets its own keepalive on the socket it
+/// accepts, 1 s idle, 1 s interval, 2 probes, 2 s after accepting it (so a test can cut the
+/// client's link in between): by itself it notices a dead client about 2 s after setting them;
+/// a user timeout that follows them is 1 + 1 × 2 = 3 s.
+pub const OWN_KEEPALIVE_1_1_2: [&str; 2] = ["--own-keepalive=1,1,2", "--settle=2"];
+
+impl Lab {
+    /// `server.py --mode=once` on the server's IPv4 address and `port`, with `args` added (such
+    /// as `OWN_KEEPALIVE_1_1_2`), with or without the library and `vars`, once it listens.
+    pub fn serve_once(
+        &self,
+        preload: bool,
+        vars: &[(&str, &str)],
+        port: u16,
+        args: &[&str],
+    ) -> Background {
+        let mut all = vec![
+            "--mode=once".to_string(),
+            format!("--host={SERVER4}"),
+            format!("--port={port}"),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let server = self.python('s', preload, vars, "server.py", &all);
+        server.expect("listening", Duration::from_secs(10));
+        server
+    }
+
+    /// `client.py hold` without the library in the client namespace: connects to the server's
+    /// `port` and holds the connection, sending nothing, with no keepalive of its own.
+    pub fn hold(&self, port: u16) -> Background {
+        let target = format!("{SERVER4}:{port}");
+        let client = self.python('c', false, &[], "client.py", &["hold", &target]);
+        client.expect("connected", Duration::from_secs(10));
+        client
+    }
+}
+
+/// What `server.py --mode once --own-keepalive …` (`what`) printed after `accepted`: its `set`,
+/// the `user_timeout MS` the accepted socket had right after, and how its wait ended, which must
+/// be `error TimeoutError 110 SECONDS` within `ceiling` seconds. Returns the user timeout and
+/// the SECONDS (counted by the server from `set`).
+pub fn own_keepalive_timed_out(what: &str, server: &Background, ceiling: f64) -> (i64, f64) {
+    server.expect("set", Duration::from_secs(10));
+    let line = server.expect("user_timeout", Duration::from_secs(5));
+    let user_timeout: i64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: {line:?}"));
+    eprintln!("{what}: TCP_USER_TIMEOUT {user_timeout} ms right after setting its keepalive");
+    let ended = once_ended(what, server, Some(user_timeout), ceiling);
+    (user_timeout, ended)
+}
+
+/// How `server.py --mode once` (`what`) ended its wait, within `ceiling` seconds: it must be
+/// `error TimeoutError 110 SECONDS` (ETIMEDOUT); the SECONDS. `user_timeout` (what the socket
+/// had, when the server printed it) is for the failure message.
+pub fn once_ended(what: &str, server: &Background, user_timeout: Option<i64>, ceiling: f64) -> f64 {
+    eprintln!("{what}: waiting at most {ceiling} s for the wait to end");
+    let line = server.expect("", Duration::from_secs_f64(ceiling));
+    eprintln!("{what}: `{line}`");
+    assert!(
+        line.starts_with("error TimeoutError 110 "),
+        "{what}: `{line}`, not ETIMEDOUT (user timeout {user_timeout:?} ms)"
+    );
+    seconds_in(&line)
 }

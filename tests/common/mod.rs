@@ -517,6 +517,15 @@ pub fn server(mode: &str) -> (Background, u16) {
     (server, port)
 }
 
+/// `seconds` (how long the program `what` took after the cut) lies in `[low, high]`.
+pub fn assert_between(what: &str, seconds: f64, low: f64, high: f64) {
+    eprintln!("{what}: {seconds:.2} s after the cut");
+    assert!(
+        (low..=high).contains(&seconds),
+        "{what}: {seconds:.2} s after the cut, outside [{low}, {high}]"
+    );
+}
+
 pub mod docker;
 pub mod lab;
 pub mod rootfs;
