@@ -51,7 +51,8 @@ pub fn settings() -> Option<&'static Settings> {
 
 /// Reads the configuration (`/etc/keepalive-shim.conf`, and the environment unless the process
 /// runs in secure mode), reports its problems and publishes the settings, once per process.
-/// In strict mode a problem ends the process with status 78 before `main` runs.
+/// In strict mode a problem ends the process with status 78 before `main` runs, if the
+/// program's own `LD_PRELOAD` gave it the library: never through `/etc/ld.so.preload`.
 pub fn load() {
     if LOADING.swap(true, Ordering::AcqRel) {
         return;
@@ -67,7 +68,21 @@ pub fn load() {
             config::SYSTEM_FILE
         );
     }
-    if loaded.rejected() {
+    if loaded.rejected() && !given_by_environment() {
+        // Loaded from /etc/ld.so.preload (or needed by another library), not by this program's
+        // own LD_PRELOAD: strict mode would stop programs that never asked for it, `ls` and
+        // `sudo` among them. It runs on, saying so.
+        if log::enabled(LogLevel::Warn) {
+            for problem in &loaded.problems {
+                log::line(format_args!("{problem}"));
+            }
+            log::line(format_args!(
+                "KEEPALIVE_STRICT is on, but this program's LD_PRELOAD does not name the library \
+                 (it came from /etc/ld.so.preload): strict mode stops only programs given the \
+                 library by their own environment; running on"
+            ));
+        }
+    } else if loaded.rejected() {
         for problem in &loaded.problems {
             log::line(format_args!("{}", problem.strict_message()));
         }
@@ -79,7 +94,7 @@ pub fn load() {
         // whose main has not started.
         unsafe { libc::_exit(config::EX_CONFIG) };
     }
-    if log::enabled(LogLevel::Warn) {
+    if !loaded.rejected() && log::enabled(LogLevel::Warn) {
         for problem in &loaded.problems {
             log::line(format_args!("{problem}"));
         }
@@ -87,6 +102,14 @@ pub fn load() {
     // SAFETY: only the thread that won LOADING gets here, and no reader looks before `ready`.
     unsafe { *SETTINGS.value.get() = crate::copies::settings_for_this_copy(loaded.settings) };
     SETTINGS.ready.store(true, Ordering::Release);
+}
+
+/// Whether this process's own `LD_PRELOAD` names the library (its first occurrence counts, as
+/// with `getenv`).
+fn given_by_environment() -> bool {
+    config::environ_entries()
+        .find_map(|entry| entry.strip_prefix(b"LD_PRELOAD="))
+        .is_some_and(keepalive_shim_policy::preload::names_library)
 }
 
 #[cfg(not(test))]

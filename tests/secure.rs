@@ -266,10 +266,23 @@ fn in_secure_mode_the_callers_environment_cannot_stop_the_program() {
         ("KEEPALIVE_TYPO", "1"),
         ("KEEPALIVE_LOG", "debug"),
     ];
-    // Not secure: strict mode stops it before main (the control).
-    let plain = run_as_nobody(p, &p.plain, &[preload_file()], &vars);
+    // Not secure, the library in its own LD_PRELOAD: strict mode stops it before main (the
+    // control).
+    let lib = library().to_str().unwrap();
+    let given = [&vars[..], &[("LD_PRELOAD", lib)]].concat();
+    let plain = run_as_nobody(p, &p.plain, &[], &given);
     assert_eq!(plain.status.code(), Some(78), "{}", stderr(&plain));
     assert!(plain.stdout.is_empty());
+    // Not secure, the library from /etc/ld.so.preload only: strict mode never stops a program
+    // that did not ask for the library; it runs on, saying why.
+    let machine = run_as_nobody(p, &p.plain, &[preload_file()], &vars);
+    assert_eq!(machine.status.code(), Some(0), "{}", stderr(&machine));
+    assert!(
+        stderr(&machine)
+            .contains("strict mode stops only programs given the library by their own environment"),
+        "{}",
+        stderr(&machine)
+    );
     // Secure: it runs, with the defaults, and nothing on stderr (not even debug lines).
     let secure = run_as_nobody(p, &p.setuid, &[preload_file()], &vars);
     assert_eq!(secure.status.code(), Some(0), "{}", stderr(&secure));
@@ -289,17 +302,17 @@ fn in_secure_mode_only_the_root_file_counts() {
     );
     assert_eq!(five(&json(&out)), [1, 45, 10, 3, 75_000]);
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
-    // The file's strict mode is the administrator's: it applies, with the file's line named.
+    // Strict mode in the file is not honoured (it would stop every program on the machine):
+    // the program runs, and the warnings name the file's line and why strict is refused.
     let strict = conf("KEEPALIVE_STRICT=1\nKEEPALIVE_COUNT=0\n");
     let out = run_as_nobody(p, &p.setuid, &[preload_file(), strict], &[]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(
-            "/etc/keepalive-shim.conf:2: KEEPALIVE_COUNT=\"0\" is not a whole number from 1 to 127"
-        ),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(five(&json(&out)), OURS);
+    for needle in [
+        "/etc/keepalive-shim.conf:2: KEEPALIVE_COUNT=\"0\" is not a whole number from 1 to 127",
+        "KEEPALIVE_STRICT is not honoured in /etc/keepalive-shim.conf",
+    ] {
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+    }
     // A problem in the file is a warning naming the file and the line; the rest applies.
     let bad = conf("KEEPALIVE_IDLE=45\nKEEPALIVE_INTERVAL=soon\n");
     let out = run_as_nobody(p, &p.setuid, &[preload_file(), bad], &[]);
@@ -372,4 +385,41 @@ fn outside_secure_mode_the_environment_wins_over_the_file() {
         &[("KEEPALIVE_IDLE", "5")],
     );
     assert_eq!(five(&json(&out)), [1, 45, 10, 4, 85_000]);
+}
+
+/// The machine-wide switch cannot be turned into a machine-wide stop: with the library in
+/// `/etc/ld.so.preload` and a system file holding strict mode and a typo, a plain and a setuid
+/// program both run, with the defaults; a file only root can read (mode 0600) says nothing to a
+/// program that cannot read it.
+#[test]
+fn no_system_file_stops_the_machine() {
+    let Some(p) = programs() else { return };
+    let typo = conf("KEEPALIVE_STRICT=1\nKEEPALIVE_IDEL=30\n");
+    for program in [&p.plain, &p.setuid] {
+        let out = run_as_nobody(p, program, &[preload_file(), typo], &[]);
+        assert_eq!(five(&json(&out)), OURS, "{}", program.display());
+        let text = stderr(&out);
+        assert!(text.contains("did you mean KEEPALIVE_IDLE?"), "{text}");
+        assert!(text.contains("KEEPALIVE_STRICT is not honoured"), "{text}");
+    }
+    let private = EtcFile {
+        mode: 0o600,
+        ..conf("KEEPALIVE_IDLE=45\n")
+    };
+    for program in [&p.plain, &p.setuid] {
+        let out = run_as_nobody(p, program, &[preload_file(), private], &[]);
+        let want = if program == &p.setuid {
+            // The setuid program runs as root: it reads the file.
+            [1, 45, 10, 3, 75_000]
+        } else {
+            OURS
+        };
+        assert_eq!(five(&json(&out)), want, "{}", program.display());
+        assert!(
+            out.stderr.is_empty(),
+            "{}: {}",
+            program.display(),
+            stderr(&out)
+        );
+    }
 }

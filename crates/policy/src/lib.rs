@@ -13,5 +13,6 @@ pub mod cases;
 pub mod config;
 pub mod decide;
 pub mod options;
+pub mod preload;
 pub mod rules;
 pub mod settings;

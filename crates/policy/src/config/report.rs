@@ -103,6 +103,9 @@ pub enum Problem {
     FileIgnored { reason: String },
     /// `problem`, found on line `line` of the file.
     InFile { line: u32, problem: Box<Problem> },
+    /// `KEEPALIVE_STRICT` on in the file: not honoured (strict mode there could stop every
+    /// program on the machine).
+    StrictInFile,
 }
 
 impl Problem {
@@ -113,6 +116,7 @@ impl Problem {
             | Problem::BadEntry { variable, .. }
             | Problem::TooMany { variable, .. }
             | Problem::Duplicate { variable, .. } => variable,
+            Problem::StrictInFile => super::STRICT,
             Problem::Unknown { variable, .. } => variable,
             Problem::Syntax { .. } | Problem::FileIgnored { .. } => SYSTEM_FILE,
             Problem::InFile { problem, .. } => problem.variable(),
@@ -150,6 +154,11 @@ impl Problem {
             Problem::InFile { line, problem } => {
                 format!("{SYSTEM_FILE}:{line}: {}", problem.strict_message())
             }
+            Problem::StrictInFile => format!(
+                "{} is not honoured in {SYSTEM_FILE}: from there strict mode could stop every \
+                 program on the machine; set it in the environment of the programs that want it",
+                super::STRICT
+            ),
         }
     }
 }
@@ -183,6 +192,7 @@ impl fmt::Display for Problem {
             }
             Problem::FileIgnored { reason } => write!(f, "{SYSTEM_FILE} is ignored: {reason}"),
             Problem::InFile { line, problem } => write!(f, "{SYSTEM_FILE}:{line}: {problem}"),
+            Problem::StrictInFile => f.write_str(&self.strict_message()),
         }
     }
 }
@@ -274,8 +284,8 @@ mod tests {
             loaded.problems[0].strict_message(),
             "/etc/keepalive-shim.conf:3: KEEPALIVE_IDLE=\"abc\" is not whole seconds from 1 to 32767 (like 30, 90s, 2m)"
         );
-        // The file may make strict mode refuse its own problems.
-        assert!(with_file("KEEPALIVE_STRICT=1\nKEEPALIVE_IDLE=abc\n", &[]).rejected());
+        // The file cannot turn strict mode on, not even for its own problems.
+        assert!(!with_file("KEEPALIVE_STRICT=1\nKEEPALIVE_IDLE=abc\n", &[]).rejected());
         // Non-UTF-8 in the file crashes nothing.
         let loaded = load_system(
             &SystemFile::Text(b"KEEPALIVE_IDLE=3\xff\n\xfe=1\n".to_vec()),

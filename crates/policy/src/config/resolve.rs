@@ -214,8 +214,13 @@ impl Env {
         let (log, log_origin) = self.setting(LOG, None, parse_log, ACCEPT_LOG, d.log, |l| {
             l.name().to_owned()
         });
-        let (strict, strict_origin) =
+        let (mut strict, mut strict_origin) =
             self.setting(STRICT, None, parse_bool, ACCEPT_BOOL, d.strict, show_bool);
+        if strict && matches!(strict_origin, Origin::File { .. }) {
+            // Strict mode stops a program before main: from the system file, every program.
+            self.problems.push(Problem::StrictInFile);
+            (strict, strict_origin) = (d.strict, Origin::Default);
+        }
         let (exclude, exclude_origin) = self.list(EXCLUDE);
         let (include, include_origin) = self.list(INCLUDE);
 
@@ -471,5 +476,35 @@ mod tests {
             "KEEPALIVE_IDLE=\"abc\" is not whole seconds from 1 to 32767 (like 30, 90s, 2m); \
              using 45s (/etc/keepalive-shim.conf:1)"
         );
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::super::testing::{messages, with, with_file};
+    use super::*;
+
+    #[test]
+    fn strict_mode_in_the_system_file_is_refused_with_a_reason() {
+        let loaded = with_file("KEEPALIVE_STRICT=1\nKEEPALIVE_IDEL=30\n", &[]);
+        assert!(!loaded.settings.strict, "not honoured from the file");
+        assert!(!loaded.rejected(), "nothing stops a program");
+        let text = messages(&loaded).join("\n");
+        assert!(text.contains("KEEPALIVE_STRICT is not honoured"), "{text}");
+        assert!(text.contains("did you mean KEEPALIVE_IDLE?"), "{text}");
+        // From the environment it is the program's own choice, and stands.
+        let env = with(&[("KEEPALIVE_STRICT", "1"), ("KEEPALIVE_IDEL", "30")]);
+        assert!(env.settings.strict && env.rejected());
+        // Off in the file is no problem at all.
+        assert!(with_file("KEEPALIVE_STRICT=0\n", &[]).problems.is_empty());
+    }
+
+    #[test]
+    fn a_file_only_root_may_read_is_reported_by_check_only() {
+        use super::super::source::{SystemFile, load_system};
+        let unreadable = SystemFile::Unreadable("it cannot be opened (EACCES)".into());
+        let loaded = load_system(&unreadable, core::iter::empty::<(&str, &str)>(), false);
+        assert_eq!(loaded.problems.len(), 1, "what check shows");
+        assert_eq!(loaded.file, FileUse::Ignored);
     }
 }

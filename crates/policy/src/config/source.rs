@@ -26,6 +26,9 @@ pub enum SystemFile {
     Text(Vec<u8>),
     /// Present and not to be used, with the reason.
     Ignored(String),
+    /// Present, and this process may not read it (EACCES: a file only root may read): not
+    /// reported to the program (a non-root program cannot have it), only by `check`.
+    Unreadable(String),
 }
 
 /// Whether the loader runs this process in secure mode (`AT_SECURE`: setuid, setgid, or file
@@ -57,6 +60,9 @@ pub fn read_file(path: &CStr) -> SystemFile {
         return match errno() {
             libc::ENOENT | libc::ENOTDIR => SystemFile::Absent,
             libc::ELOOP => SystemFile::Ignored("it is a symbolic link (not followed)".to_owned()),
+            e @ (libc::EACCES | libc::EPERM) => {
+                SystemFile::Unreadable(format!("it cannot be opened ({})", errno_text(e)))
+            }
             e => SystemFile::Ignored(format!("it cannot be opened ({})", errno_text(e))),
         };
     }
@@ -160,7 +166,11 @@ fn errno_text(e: libc::c_int) -> String {
 /// non-UTF-8 value of one of ours is reported as invalid.
 pub fn from_process() -> Loaded {
     let secure = secure_execution();
-    let file = read_system_file();
+    let file = match read_system_file() {
+        // Only root may read it: nothing of it is meant for this program.
+        SystemFile::Unreadable(_) => SystemFile::Absent,
+        file => file,
+    };
     if secure {
         return load_system(&file, core::iter::empty::<(&[u8], &[u8])>(), true);
     }
@@ -225,7 +235,7 @@ where
             env.read_file(text);
             FileUse::Read
         }
-        SystemFile::Ignored(reason) => {
+        SystemFile::Ignored(reason) | SystemFile::Unreadable(reason) => {
             env.problems.push(Problem::FileIgnored {
                 reason: reason.clone(),
             });
@@ -390,11 +400,11 @@ mod tests {
         assert_eq!(loaded.settings, DEFAULT);
         assert!(loaded.problems.is_empty(), "not even warnings");
         assert!(loaded.secure && !loaded.rejected());
-        // Only the file counts, strict mode included.
+        // Only the file counts; strict mode is never the file's to set.
         let loaded = run(&file("KEEPALIVE_IDLE=45\n"));
         assert_eq!(loaded.settings.idle_s, 45);
         assert_eq!(loaded.settings.user_timeout_ms, 75_000);
-        assert!(run(&file("KEEPALIVE_STRICT=1\nKEEPALIVE_COUNT=0\n")).rejected());
+        assert!(!run(&file("KEEPALIVE_STRICT=1\nKEEPALIVE_COUNT=0\n")).rejected());
         // The same environment outside secure mode does apply.
         let open = load_system(
             &SystemFile::Absent,
