@@ -209,7 +209,7 @@ pub unsafe extern "C" fn dlopen(file: *const libc::c_char, flags: c_int) -> *mut
         ".cfi_endproc",
         slot = sym real::DLOPEN,
         route = sym crate::deepbind::route,
-        open = sym crate::deepbind::open,
+        open = sym deepbind_open,
     )
 }
 
@@ -255,7 +255,7 @@ pub unsafe extern "C" fn dlopen(file: *const libc::c_char, flags: c_int) -> *mut
         ".cfi_endproc",
         slot = sym real::DLOPEN,
         route = sym crate::deepbind::route,
-        open = sym crate::deepbind::open,
+        open = sym deepbind_open,
     )
 }
 
@@ -268,68 +268,70 @@ pub fn dlopen_address() -> usize {
     dlopen as *const () as usize
 }
 
-/// Every hook, by name, with the function behind it: what `deepbind.rs` writes into the
-/// relocations of libraries that bound these names past the hooks. A new hook belongs here too
-/// (a unit test of `deepbind.rs` checks that every exported name of this file is listed).
-/// Resolves the real functions that are not resolved yet.
+/// Builds [`table`] from the list in `hooked.rs`: a listed name without its export in this
+/// file does not compile.
+macro_rules! deepbind_table {
+    (system calls { $($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) -> $ret:ty
+       => $getter:ident: $ty:ident, $slot:ident, $fallback:ident = $nr:expr;)* }
+     written in real.rs { $($(#[$cdoc:meta])* $cname:ident($($carg:ident: $ct:ty),*) -> $cret:ty
+       => $cgetter:ident: $cty:ident, $cslot:ident, $cfallback:ident;)* }) => {
+        /// How many functions `hooked.rs` lists, and so [`table`]'s length with `dlopen`.
+        pub const HOOKED: usize = 0 $(+ { let _ = stringify!($name); 1 })*
+            $(+ { let _ = stringify!($cname); 1 })*;
+
+        /// Every hook, by name, with the function behind it: what `deepbind.rs` writes into the
+        /// relocations of libraries that bound these names past the hooks. Resolves the real
+        /// functions that are not resolved yet.
+        #[cfg(all(
+            target_env = "gnu",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        pub fn table() -> [crate::deepbind::Hooked; HOOKED + 1] {
+            use crate::deepbind::Hooked;
+            // The names as C strings (`stringify!` gives no NUL).
+            const fn c(name: &'static str) -> &'static core::ffi::CStr {
+                match core::ffi::CStr::from_bytes_with_nul(name.as_bytes()) {
+                    Ok(name) => name,
+                    Err(_) => panic!("a name without NUL"),
+                }
+            }
+            [
+                $(Hooked::new(
+                    const { c(concat!(stringify!($name), "\0")) },
+                    $name as *const () as usize,
+                    real::$getter() as usize,
+                ),)*
+                $(Hooked::new(
+                    const { c(concat!(stringify!($cname), "\0")) },
+                    $cname as *const () as usize,
+                    real::$cgetter() as usize,
+                ),)*
+                Hooked::new(c"dlopen", dlopen_address(), real::dlopen_fn() as usize),
+            ]
+        }
+    };
+}
+
+crate::hooked::hooked!(deepbind_table);
+
+// The pass's fixed-size arrays hold every name of the table.
 #[cfg(all(
     target_env = "gnu",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub fn table() -> [crate::deepbind::Hooked; 12] {
-    use crate::deepbind::Hooked;
-    [
-        Hooked::new(
-            c"socket",
-            socket as *const () as usize,
-            real::socket_fn() as usize,
-        ),
-        Hooked::new(
-            c"connect",
-            connect as *const () as usize,
-            real::connect_fn() as usize,
-        ),
-        Hooked::new(
-            c"setsockopt",
-            setsockopt as *const () as usize,
-            real::setsockopt_fn() as usize,
-        ),
-        Hooked::new(
-            c"close",
-            close as *const () as usize,
-            real::close_fn() as usize,
-        ),
-        Hooked::new(
-            c"close_range",
-            close_range as *const () as usize,
-            real::close_range_fn() as usize,
-        ),
-        Hooked::new(
-            c"closefrom",
-            closefrom as *const () as usize,
-            real::closefrom_fn() as usize,
-        ),
-        Hooked::new(c"dup", dup as *const () as usize, real::dup_fn() as usize),
-        Hooked::new(
-            c"dup2",
-            dup2 as *const () as usize,
-            real::dup2_fn() as usize,
-        ),
-        Hooked::new(
-            c"dup3",
-            dup3 as *const () as usize,
-            real::dup3_fn() as usize,
-        ),
-        Hooked::new(
-            c"fcntl",
-            fcntl as *const () as usize,
-            real::fcntl_fn() as usize,
-        ),
-        Hooked::new(
-            c"fcntl64",
-            fcntl64 as *const () as usize,
-            real::fcntl64_fn() as usize,
-        ),
-        Hooked::new(c"dlopen", dlopen_address(), real::dlopen_fn() as usize),
-    ]
+const _: () = assert!(HOOKED < crate::deepbind::MAX_HOOKED);
+
+/// Where the `dlopen` hook jumps for an `RTLD_DEEPBIND` load of a path: the load, then the pass
+/// over what it loaded, with this file's table (so `deepbind.rs` names no hook).
+///
+/// # Safety
+/// The contract of `dlopen()`; reached only from the `dlopen` hook, with a non-null `file`.
+#[cfg(all(
+    not(test),
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+unsafe extern "C" fn deepbind_open(file: *const libc::c_char, flags: c_int) -> *mut c_void {
+    // SAFETY: the caller's contract.
+    unsafe { crate::deepbind::open(file, flags, &table()) }
 }

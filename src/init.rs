@@ -115,6 +115,35 @@ fn given_by_environment() -> bool {
 #[cfg(not(test))]
 extern "C" fn constructor() {
     load();
+    wait_for_another_loader();
+}
+
+/// When a thread started by an earlier constructor reached a hook first, it is the one loading
+/// the configuration, and `load` returned at once: the program's `main` would start, and its
+/// first sockets pass through, before the settings are published. The constructor (never a
+/// hook) waits for them, a bounded time: 100 µs at a time, 200 ms at most, so a loader that
+/// cannot finish (its thread blocked on the loader's lock, which a `dlopen` holds while this
+/// constructor runs) never hangs the program.
+#[cfg(not(test))]
+fn wait_for_another_loader() {
+    for _ in 0..2000 {
+        if published().is_some() {
+            return;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000,
+        };
+        // SAFETY: nanosleep reads `pause` and writes nothing (no remainder asked for); the
+        // system call, not an import.
+        unsafe {
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &raw const pause,
+                core::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+    }
 }
 
 /// Runs [`constructor`] when the dynamic loader maps the library, before the program's `main`.

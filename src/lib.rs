@@ -30,6 +30,7 @@ mod deepbind;
 mod errno;
 #[cfg(panic = "abort")]
 mod heap;
+mod hooked;
 // The detours are left out of unit-test builds so the test binary does not interpose on itself.
 #[cfg(not(test))]
 mod hooks;

@@ -49,24 +49,49 @@ unsafe extern "C" {
 )))]
 use libc::dlsym;
 
-/// Declares one real function: its slot, its resolver, a wrapper with the C signature, and the
-/// raw system call used when libc has none (or `dlsym` hands back this library's own hook).
-macro_rules! real {
-    ($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) via $getter:ident: $ty:ident, $slot:ident,
-     $cname:literal, $sys:ident = $nr:expr) => {
-        pub type $ty = unsafe extern "C" fn($($t),*) -> c_int;
+/// Declares, from the list in `hooked.rs`, each real function: its type, its slot, its getter
+/// (resolving it once), a wrapper with the C signature, and the raw system call used when libc
+/// has none (or `dlsym` hands back this library's own hook); then [`resolve_hooked`].
+macro_rules! real_functions {
+    (system calls { $($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) -> $ret:ty
+       => $getter:ident: $ty:ident, $slot:ident, $fallback:ident = $nr:expr;)* }
+     written in real.rs { $($(#[$cdoc:meta])* $cname:ident($($carg:ident: $ct:ty),*) -> $cret:ty
+       => $cgetter:ident: $cty:ident, $cslot:ident, $cfallback:ident;)* }) => {
+        $(
+            real_functions!(@one $(#[$doc])* $name($($arg: $t),*) -> $ret
+                => $getter: $ty, $slot, $fallback);
+
+            unsafe extern "C" fn $fallback($($arg: $t),*) -> $ret {
+                // SAFETY: the raw system call takes the same arguments as the C function.
+                unsafe { libc::syscall($nr, $($arg as c_long),*) as $ret }
+            }
+        )*
+        $(
+            real_functions!(@one $(#[$cdoc])* $cname($($carg: $ct),*) -> $cret
+                => $cgetter: $cty, $cslot, $cfallback);
+        )*
+
+        /// Resolves every hooked function's real function now.
+        fn resolve_hooked() {
+            $( $getter(); )*
+            $( $cgetter(); )*
+        }
+    };
+    (@one $(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) -> $ret:ty
+       => $getter:ident: $ty:ident, $slot:ident, $fallback:ident) => {
+        pub type $ty = unsafe extern "C" fn($($t),*) -> $ret;
         static $slot: AtomicUsize = AtomicUsize::new(0);
 
         /// The real function as a pointer, for a caller that makes several calls.
         pub fn $getter() -> $ty {
-            #[cfg(not(test))]
-            let own = crate::hooks::$name as *const () as usize;
-            // Unit-test builds have no exports, so nothing to refuse.
-            #[cfg(test)]
-            let own = 0;
-            let f = resolve(&$slot, $cname, own, $sys as *const () as usize);
-            // SAFETY: `f` is libc's function of this name or the raw-syscall fallback below,
-            // both of this type.
+            const NAME: &CStr = match CStr::from_bytes_with_nul(
+                concat!(stringify!($name), "\0").as_bytes(),
+            ) {
+                Ok(name) => name,
+                Err(_) => panic!("a name without NUL"),
+            };
+            let f = resolve(&$slot, NAME, $fallback as *const () as usize);
+            // SAFETY: `f` is libc's function of this name or the fallback, both of this type.
             unsafe { core::mem::transmute::<usize, $ty>(f) }
         }
 
@@ -76,91 +101,18 @@ macro_rules! real {
         /// The contract of the C function of the same name.
         // Unit-test builds leave out the hooks, the only callers of some of these.
         #[cfg_attr(test, allow(dead_code))]
-        pub unsafe fn $name($($arg: $t),*) -> c_int {
+        pub unsafe fn $name($($arg: $t),*) -> $ret {
             // SAFETY: the caller's contract is the C function's.
             unsafe { $getter()($($arg),*) }
-        }
-
-        unsafe extern "C" fn $sys($($arg: $t),*) -> c_int {
-            // SAFETY: the raw system call takes the same arguments as the C function.
-            unsafe { libc::syscall($nr, $($arg as c_long),*) as c_int }
         }
     };
 }
 
-real!(
-    /// libc's `socket()`.
-    socket(domain: c_int, ty: c_int, protocol: c_int) via socket_fn: SocketFn, SOCKET,
-    c"socket", sys_socket = libc::SYS_socket
-);
-real!(
-    /// libc's `connect()`.
-    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) via connect_fn: ConnectFn, CONNECT,
-    c"connect", sys_connect = libc::SYS_connect
-);
-real!(
-    /// libc's `setsockopt()`.
-    setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t)
-    via setsockopt_fn: SetsockoptFn, SETSOCKOPT, c"setsockopt", sys_setsockopt = libc::SYS_setsockopt
-);
-real!(
-    /// libc's `close()`.
-    close(fd: c_int) via close_fn: CloseFn, CLOSE, c"close", sys_close = libc::SYS_close
-);
-real!(
-    /// libc's `close_range()` (glibc 2.34; older C libraries have none: the system call).
-    close_range(first: c_uint, last: c_uint, flags: c_int) via close_range_fn: CloseRangeFn,
-    CLOSE_RANGE, c"close_range", sys_close_range = libc::SYS_close_range
-);
-real!(
-    /// libc's `dup()`.
-    dup(fd: c_int) via dup_fn: DupFn, DUP, c"dup", sys_dup = libc::SYS_dup
-);
-real!(
-    /// libc's `dup2()` (aarch64 has no dup2 system call: the fallback is dup3 without flags, which
-    /// differs only when both numbers are equal).
-    dup2(from: c_int, to: c_int) via dup2_fn: Dup2Fn, DUP2, c"dup2", sys_dup2 = SYS_DUP2
-);
-real!(
-    /// libc's `dup3()`.
-    dup3(from: c_int, to: c_int, flags: c_int) via dup3_fn: Dup3Fn, DUP3, c"dup3",
-    sys_dup3 = libc::SYS_dup3
-);
-real!(
-    /// libc's `fcntl()`, called with its third argument as a machine word: on x86_64 and aarch64
-    /// an integer or pointer variadic argument travels in the same register as a fixed one.
-    fcntl(fd: c_int, cmd: c_int, arg: usize) via fcntl_fn: FcntlFn, FCNTL, c"fcntl",
-    sys_fcntl = libc::SYS_fcntl
-);
-real!(
-    /// libc's `fcntl64()` (glibc 2.28; the name programs built with 64-bit file offsets call).
-    fcntl64(fd: c_int, cmd: c_int, arg: usize) via fcntl64_fn: Fcntl64Fn, FCNTL64, c"fcntl64",
-    sys_fcntl64 = libc::SYS_fcntl
-);
+crate::hooked::hooked!(real_functions);
 
-/// `closefrom()`'s type: it returns nothing.
-pub type ClosefromFn = unsafe extern "C" fn(c_int);
-static CLOSEFROM: AtomicUsize = AtomicUsize::new(0);
-
-/// libc's `closefrom()` (glibc 2.34, musl 1.2.4; older C libraries have none, and no program
-/// linked against them calls it). Without one (a program that looks the name up at run time
-/// finds this library's), the `close_range` system call, or, where the kernel has none (before
+/// `closefrom()` where the C library has none (a program that looks the name up at run time
+/// finds this library's): the `close_range` system call, or, where the kernel has none (before
 /// 5.9), `close` over every number below the descriptor limit.
-pub fn closefrom_fn() -> ClosefromFn {
-    #[cfg(not(test))]
-    let own = crate::hooks::closefrom as *const () as usize;
-    #[cfg(test)]
-    let own = 0;
-    let f = resolve(
-        &CLOSEFROM,
-        c"closefrom",
-        own,
-        sys_closefrom as *const () as usize,
-    );
-    // SAFETY: `f` is libc's closefrom or the fallback below, both of this type.
-    unsafe { core::mem::transmute::<usize, ClosefromFn>(f) }
-}
-
 unsafe extern "C" fn sys_closefrom(first: c_int) {
     let Ok(first) = c_uint::try_from(first) else {
         return;
@@ -171,8 +123,18 @@ unsafe extern "C" fn sys_closefrom(first: c_int) {
     }
     // SAFETY: rl is plain data getrlimit fills.
     let mut rl: libc::rlimit = unsafe { core::mem::zeroed() };
-    // SAFETY: rl is valid for writes.
-    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+    // SAFETY: prlimit64 on this process (pid 0) reads the limit into rl, valid for writes; the
+    // system call, not libc's getrlimit, which would be one more import.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            core::ptr::null::<libc::rlimit>(),
+            &raw mut rl,
+        )
+    };
+    let limit = if got == 0 {
         rl.rlim_cur.min(1 << 20) as c_uint
     } else {
         1024
@@ -183,16 +145,6 @@ unsafe extern "C" fn sys_closefrom(first: c_int) {
     }
 }
 
-/// libc's `closefrom()`.
-///
-/// # Safety
-/// The contract of the C function.
-#[cfg_attr(test, allow(dead_code))]
-pub unsafe fn closefrom(first: c_int) {
-    // SAFETY: the caller's contract is the C function's.
-    unsafe { closefrom_fn()(first) }
-}
-
 #[cfg(target_arch = "x86_64")]
 const SYS_DUP2: c_long = libc::SYS_dup2;
 #[cfg(not(target_arch = "x86_64"))]
@@ -200,17 +152,7 @@ const SYS_DUP2: c_long = libc::SYS_dup3;
 
 /// Resolves every real function now; called from the load-time constructor.
 pub fn resolve_all() {
-    socket_fn();
-    connect_fn();
-    setsockopt_fn();
-    close_fn();
-    close_range_fn();
-    closefrom_fn();
-    dup_fn();
-    dup2_fn();
-    dup3_fn();
-    fcntl_fn();
-    fcntl64_fn();
+    resolve_hooked();
     #[cfg(all(
         target_env = "gnu",
         any(target_arch = "x86_64", target_arch = "aarch64")
@@ -231,31 +173,63 @@ pub unsafe fn dlsym_default(name: *const libc::c_char) -> *mut c_void {
 }
 
 #[inline]
-fn resolve(slot: &AtomicUsize, name: &CStr, own: usize, fallback: usize) -> usize {
+fn resolve(slot: &AtomicUsize, name: &CStr, fallback: usize) -> usize {
     let current = slot.load(Ordering::Acquire);
     if current != 0 {
         return current;
     }
-    resolve_now(slot, name, own, fallback)
+    resolve_now(slot, name, fallback)
 }
 
 #[cold]
-fn resolve_now(slot: &AtomicUsize, name: &CStr, own: usize, fallback: usize) -> usize {
+fn resolve_now(slot: &AtomicUsize, name: &CStr, fallback: usize) -> usize {
     // SAFETY: dlsym takes a valid NUL-terminated name; RTLD_NEXT asks for the next object's symbol.
     let found = unsafe { dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-    let chosen = choose(found, own, fallback);
+    let chosen = choose(found, own_span(), fallback);
     slot.store(chosen, Ordering::Release);
     chosen
 }
 
-/// What `dlsym` found, unless it found nothing or our own hook.
-fn choose(found: usize, own: usize, fallback: usize) -> usize {
-    if found == 0 || found == own {
+/// What `dlsym` found, unless it found nothing or a function of this library itself (inside
+/// `own`, its mapping): our own hook would recurse.
+fn choose(found: usize, own: (usize, usize), fallback: usize) -> usize {
+    if found == 0 || (own.0..own.1).contains(&found) {
         fallback
     } else {
         found
     }
 }
+
+// The linker's symbol for this object's own ELF header, the start of its first loaded segment
+// (GNU ld and lld define it, hidden: no dynamic symbol, no import).
+unsafe extern "C" {
+    static __ehdr_start: u8;
+}
+
+/// This library's own mapping, `[start, end)`: from its ELF header to the end of its last
+/// loaded segment, read from its program headers in memory. No system call, no lock, no
+/// import: what tells a pointer to our own hook from the C library's without naming the hooks.
+fn own_span() -> (usize, usize) {
+    let base = &raw const __ehdr_start as usize;
+    // SAFETY: __ehdr_start is this object's ELF header, mapped read-only with its first loaded
+    // segment for the life of the object; the program headers it points at are mapped too
+    // (PT_PHDR lies in the first segment, as every linker lays it out).
+    unsafe {
+        let ehdr = &*(base as *const Ehdr);
+        let mut end = base;
+        for i in 0..usize::from(ehdr.e_phnum) {
+            let at = base + ehdr.e_phoff as usize + i * usize::from(ehdr.e_phentsize);
+            let phdr = &*(at as *const Phdr);
+            if phdr.p_type == libc::PT_LOAD {
+                end = end.max(base + (phdr.p_vaddr + phdr.p_memsz) as usize);
+            }
+        }
+        (base, end)
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+use libc::{Elf64_Ehdr as Ehdr, Elf64_Phdr as Phdr};
 
 /// Sets one `int` option through the real `setsockopt` (the unit tests' helper).
 #[cfg(test)]
@@ -336,11 +310,7 @@ pub static DLOPEN: AtomicUsize = AtomicUsize::new(0);
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 pub fn dlopen_fn() -> DlopenFn {
-    #[cfg(not(test))]
-    let own = crate::hooks::dlopen_address();
-    #[cfg(test)]
-    let own = 0;
-    let f = resolve(&DLOPEN, c"dlopen", own, no_dlopen as *const () as usize);
+    let f = resolve(&DLOPEN, c"dlopen", no_dlopen as *const () as usize);
     // SAFETY: `f` is the C library's dlopen or `no_dlopen`, both of this type.
     unsafe { core::mem::transmute::<usize, DlopenFn>(f) }
 }
@@ -440,17 +410,35 @@ mod tests {
 
     #[test]
     fn our_own_hook_or_nothing_is_refused() {
-        assert_eq!(choose(0x1000, 0x2000, 0x3000), 0x1000);
+        let own = (0x2000, 0x3000);
+        assert_eq!(choose(0x1000, own, 0x9000), 0x1000);
         assert_eq!(
-            choose(0x2000, 0x2000, 0x3000),
-            0x3000,
+            choose(0x2800, own, 0x9000),
+            0x9000,
             "our own hook: the raw system call"
         );
         assert_eq!(
-            choose(0, 0x2000, 0x3000),
-            0x3000,
+            choose(0, own, 0x9000),
+            0x9000,
             "nothing found: the raw system call"
         );
+    }
+
+    #[test]
+    fn our_own_mapping_holds_our_code_and_not_libcs() {
+        let (start, end) = own_span();
+        let ours = own_span as *const () as usize;
+        assert!(
+            (start..end).contains(&ours),
+            "{start:#x}..{end:#x} {ours:#x}"
+        );
+        let libc_socket = lookup_default(c"socket");
+        assert!(libc_socket != 0 && !(start..end).contains(&libc_socket));
+    }
+
+    fn lookup_default(name: &CStr) -> usize {
+        // SAFETY: a NUL-terminated name.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
     }
 
     #[test]

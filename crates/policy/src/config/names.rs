@@ -4,6 +4,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+/// The system-wide configuration file.
+pub const SYSTEM_FILE: &str = "/etc/keepalive-shim.conf";
+
 /// Every variable this project reads.
 pub const IDLE: &str = "KEEPALIVE_IDLE";
 pub const INTERVAL: &str = "KEEPALIVE_INTERVAL";

@@ -2,8 +2,7 @@
 //! effective value, every [`Problem`] found and its sentence (as a warning, and for strict mode),
 //! and the escaping that keeps a message on one line.
 
-use super::names::ALIASES;
-use super::source::SYSTEM_FILE;
+use super::names::{ALIASES, SYSTEM_FILE};
 use crate::rules;
 use crate::settings::Settings;
 use alloc::boxed::Box;

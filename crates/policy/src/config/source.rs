@@ -12,8 +12,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ffi::CStr;
 
-/// The system-wide configuration file.
-pub const SYSTEM_FILE: &str = "/etc/keepalive-shim.conf";
+pub use super::names::SYSTEM_FILE;
 const SYSTEM_FILE_C: &CStr = c"/etc/keepalive-shim.conf";
 /// A larger file is ignored (with a warning).
 pub const FILE_MAX: usize = 64 * 1024;
