@@ -255,8 +255,7 @@ fn docker_seed_scenario_a_dead_server_is_noticed() {
         &mut [("with the library", &mut with), ("without", &mut without)],
         Duration::from_secs(20),
     );
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
 
     let what = "container with the library";
     let (line, seconds) = with.expect_timed(what, "result", t0, BOUND + 5.0);

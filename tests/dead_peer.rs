@@ -33,8 +33,7 @@ fn waiting_for_an_answer(server_ip: &str) {
         &mut [("with the library", &mut with), ("without", &mut without)],
         Duration::from_secs(10),
     );
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     let what = format!("waiting for an answer ({server_ip})");
     let (line, seconds) = with.expect_timed(&what, "result", t0, 4.0 + 5.0);
     assert!(!line.contains(" ok "), "{line}");
@@ -117,8 +116,7 @@ fn case4_a_server_notices_its_vanished_client() {
     let _client = lab.python('c', false, &[], "client.py", &hold);
     with.expect("accepted", Duration::from_secs(10));
     without.expect("accepted", Duration::from_secs(10));
-    lab.cut("client");
-    let t0 = Instant::now();
+    let t0 = lab.cut("client");
     let what = "server side, accepted connection";
     let (line, seconds) = with.expect_timed(what, "error", t0, 4.0 + 5.0);
     assert!(line.contains("TimeoutError"), "{line}");

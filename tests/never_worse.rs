@@ -97,8 +97,7 @@ fn node_http_get_notices_a_silent_dead_server_no_later_with_the_library() {
         ],
         Duration::from_secs(10),
     );
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     let (line, forced_s) = forced.expect_timed("node, FORCE 2/1/2", "result", t0, 10.0);
     assert!(line.contains("ETIMEDOUT"), "forced: {line}");
     let (line, without_s) = without.expect_timed("node, without the library", "result", t0, 20.0);
@@ -137,8 +136,7 @@ fn node_request_into_a_dead_link_is_bounded_by_the_user_timeout_its_keepalive_im
     for client in [&without, &defaults, &explicit] {
         client.expect("first-done", Duration::from_secs(10));
     }
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     for client in [&mut defaults, &mut explicit, &mut without] {
         client.say("go");
     }
@@ -249,8 +247,7 @@ fn redis_cli_blpop_notices_a_dead_server_no_later_with_the_library() {
         assert!(Instant::now() < end, "the three redis-cli never blocked");
         std::thread::sleep(Duration::from_millis(50));
     }
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     let (forced_s, how) = exited("redis-cli, FORCE 2/1/2", &mut forced, t0, 10.0);
     eprintln!("redis-cli, FORCE 2/1/2: {how}");
     let (without_s, how) = exited("redis-cli, without the library", &mut without, t0, 40.0);
@@ -458,8 +455,7 @@ fn server_that_sets_nothing_notices_a_dead_client_with_the_library_only() {
     for server in [&without, &with] {
         server.expect("accepted", Duration::from_secs(10));
     }
-    lab.cut("client");
-    let t0 = Instant::now();
+    let t0 = lab.cut("client");
     let with_s = once_ended("server.py, library, FAST_KEEPALIVE", &with, None, 10.0);
     assert_between(
         "server.py, library, FAST_KEEPALIVE (seconds since accept)",

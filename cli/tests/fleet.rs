@@ -518,8 +518,7 @@ fn lab_a_silent_server_is_noticed_after_idle_plus_probes() {
         &mut [("in the cgroup", &mut with), ("outside", &mut without)],
         Duration::from_secs(10),
     );
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     let what = "fleet: silent server";
     let (line, seconds) = with.expect_timed(what, "result", t0, 10.0);
     assert_eq!(line, "result ETIMEDOUT");
@@ -657,8 +656,7 @@ fn docker_a_static_client_in_a_containers_cgroup_is_covered() {
         &mut [("inside", &mut inside), ("outside", &mut outside)],
         Duration::from_secs(10),
     );
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     let what = "fleet in a container";
     let (line, seconds) = inside.expect_timed(what, "result", t0, 10.0);
     assert_eq!(line, "result ETIMEDOUT");

@@ -455,8 +455,7 @@ fn lab_idle_connection_to_a_dead_peer_is_noticed_by_keepalive() {
     without.expect("sent", Duration::from_secs(10));
     // Let the server read the requests (acknowledged: nothing in flight).
     std::thread::sleep(Duration::from_millis(300));
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     let what = "static client, idle";
     let (line, seconds) = with.expect_timed(what, "result", t0, 10.0);
     eprintln!("{what}: `{line}` after {seconds:.2} s (bound 4 s)");
@@ -566,8 +565,7 @@ fn lab_node_request_into_a_dead_link_is_bounded_by_its_keepalive_under_the_super
         eprintln!("node, {what}: waiting for the first request");
         client.bg.expect("first-done", Duration::from_secs(15));
     }
-    lab.cut("server");
-    let t0 = Instant::now();
+    let t0 = lab.cut("server");
     for client in [&mut supervised, &mut bare] {
         client.bg.say("go");
     }

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const SERVER4: &str = "10.77.0.2";
 pub const SERVER6: &str = "fd77::2";
@@ -193,10 +193,14 @@ impl Lab {
         }
     }
 
-    /// Takes the server's (`"server"`) or the client's (`"client"`) own link down.
-    pub fn cut(&self, side: &str) {
+    /// Takes the server's (`"server"`) or the client's (`"client"`) own link down; returns the
+    /// instant just before, from which a bound is measured: the kernel's timers run from the
+    /// last packet received, before the cut, however long `lab.sh` takes on a loaded machine.
+    pub fn cut(&self, side: &str) -> Instant {
+        let t0 = Instant::now();
         let status = lab_sh().args(["cut", &self.name, side]).status().unwrap();
         assert!(status.success(), "lab.sh cut {side}");
+        t0
     }
 }
 
