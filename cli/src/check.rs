@@ -36,12 +36,28 @@ pub fn main(args: Args) -> ExitCode {
         std::iter::empty::<(&str, &str)>(),
         true,
     );
+    let unfit = crate::run::unfit_library()
+        .map(|why| format!("Warning: {why}\n\n"))
+        .unwrap_or_default();
     let text = format!(
-        "{}\n{}\n{}",
+        "{unfit}{}\n{}\n{}",
         report(&loaded, &secure),
         crate::fleet::check_section(&loaded.settings),
         crate::reach::check_section(&args.command, &loaded.settings)
     );
+    // What the socket trap changes that the program could see, when it would run under it.
+    let text = if !args.command.is_empty()
+        && text.contains("would use the seccomp supervisor")
+        && crate::supervise::kernel::choose(crate::supervise::kernel::running())
+            == Ok(crate::supervise::Trap::Socket)
+    {
+        format!(
+            "{text}{}",
+            crate::supervise::kernel::trace_section(crate::supervise::kernel::running())
+        )
+    } else {
+        text
+    };
     crate::output::write_all(1, text.as_bytes());
     if loaded.problems.is_empty() {
         ExitCode::SUCCESS

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// in `PATH`.
 pub fn resolve(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
-        return Some(PathBuf::from(program));
+        // A path that names nothing is no program (and no dynamically linked one).
+        let path = PathBuf::from(program);
+        return path.exists().then_some(path);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

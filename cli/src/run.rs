@@ -15,6 +15,11 @@ use std::process::ExitCode;
 /// The library's file name.
 const LIBRARY: &str = "libkeepalive_shim.so";
 
+/// Set by `run` for the command it supervises: the supervisor's PID. A nested `run` that sees
+/// it (and is under that supervisor's filter) is covered already: the kernel allows one
+/// listener in a filter stack, so a second supervisor could not start anyway.
+const SUPERVISED: &str = "KEEPALIVE_SHIM_SUPERVISED";
+
 /// Run a program with keepalive on every TCP connection.
 ///
 /// Options set the matching KEEPALIVE_* variables; where one is not given, the environment's own
@@ -241,6 +246,35 @@ fn supervised(
         // Nothing to do: the command runs as it is (with the library in `both`, which is off).
         return Ok(exec_plain(args, mode, flags));
     }
+    if args.mode == Mode::Auto
+        && let Some(outer) = covered()
+    {
+        // Inside a supervised tree: the outer supervisor already configures every TCP socket
+        // of this command (and a second listener would get EBUSY). `auto` runs the command
+        // under it as it is; an explicit `--mode seccomp|both` still refuses (EBUSY), since
+        // the settings asked for here could not apply.
+        if s.log >= config::LogLevel::Debug {
+            say!(
+                "{}: covered by the supervisor of pid {outer} (an outer `keepalive-shim run`): \
+                 no second supervisor",
+                program.to_string_lossy()
+            );
+        }
+        let given: Vec<&str> = flags
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| ![config::LOG, config::STRICT].contains(name))
+            .collect();
+        if warn && !given.is_empty() {
+            say!(
+                "warning: {} runs under the supervisor of pid {outer}, whose settings the sockets \
+                 it makes get: {} given here do not apply to them",
+                program.to_string_lossy(),
+                given.join(", ")
+            );
+        }
+        return Ok(exec_plain(args, mode, flags));
+    }
     if s.has_rules() && warn {
         say!(
             "warning: destination rules (KEEPALIVE_EXCLUDE, KEEPALIVE_INCLUDE) cannot apply under \
@@ -285,6 +319,9 @@ fn supervised(
         // The program's environment stays its own: the supervisor holds the configuration.
         vars = std::env::vars_os().collect();
     }
+    // This process becomes the supervisor (the command its child): a nested `run` knows it is
+    // covered.
+    set(&mut vars, SUPERVISED, std::process::id().to_string().into());
     supervise::run(Plan {
         path,
         argv: &args.command,
@@ -293,6 +330,41 @@ fn supervised(
         trap,
         sync_wake_up: !args.no_sync_wake_up,
     })
+}
+
+/// The PID of the supervisor whose filter this process is under, when `run` is nested in a
+/// supervised tree: `KEEPALIVE_SHIM_SUPERVISED` names a live ancestor, and this process carries
+/// a seccomp filter (`Seccomp_filters:` in /proc/self/status; a container runtime's filter
+/// alone has no listener, and then the variable is missing or names no ancestor).
+fn covered() -> Option<u32> {
+    let pid: u32 = std::env::var(SUPERVISED).ok()?.trim().parse().ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let filters: u32 = field(&status, "Seccomp_filters:")?.parse().ok()?;
+    if filters == 0 {
+        return None;
+    }
+    // An ancestor, alive: the supervisor is a subreaper that outlives its whole tree, so every
+    // process of the tree stays its descendant; a PID reused by another process is not ours.
+    let mut at = std::os::unix::process::parent_id();
+    for _ in 0..4096 {
+        if at == pid {
+            return Some(pid);
+        }
+        if at <= 1 {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{at}/status")).ok()?;
+        at = field(&status, "PPid:")?.parse().ok()?;
+    }
+    None
+}
+
+/// The value of `name` (with its colon) in a /proc status file.
+fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
 }
 
 /// The command with nothing of keepalive-shim in its way (KEEPALIVE_ENABLE off): `exec`, with
@@ -336,8 +408,29 @@ pub fn with_library(current: Option<&OsStr>, library: &Path) -> OsString {
 }
 
 /// The library: `KEEPALIVE_SHIM_LIBRARY` when set, else next to this executable, else in
-/// `../lib/` from it. The error says where it looked.
+/// `../lib/` from it. The error says where it looked, or which character of its path
+/// `LD_PRELOAD` cannot carry.
 fn find_library() -> Result<PathBuf, String> {
+    let path = find_library_file()?;
+    match keepalive_shim_policy::preload::unfit_char(&path.to_string_lossy()) {
+        None => Ok(path),
+        Some(c) => Err(format!(
+            "the library's path {} has {} ({c:?}), on which LD_PRELOAD splits: the program would \
+             run without it; install it in a directory whose path has no spaces or colons",
+            path.display(),
+            keepalive_shim_policy::preload::char_name(c)
+        )),
+    }
+}
+
+/// For `check`: why the library `run` would use cannot be put in `LD_PRELOAD`, if it cannot.
+pub fn unfit_library() -> Option<String> {
+    let path = find_library_file().ok()?;
+    keepalive_shim_policy::preload::unfit_char(&path.to_string_lossy())?;
+    find_library().err()
+}
+
+fn find_library_file() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(config::SHIM_LIBRARY) {
         let path = PathBuf::from(path);
         return if path.is_file() {

@@ -311,11 +311,11 @@ pub fn attach(path: &Path, pin: Option<&Path>) -> ExitCode {
         ),
         None => "held by this process: detached when it stops".to_string(),
     };
-    println!("attached to {}, {how}", cg.path.display());
+    crate::output::out(format_args!("attached to {}, {how}", cg.path.display()));
     for line in &built.summary {
-        println!("  {line}");
+        crate::output::out(format_args!("  {line}"));
     }
-    println!("  settings: {}", describe(&settings_json(&s)));
+    crate::output::out(format_args!("  settings: {}", describe(&settings_json(&s))));
     let ids = |in_place: bool| -> Vec<String> {
         existing
             .iter()
@@ -325,16 +325,16 @@ pub fn attach(path: &Path, pin: Option<&Path>) -> ExitCode {
     };
     let (updated, removed) = (ids(true), ids(false));
     if !updated.is_empty() {
-        println!(
+        crate::output::out(format_args!(
             "  replaced the programs of the pinned links in place (link {})",
             updated.join(", ")
-        );
+        ));
     }
     if !removed.is_empty() {
-        println!(
+        crate::output::out(format_args!(
             "  detached keepalive-shim's earlier attachment (link {})",
             removed.join(", ")
-        );
+        ));
     }
     if pin.is_some() {
         return ExitCode::SUCCESS;
@@ -445,7 +445,9 @@ fn attach_held(
 /// links are still attached (another `fleet attach` or `fleet detach`, or the cgroup's
 /// removal, ends them); then detaches and exits.
 fn hold(cg: &Cgroup, links: Vec<OwnedFd>) -> ExitCode {
-    println!("running in the foreground; stop with SIGTERM or SIGINT");
+    crate::output::out(format_args!(
+        "running in the foreground; stop with SIGTERM or SIGINT"
+    ));
     // SAFETY: a zeroed sigset_t is a valid argument to sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a live sigset_t; the signals are valid; blocking them in this
@@ -469,7 +471,10 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>) -> ExitCode {
             for link in &links {
                 let _ = sys::link_detach(link.as_raw_fd());
             }
-            println!("detached from {} (signal {sig})", cg.path.display());
+            crate::output::out(format_args!(
+                "detached from {} (signal {sig})",
+                cg.path.display()
+            ));
             return ExitCode::SUCCESS;
         }
         let gone = links
@@ -557,10 +562,12 @@ pub fn detach(path: Option<&Path>, pin: Option<&Path>) -> ExitCode {
         }
     }
     if done.is_empty() {
-        println!("nothing of keepalive-shim's was attached there");
+        crate::output::out(format_args!(
+            "nothing of keepalive-shim's was attached there"
+        ));
     }
     for line in done {
-        println!("{line}");
+        crate::output::out(format_args!("{line}"));
     }
     ExitCode::SUCCESS
 }
@@ -633,16 +640,18 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
         .collect();
     let others = cg.as_ref().map(other_programs).unwrap_or_default();
     if as_json {
-        println!("{}", Value::Array(rows));
+        crate::output::out(format_args!("{}", Value::Array(rows)));
         return ExitCode::SUCCESS;
     }
     if rows.is_empty() {
         match &cg {
-            Some(cg) => println!(
+            Some(cg) => crate::output::out(format_args!(
                 "No keepalive-shim program is attached to {} or above it.",
                 cg.path.display()
-            ),
-            None => println!("No keepalive-shim program is attached on this machine."),
+            )),
+            None => crate::output::out(format_args!(
+                "No keepalive-shim program is attached on this machine."
+            )),
         }
     }
     let mut by_cgroup: BTreeMap<(u64, String), Vec<&Value>> = BTreeMap::new();
@@ -662,25 +671,28 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                 .map(|r| format!(" — {r}"))
                 .unwrap_or_default()
         };
-        println!("{name} (cgroup id {id}){state}");
+        crate::output::out(format_args!("{name} (cgroup id {id}){state}"));
         for r in &rows {
             let held = match (r["pin"].as_str(), r["pid"].as_u64()) {
                 (Some(pin), _) => format!("pinned under {pin}"),
                 (None, Some(pid)) => format!("held by process {pid}"),
                 _ => "held".to_string(),
             };
-            println!(
+            crate::output::out(format_args!(
                 "  {:<11} link {:<5} program {:<5} {} instructions, {held}",
                 r["hook"].as_str().unwrap_or("?"),
                 r["link_id"],
                 r["prog_id"],
                 r["instructions"]
-            );
+            ));
         }
-        println!("  settings: {}", describe(&rows[0]["settings"]));
+        crate::output::out(format_args!(
+            "  settings: {}",
+            describe(&rows[0]["settings"])
+        ));
     }
     for line in others {
-        println!("{line}");
+        crate::output::out(format_args!("{line}"));
     }
     ExitCode::SUCCESS
 }

@@ -12,6 +12,7 @@
 //! as the command did. That makes it a correct container entrypoint (PID 1) too.
 
 pub mod filter;
+mod identity;
 pub mod kernel;
 mod notify;
 mod serve;
@@ -89,8 +90,13 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let filter = filter::program(plan.trap, true);
     let setup = ChildSetup {
         no_new_privs: !privileged(),
-        flags: libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
-            | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+        // `KEEPALIVE_SHIM_NO_KILLABLE_RECV=1` takes the path of kernels before 5.19, to test
+        // and measure it.
+        flags: if std::env::var_os("KEEPALIVE_SHIM_NO_KILLABLE_RECV").is_some_and(|v| v == "1") {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        },
         prog: libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_ptr().cast_mut(),
@@ -223,15 +229,18 @@ unsafe fn child(sock: RawFd, setup: &ChildSetup, old: &libc::sigset_t, exec: &Ex
             )
         };
         let mut listener = install(setup.flags);
+        let mut killable = setup.flags & libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0;
         if listener < 0 && last_errno() == libc::EINVAL {
             // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is Linux 5.19.
             listener = install(setup.flags & !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
+            killable = false;
         }
         if listener < 0 {
             report(sock, b'E', last_errno());
             libc::_exit(126);
         }
-        send_fd(sock, listener as RawFd);
+        // Whether the program's calls wait killably once received (the two-step answer).
+        send_fd(sock, listener as RawFd, killable);
         libc::close(listener as RawFd);
         // The probe: one trapped call, served like every later one.
         match setup.trap {
@@ -259,15 +268,18 @@ unsafe fn child(sock: RawFd, setup: &ChildSetup, old: &libc::sigset_t, exec: &Ex
     }
 }
 
-/// Sends descriptor `fd` over `sock` with `SCM_RIGHTS`, tagged `L`.
+/// Sends descriptor `fd` over `sock` with `SCM_RIGHTS`, tagged `L`, with `killable` (whether
+/// the filter has `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`) in the errno field.
 ///
 /// # Safety
 /// Async-signal-safe: `sendmsg` on stack buffers.
-unsafe fn send_fd(sock: RawFd, fd: RawFd) {
-    let mut tag = b'L';
+unsafe fn send_fd(sock: RawFd, fd: RawFd, killable: bool) {
+    let mut msg5 = [0u8; 5];
+    msg5[0] = b'L';
+    msg5[1] = u8::from(killable);
     let mut iov = libc::iovec {
-        iov_base: (&raw mut tag).cast(),
-        iov_len: 1,
+        iov_base: msg5.as_mut_ptr().cast(),
+        iov_len: msg5.len(),
     };
     let mut control = [0u64; 4];
     // SAFETY: msghdr is plain data; every pointer set points at a live stack buffer.
@@ -446,13 +458,14 @@ struct Supervisor {
 impl Supervisor {
     /// The listener, the probe served, the child told to go: the server, or why not.
     fn start(&mut self, plan: &Plan) -> Result<Server, String> {
-        let listener = Listener::new(self.handshake_listener()?)
-            .map_err(|e| format!("cannot use the seccomp listener: {e}"))?;
+        let (fd, killable) = self.handshake_listener()?;
+        let listener =
+            Listener::new(fd).map_err(|e| format!("cannot use the seccomp listener: {e}"))?;
         if plan.sync_wake_up {
             // Linux 6.6; without it, the usual wake-ups.
             let _ = listener.set_sync_wake_up();
         }
-        let mut server = Server::new(listener, plan.trap, plan.settings)
+        let mut server = Server::new(listener, plan.trap, plan.settings, killable)
             .map_err(|e| format!("cannot start the supervisor: {e}"))?;
         self.probe(&mut server)?;
         if !self.tell(b'G') {
@@ -476,8 +489,9 @@ impl Supervisor {
         }
     }
 
-    /// The listener from the child, or the refusal to give the person.
-    fn handshake_listener(&mut self) -> Result<OwnedFd, String> {
+    /// The listener from the child and whether its filter waits killably once a call is
+    /// received, or the refusal to give the person.
+    fn handshake_listener(&mut self) -> Result<(OwnedFd, bool), String> {
         let sock = self
             .handshake
             .as_ref()
@@ -487,7 +501,7 @@ impl Supervisor {
             return Err("the child did not install its seccomp filter within 10 s".into());
         }
         match recv_message(sock) {
-            Ok(Some((b'L', _, Some(fd)))) => Ok(fd),
+            Ok(Some((b'L', killable, Some(fd)))) => Ok((fd, killable == 1)),
             Ok(Some((b'E', errno, _))) => Err(refusal(errno)),
             Ok(_) => Err("the child ended before installing its seccomp filter".into()),
             Err(e) => Err(format!("cannot receive the seccomp listener: {e}")),

@@ -164,12 +164,20 @@ impl Listener {
     }
 
     /// Installs `fd` in the caller's descriptor table (the lowest free number, as the call itself
-    /// would choose) and makes that number the call's result, in one step (Linux 5.14): a program
-    /// interrupted meanwhile never gets a descriptor it does not know about. Returns the number.
-    pub fn install(&self, id: u64, fd: RawFd, cloexec: bool) -> io::Result<i32> {
+    /// would choose); returns the number. With `send`, that number is also the call's result, in
+    /// one step (`SECCOMP_ADDFD_FLAG_SEND`, Linux 5.14): a program interrupted meanwhile never
+    /// gets a descriptor it does not know about, but this process still holds its own copy when
+    /// the program runs on. Without `send`, the call stays pending until [`Listener::succeed`]
+    /// answers it with the number: safe only where the caller can no longer be interrupted by a
+    /// non-fatal signal (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`, Linux 5.19).
+    pub fn install(&self, id: u64, fd: RawFd, cloexec: bool, send: bool) -> io::Result<i32> {
         let addfd = libc::seccomp_notif_addfd {
             id,
-            flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+            flags: if send {
+                libc::SECCOMP_ADDFD_FLAG_SEND as u32
+            } else {
+                0
+            },
             srcfd: fd as u32,
             newfd: 0,
             newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },

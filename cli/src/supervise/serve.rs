@@ -6,8 +6,17 @@
 //! option name of `setsockopt()`).
 //!
 //! - `socket()` (socket trap): a TCP socket is made here with the same arguments, in the
-//!   program's network namespace, given the five options, and installed as the call's result
-//!   (`SECCOMP_ADDFD_FLAG_SEND`). Anything else runs as the program made it.
+//!   program's network namespace and with the calling thread's filesystem uid, gid and
+//!   supplementary groups (`identity.rs`), given the five options, and installed in the program.
+//!   Where the kernel has `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) the installation is
+//!   `ADDFD` without `SEND`, then this process closes its copy, then the answer gives the number:
+//!   the program's copy is the only one from the moment it returns, so its `close()` is the
+//!   last (an `SO_LINGER` reset leaves at once, a lingering close waits in the program, never
+//!   here). Without the flag, `ADDFD` + `SEND` in one step (a signal between two steps would leave
+//!   a descriptor the program does not know), and this process's copy is closed by another thread
+//!   (a lingering socket's last close blocks). Where the thread's cgroup or LSM label differs
+//!   from this process's (which a socket made here would carry instead), and anything else, the
+//!   call runs as the program made it.
 //! - `connect()`/`listen()` (connect trap): a copy of the descriptor is taken (`pidfd_getfd`);
 //!   a TCP socket gets the plan for a connect (or listen), then the call runs
 //!   (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
@@ -21,19 +30,18 @@
 //!   values stand.
 
 use super::filter::Trap;
+use super::identity::{self, Context, Creds};
 use super::notify::{Call, Listener};
 use keepalive_shim_policy::config::{LogLevel, Settings};
 use keepalive_shim_policy::decide::{self, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
 use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index, values};
 use libc::c_int;
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
 
 /// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread, not only a thread-group leader.
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
-/// How many configured sockets `KEEPALIVE_FORCE` remembers (8 bytes each) before starting over.
-const REMEMBERED: usize = 1 << 20;
 
 /// What went wrong in a way the person running the program should know (said once each).
 #[derive(Debug)]
@@ -47,6 +55,9 @@ pub enum Trouble {
     NoFollow(io::Error),
     /// A socket cannot be made in the program's network namespace.
     Netns(io::Error),
+    /// A socket made here would not carry the program's identity (its cgroup or LSM label, or a
+    /// uid this process cannot take): the program makes it, and it keeps the kernel's values.
+    Identity(&'static str),
 }
 
 impl std::fmt::Display for Trouble {
@@ -75,6 +86,13 @@ impl std::fmt::Display for Trouble {
                 "cannot enter a network namespace the program created ({e}): its TCP sockets \
                  there are left as the kernel makes them"
             ),
+            Trouble::Identity(what) => write!(
+                f,
+                "a program's thread runs with {what} than this supervisor, which a socket made \
+                 here would not carry: the program makes those TCP sockets itself, and they are \
+                 left as the kernel makes them (run the supervisor in the program's cgroup and \
+                 security context, or use --mode preload)"
+            ),
         }
     }
 }
@@ -88,11 +106,24 @@ pub struct Server {
     defaults: Defaults,
     /// This process's network namespace: its inode, and a descriptor to come back to it.
     netns: (u64, OwnedFd),
-    /// The sockets this supervisor made (inodes), for `KEEPALIVE_FORCE`.
-    made: HashSet<u64>,
+    /// The TCP sockets this process held when it started (inodes): the tree inherited them
+    /// unconfigured, so `KEEPALIVE_FORCE` does not hold the program's calls on them.
+    inherited: Vec<u64>,
+    /// The program's thread can no longer be interrupted between the receive and the answer
+    /// (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`): the socket trap answers in two steps.
+    killable: bool,
+    /// This thread's own credentials and context, to compare the program's with.
+    mine: Creds,
+    context: Context,
+    /// What was last read of each calling thread (a fixed table, by thread id).
+    seen: Vec<Option<identity::Seen>>,
+    /// An LSM answers for this process (`/proc/self/attr/current` is readable).
+    labels: bool,
+    /// The thread closing this process's copies of sockets (without `killable` only).
+    closer: Option<mpsc::Sender<OwnedFd>>,
     /// `PIDFD_THREAD` works here.
     thread_pidfds: bool,
-    said: [bool; 4],
+    said: [bool; 5],
     me: u32,
     /// No debug lines (the start-up probe).
     pub quiet: bool,
@@ -144,11 +175,23 @@ fn read_int(tid: i32, addr: u64) -> io::Result<c_int> {
 
 /// The network-namespace inode of `path` (`/proc/self/ns/net`, `/proc/TID/ns/net`).
 fn netns_inode(path: &str) -> io::Result<u64> {
-    std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    // The link reads `net:[INODE]`: half the cost of a stat of the namespace it names.
+    let link = std::fs::read_link(path)?;
+    link.to_str()
+        .and_then(|l| l.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok())
+        .map_or_else(
+            || std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
+            Ok,
+        )
 }
 
 impl Server {
-    pub fn new(listener: Listener, trap: Trap, settings: Settings) -> io::Result<Server> {
+    pub fn new(
+        listener: Listener,
+        trap: Trap,
+        settings: Settings,
+        killable: bool,
+    ) -> io::Result<Server> {
         // SAFETY: socket has no memory arguments.
         let probe =
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -168,9 +211,15 @@ impl Server {
             settings,
             defaults: Defaults { fresh },
             netns: (ino, ns.into()),
-            made: HashSet::new(),
+            inherited: inherited_tcp(),
+            killable,
+            mine: identity::creds("thread-self")?,
+            labels: identity::label("thread-self").is_some(),
+            context: identity::context("thread-self", true)?,
+            seen: vec![None; identity::SEEN],
+            closer: None,
             thread_pidfds: true,
-            said: [false; 4],
+            said: [false; 5],
             me: std::process::id(),
             quiet: false,
         })
@@ -189,6 +238,7 @@ impl Server {
             Trouble::NoTake(_) => 1,
             Trouble::Netns(_) => 2,
             Trouble::NoFollow(_) => 3,
+            Trouble::Identity(_) => 4,
         };
         if !self.said[i] && self.settings.log >= LogLevel::Warn {
             crate::output::err(format_args!(
@@ -233,25 +283,110 @@ impl Server {
             let _ = self.listener.proceed(call.id);
             return Ok(());
         }
+        let tid = call.tid.to_string();
+        // Who the calling thread is: a socket made here takes this thread's identity, so it
+        // must first take the caller's (or leave the socket to the caller). Read again only when
+        // its owner changed or what was read is older than `TRUSTED`: one stat otherwise.
+        let Ok(owner) = identity::owner(call.tid) else {
+            // The thread is gone (the call with it), or its files cannot be read: its own
+            // socket(), whatever happens to it, is the kernel's.
+            let _ = self.listener.proceed(call.id);
+            return Ok(());
+        };
+        let slot = call.tid.unsigned_abs() as usize % identity::SEEN;
+        if let Some(seen) = &self.seen[slot]
+            && seen.tid == call.tid
+            && seen.owner == owner
+            && seen.at.elapsed() < identity::TRUSTED
+            && seen.same_context
+        {
+            let creds = seen.creds.clone();
+            return self.make_for(call, &tid, creds, domain, ty, protocol);
+        }
+        let who = identity::creds(&tid).and_then(|creds| {
+            let context = identity::context(&tid, self.labels)?;
+            Ok((creds, context))
+        });
+        let (creds, context) = match who {
+            Ok(who) => who,
+            Err(_) => {
+                let _ = self.listener.proceed(call.id);
+                return Ok(());
+            }
+        };
+        self.seen[slot] = Some(identity::Seen {
+            tid: call.tid,
+            owner,
+            creds: creds.clone(),
+            same_context: context == self.context,
+            at: std::time::Instant::now(),
+        });
+        if context != self.context {
+            // This process may have moved (with the whole tree): read its own again.
+            if let Ok(now) = identity::context("thread-self", self.labels) {
+                self.context = now;
+            }
+            if context != self.context {
+                let what = if context.cgroup != self.context.cgroup {
+                    "another cgroup"
+                } else {
+                    "another LSM label"
+                };
+                self.debug(format_args!(
+                    "pid {}: TCP socket left to the program: it runs with {what}",
+                    call.tid
+                ));
+                let _ = self.listener.proceed(call.id);
+                return Err(Trouble::Identity(what));
+            }
+        }
+        if let Some(seen) = &mut self.seen[slot] {
+            seen.same_context = true;
+        }
+        self.make_for(call, &tid, creds, domain, ty, protocol)
+    }
+
+    /// Makes the socket of `call` with `creds` (the caller's) in the caller's network namespace,
+    /// configures it and installs it in the program.
+    fn make_for(
+        &mut self,
+        call: &Call,
+        tid: &str,
+        creds: Creds,
+        domain: c_int,
+        ty: c_int,
+        protocol: c_int,
+    ) -> Result<(), Trouble> {
+        // What was read was about the caller only if its call is still pending (a thread that
+        // died may have left its number to another).
+        if !self.listener.valid(call.id) {
+            return Ok(());
+        }
         // Made here, the socket would belong to this process's network namespace: it must be
         // the calling thread's.
-        let theirs = netns_inode(&format!("/proc/{}/ns/net", call.tid));
-        let made = match theirs {
-            Ok(ino) if ino == self.netns.0 => make(domain, ty, protocol),
-            Ok(_) => match self.make_in(call.tid, domain, ty, protocol) {
-                Ok(made) => made,
-                Err(e) => {
-                    let _ = self.listener.proceed(call.id);
-                    return Err(Trouble::Netns(e));
-                }
-            },
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+        let theirs = netns_inode(&format!("/proc/{tid}/ns/net"));
+        let made = identity::as_creds(&creds, &self.mine, || match theirs {
+            Ok(ino) if ino == self.netns.0 => Ok(make(domain, ty, protocol)),
+            Ok(_) => self.make_in(call.tid, domain, ty, protocol),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(e),
+            // Not allowed to look: a namespace it could not have entered without that right.
+            Err(_) => Ok(make(domain, ty, protocol)),
+        });
+        let made = match made {
+            Ok(Ok(made)) => made,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => {
                 // The thread is gone: the call with it.
                 let _ = self.listener.proceed(call.id);
                 return Ok(());
             }
-            // Not allowed to look: a namespace it could not have entered without that right.
-            Err(_) => make(domain, ty, protocol),
+            Ok(Err(e)) => {
+                let _ = self.listener.proceed(call.id);
+                return Err(Trouble::Netns(e));
+            }
+            Err(_) => {
+                let _ = self.listener.proceed(call.id);
+                return Err(Trouble::Identity("another user or group id"));
+            }
         };
         let fd = match made {
             Ok(fd) => fd,
@@ -266,27 +401,47 @@ impl Server {
                 failed |= 1 << i;
             }
         }
-        if self.settings.force {
-            self.remember(fd.as_raw_fd());
-        }
-        match self
-            .listener
-            .install(call.id, fd.as_raw_fd(), ty & libc::SOCK_CLOEXEC != 0)
-        {
+        let cloexec = ty & libc::SOCK_CLOEXEC != 0;
+        let installed = if self.killable {
+            // Two steps: the program's thread, woken by the ADDFD, now waits for the answer
+            // killably: only a fatal signal can end the call, and then the descriptor goes with
+            // the process. This copy is closed before the answer: the program's is the last.
+            // It is a new socket nobody has used, whose close never blocks.
+            let number = self
+                .listener
+                .install(call.id, fd.as_raw_fd(), cloexec, false);
+            drop(fd);
+            number.and_then(|n| self.listener.succeed(call.id, i64::from(n)).map(|()| n))
+        } else {
+            let number = self
+                .listener
+                .install(call.id, fd.as_raw_fd(), cloexec, true);
+            // The program runs on with the socket, and may close it (even lingering) before this
+            // copy is: its last close must not block the thread answering the tree's calls.
+            self.close_later(fd);
+            number
+        };
+        match installed {
             Ok(number) => {
                 self.debug(format_args!(
-                    "pid {}: fd {number}: new TCP socket ({}): {}",
+                    "pid {}: fd {number}: new TCP socket ({}{}): {}",
                     call.tid,
                     if domain == libc::AF_INET6 {
                         "IPv6"
                     } else {
                         "IPv4"
                     },
+                    if creds == self.mine {
+                        String::new()
+                    } else {
+                        format!(", uid {} gid {}", creds.fsuid, creds.fsgid)
+                    },
                     Shown(self.values.map(Some), failed)
                 ));
                 Ok(())
             }
-            // The call was interrupted or its thread killed: nothing was installed.
+            // The call was interrupted or its thread killed: nothing was installed, or what was
+            // went with the process.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 let _ = self.listener.fail(call.id, libc::ENOSYS);
@@ -298,6 +453,28 @@ impl Server {
                 let _ = self.listener.fail(call.id, errno(&e));
                 Ok(())
             }
+        }
+    }
+
+    /// Closes `fd` on the closing thread (started at the first), or here when it cannot start.
+    fn close_later(&mut self, fd: OwnedFd) {
+        if self.closer.is_none() {
+            let (tx, rx) = mpsc::channel::<OwnedFd>();
+            let started = std::thread::Builder::new()
+                .name("closer".into())
+                .stack_size(64 * 1024)
+                .spawn(move || rx.into_iter().for_each(drop));
+            if started.is_ok() {
+                self.closer = Some(tx);
+            }
+        }
+        match &self.closer {
+            Some(tx) => {
+                if let Err(mpsc::SendError(fd)) = tx.send(fd) {
+                    drop(fd);
+                }
+            }
+            None => drop(fd),
         }
     }
 
@@ -326,15 +503,6 @@ impl Server {
             std::process::abort();
         }
         Ok(made)
-    }
-
-    fn remember(&mut self, fd: RawFd) {
-        if let Ok(ino) = inode(fd) {
-            if self.made.len() >= REMEMBERED {
-                self.made.clear();
-            }
-            self.made.insert(ino);
-        }
     }
 
     /// A copy of descriptor `fd` of thread `tid`, whose call `id` is pending.
@@ -480,9 +648,16 @@ impl Server {
     /// configured values stand; anything else runs.
     fn on_setsockopt_forced(&mut self, call: &Call, index: usize) -> Result<(), Trouble> {
         let ours = match self.trap {
+            // Every TCP socket the socket trap saw was made and configured here, but those of a
+            // thread with another identity (it made its own) and those inherited from before.
+            // Nothing is remembered per socket: its protocol is read from /proc.
             Trap::Socket => {
                 let fd = call.int(0);
-                socket_inode(call.tid, fd).is_some_and(|ino| self.made.contains(&ino))
+                let tid = call.tid.to_string();
+                tcp_protocol(call.tid, fd)
+                    && (self.inherited.is_empty()
+                        || socket_inode(call.tid, fd).is_some_and(|i| !self.inherited.contains(&i)))
+                    && identity::context(&tid, self.labels).is_ok_and(|c| c == self.context)
             }
             Trap::Connect => self
                 .take(call.tid, call.id, call.int(0))
@@ -516,14 +691,40 @@ fn make(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
     }
 }
 
-fn inode(fd: RawFd) -> io::Result<u64> {
-    // SAFETY: st is plain data fstat fills.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is valid for writes.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_ino)
+/// Whether descriptor `fd` of thread `tid` is a TCP socket: the protocol name the socket file
+/// gives (`system.sockprotoname`, read through `/proc`, which needs no copy of the descriptor).
+fn tcp_protocol(tid: i32, fd: c_int) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("/proc/{tid}/fd/{fd}")) else {
+        return false;
+    };
+    let mut name = [0u8; 16];
+    // SAFETY: path is a C string; name is valid for writes of its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            name.as_mut_ptr().cast(),
+            name.len(),
+        )
+    };
+    n > 0
+        && matches!(
+            &name[..n as usize],
+            b"TCP\0" | b"TCPv6\0" | b"TCP" | b"TCPv6"
+        )
+}
+
+/// The inodes of the TCP sockets this process holds: what a tree started now inherits.
+fn inherited_tcp() -> Vec<u64> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok())
+        .filter(|&fd| fd_is_tcp(fd))
+        .filter_map(|fd| socket_inode(me, fd))
+        .collect()
 }
 
 /// The inode of the socket that is descriptor `fd` of thread `tid`, from `/proc`.
@@ -582,6 +783,13 @@ mod tests {
             text,
             "SO_KEEPALIVE=1 TCP_KEEPINTVL=10 TCP_KEEPCNT=3 (refused) TCP_USER_TIMEOUT=45000ms"
         );
+    }
+
+    #[test]
+    fn a_namespace_inode_reads_from_its_link() {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(netns_inode("/proc/self/ns/net").unwrap(), ino);
     }
 
     #[test]

@@ -500,6 +500,13 @@ mod strict_tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_no_part_of_the_first_name() {
+        let loaded = with_file("\u{feff}KEEPALIVE_IDLE=45\n", &[]);
+        assert!(loaded.problems.is_empty(), "{:?}", messages(&loaded));
+        assert_eq!(loaded.settings.idle_s, 45);
+    }
+
+    #[test]
     fn a_file_only_root_may_read_is_reported_by_check_only() {
         use super::super::source::{SystemFile, load_system};
         let unreadable = SystemFile::Unreadable("it cannot be opened (EACCES)".into());

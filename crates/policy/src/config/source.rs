@@ -292,6 +292,8 @@ impl Env {
 
     /// Reads the file's lines: `NAME=VALUE`, `#` comments, blank lines, whitespace trimmed.
     fn read_file(&mut self, text: &[u8]) {
+        // A UTF-8 byte-order mark (editors on other systems write one) is no part of a name.
+        let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
         for (number, line) in text.split(|&b| b == b'\n').enumerate() {
             let line_no = u32::try_from(number + 1).unwrap_or(u32::MAX);
             let line = line.trim_ascii();

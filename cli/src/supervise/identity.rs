@@ -1,0 +1,188 @@
+//! The identity a socket takes from the task that makes it, and how the socket trap gives the
+//! program's own to the sockets it makes for it. The kernel stamps a new socket with the creating
+//! thread's filesystem uid and gid (`sk_uid`: netfilter's `owner` match, `ip rule uidrange`;
+//! the file's credentials: `--gid-owner --suppl-groups`), its cgroup (cgroup BPF programs,
+//! `net_cls`, socket-memory accounting) and its LSM label. The uid, gid and supplementary groups
+//! are this thread's to take for the moment of the `socket()` (`setfsuid`, `setfsgid` and the raw
+//! `setgroups` system call act on the calling thread only); the cgroup and the label are not:
+//! where they differ from this process's, the socket trap lets the program make its socket itself.
+//! Everything is read from `/proc/TID/` files anyone may read (no ptrace right needed).
+
+use std::io;
+
+/// A thread's filesystem credentials, as `/proc/TID/status` shows them in the reader's user
+/// namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Creds {
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The 4th field (the filesystem id) of a `Uid:`/`Gid:` line's value.
+fn fourth(value: &str) -> Option<u32> {
+    value.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The credentials in the text of a `/proc/TID/status` file.
+pub fn parse_status(status: &str) -> Option<Creds> {
+    let (mut fsuid, mut fsgid, mut groups) = (None, None, Vec::new());
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("Uid:") {
+            fsuid = fourth(v);
+        } else if let Some(v) = line.strip_prefix("Gid:") {
+            fsgid = fourth(v);
+        } else if let Some(v) = line.strip_prefix("Groups:") {
+            groups = v
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect();
+            // The last of the three lines: nothing else is needed.
+            break;
+        }
+    }
+    Some(Creds {
+        fsuid: fsuid?,
+        fsgid: fsgid?,
+        groups,
+    })
+}
+
+/// The credentials of thread `tid` (`thread-self` for this one).
+pub fn creds(tid: &str) -> io::Result<Creds> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
+    parse_status(&status).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// What of a task's identity this thread cannot take: its cgroups (`/proc/TID/cgroup`, every
+/// hierarchy) and its LSM label (`/proc/TID/attr/current`; `None` where no LSM answers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub cgroup: String,
+    pub label: Option<String>,
+}
+
+/// The label of thread `tid`, where an LSM gives one.
+pub fn label(tid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{tid}/attr/current"))
+        .ok()
+        .map(|l| l.trim_end_matches(['\n', '\0']).to_owned())
+}
+
+/// The context of thread `tid`; its label only when `labels` (an LSM answered for this process).
+pub fn context(tid: &str, labels: bool) -> io::Result<Context> {
+    Ok(Context {
+        cgroup: std::fs::read_to_string(format!("/proc/{tid}/cgroup"))?,
+        label: if labels { label(tid) } else { None },
+    })
+}
+
+fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes an integer and acts on the calling thread only.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid) as u32 }
+}
+
+fn setfsgid(gid: u32) -> u32 {
+    // SAFETY: setfsgid takes an integer and acts on the calling thread only.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid) as u32 }
+}
+
+/// The raw system call: glibc's `setgroups` changes every thread of the process.
+fn setgroups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: `groups` is valid for reads of its length; the call acts on this thread only.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What the socket trap last read of one thread: its owner as `stat` of `/proc/TID` shows it
+/// (the effective uid and gid, which every setuid call carries into the filesystem ids), its
+/// credentials, whether its cgroup and label are this process's, and when that was read.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub tid: i32,
+    pub owner: (u32, u32),
+    pub creds: Creds,
+    pub same_context: bool,
+    pub at: std::time::Instant,
+}
+
+/// How many threads [`Seen`] remembers: a fixed table, so memory does not grow with threads.
+pub const SEEN: usize = 256;
+/// How long what was read of a thread is trusted while its owner is unchanged: a cgroup move or
+/// a change of supplementary groups alone shows within this time.
+pub const TRUSTED: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The owner (uid, gid) of `/proc/TID`: one `stat`, no allocation of the file's text.
+pub fn owner(tid: i32) -> io::Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{tid}"))?;
+    Ok((meta.uid(), meta.gid()))
+}
+
+/// Runs `f` on this thread with filesystem credentials `want` instead of `mine` (its own), and
+/// puts them back; with no system call when they are the same. `Err` (and `f` not run) when the kernel does not let this thread take them
+/// (no CAP_SETUID/CAP_SETGID): a socket made then would carry the wrong owner.
+pub fn as_creds<T>(want: &Creds, mine: &Creds, f: impl FnOnce() -> T) -> io::Result<T> {
+    if want == mine {
+        return Ok(f());
+    }
+    let groups = want.groups != mine.groups;
+    if groups {
+        setgroups(&want.groups)?;
+    }
+    setfsgid(want.fsgid);
+    setfsuid(want.fsuid);
+    // An invalid id changes nothing and returns the current one.
+    let took = setfsgid(u32::MAX) == want.fsgid && setfsuid(u32::MAX) == want.fsuid;
+    let out = took.then(f);
+    setfsuid(mine.fsuid);
+    setfsgid(mine.fsgid);
+    if groups && setgroups(&mine.groups).is_err() {
+        // This thread keeps the program's groups: every later socket would carry them.
+        crate::output::err(format_args!(
+            "keepalive-shim[{}]: cannot restore its own supplementary groups: {}",
+            std::process::id(),
+            io::Error::last_os_error()
+        ));
+        std::process::abort();
+    }
+    out.ok_or_else(|| io::Error::from_raw_os_error(libc::EPERM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filesystem_ids_are_the_fourth_fields() {
+        let status = "Name:\tx\nUmask:\t0022\nState:\tS\nTgid:\t7\nUid:\t0\t1\t2\t65534\n\
+                      Gid:\t10\t11\t12\t65533\nFDSize:\t64\nGroups:\t4 24 27 \nNStgid:\t7\n";
+        assert_eq!(
+            parse_status(status),
+            Some(Creds {
+                fsuid: 65534,
+                fsgid: 65533,
+                groups: vec![4, 24, 27]
+            })
+        );
+        let none = "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n";
+        assert_eq!(parse_status(none).unwrap().groups, Vec::<u32>::new());
+        assert_eq!(parse_status("Uid:\t0\t0\n"), None);
+    }
+
+    #[test]
+    fn this_threads_own_identity_reads_back() {
+        let mine = creds("thread-self").unwrap();
+        // SAFETY: getuid/getgid take no arguments.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        assert_eq!((mine.fsuid, mine.fsgid), (uid, gid));
+        assert!(context("thread-self", true).unwrap().cgroup.contains(':'));
+        // Taking one's own credentials always works, and changes nothing.
+        assert_eq!(as_creds(&mine, &mine, || 7).unwrap(), 7);
+        assert_eq!(creds("thread-self").unwrap(), mine);
+    }
+}
