@@ -2,7 +2,15 @@
 # Makes the release artifacts in target/dist/, for x86_64 and aarch64 Linux:
 #   keepalive-shim-VERSION-ARCH-linux/            libkeepalive_shim.so, keepalive-shim, README.md, LICENSE
 #   keepalive-shim-VERSION-ARCH-linux.tar.gz      that folder
-#   SHA256SUMS                                    the archives and the binaries in the folders
+#   keepalive-shim_VERSION_amd64.deb, keepalive-shim_VERSION_arm64.deb
+#   keepalive-shim-VERSION-1.x86_64.rpm, keepalive-shim-VERSION-1.aarch64.rpm
+#                                                 the same library and tool as the folders, in
+#                                                 /usr/lib/keepalive-shim/ and /usr/bin/, with
+#                                                 README.md and the licence in
+#                                                 /usr/share/doc/keepalive-shim/ and the fleet unit
+#                                                 (disabled) in /usr/lib/systemd/system/
+#   SHA256SUMS                                    the archives, the packages and the binaries in
+#                                                 the folders
 # VERSION is the version in Cargo.toml. The x86_64 library is target/release/libkeepalive_shim.so
 # from plain `cargo build --release` (the README's command, and the file the tests preload),
 # copied; the aarch64 library is the same package, profile and build.rs cross-linked with
@@ -12,8 +20,13 @@
 # 2.17, tools have no program interpreter and run (the aarch64 one under qemu-aarch64).
 #
 # Installs what is missing (rustup targets; Debian's cross gcc and aarch64 glibc, qemu-user, and
-# musl-tools for tests/portable.rs), with one `apt-get update` first; that needs root.
-# Archives are reproducible: the same binaries give the same archive and checksum.
+# musl-tools for tests/portable.rs; Debian's rpm for rpmbuild, and lintian for tests/packages.rs),
+# with one `apt-get update` first; that needs root. The .deb files are made by dpkg-deb, the .rpm
+# files by rpmbuild from packaging/ (control, maintainer scripts, spec, unit). Installing a
+# package changes nothing; `keepalive-shim system enable` switches the library on, and the
+# package removal scripts run `keepalive-shim system disable`.
+# Archives and packages are reproducible: the same binaries give the same files and checksums
+# (timestamps from SOURCE_DATE_EPOCH, else the last commit).
 #
 # Usage: scripts/dist.sh          (no arguments; runs from any directory)
 set -euo pipefail
@@ -37,6 +50,9 @@ command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
+command -v rpmbuild >/dev/null || missing+=(rpm)
+command -v lintian >/dev/null || missing+=(lintian)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "dist.sh: needs ${missing[*]} (install them, or run as root)" >&2
@@ -112,7 +128,92 @@ package x86_64 "$x86_lib" "$x86_tool"
 package aarch64 "$arm_lib" "$arm_tool"
 cmp -s "$x86_lib" "$stage/keepalive-shim-$version-x86_64-linux/libkeepalive_shim.so" \
     || fail "the packaged x86_64 library differs from $x86_lib"
-(cd "$stage" && sha256sum -- *.tar.gz */libkeepalive_shim.so */keepalive-shim >SHA256SUMS)
+
+# --- system packages ----------------------------------------------------------------------------
+# The files of the folders above, in the usual places. The tree is staged once per architecture
+# with fixed modes and timestamps; dpkg-deb (owner root, sorted, SOURCE_DATE_EPOCH) and rpmbuild
+# (build time and file times clamped to SOURCE_DATE_EPOCH, a fixed build host) then give the
+# same package for the same files.
+# The project names no address of its own: set KEEPALIVE_SHIM_MAINTAINER for a real one.
+maintainer=${KEEPALIVE_SHIM_MAINTAINER:-keepalive-shim maintainers <keepalive-shim@example.org>}
+export SOURCE_DATE_EPOCH=$epoch
+date_rfc2822=$(date -u -R -d "@$epoch")
+# The copyright years: from the first commit's to the last one's.
+years=$(date -u -d "@$epoch" +%Y)
+first=$(git log --reverse --format=%ad --date=format:%Y 2>/dev/null | head -n1 || true)
+[ -z "$first" ] || [ "$first" = "$years" ] || years="$first-$years"
+stage_tree() { # stage_tree DIR FOLDER: the package's files, from the release folder FOLDER
+    local tree=$1 from=$2 doc=$1/usr/share/doc/keepalive-shim
+    install -d -m 0755 "$tree/usr/bin" "$tree/usr/lib/keepalive-shim" \
+        "$tree/usr/lib/systemd/system" "$doc"
+    install -m 0755 "$from/keepalive-shim" "$tree/usr/bin/keepalive-shim"
+    install -m 0644 "$from/libkeepalive_shim.so" "$tree/usr/lib/keepalive-shim/libkeepalive_shim.so"
+    install -m 0644 packaging/keepalive-shim-fleet.service "$tree/usr/lib/systemd/system/"
+    install -m 0644 "$from/README.md" "$from/LICENSE" "$doc/"
+}
+deb() { # deb ARCH DEBARCH: keepalive-shim_VERSION_DEBARCH.deb from the ARCH folder
+    local tree=$stage/.deb-$2 doc
+    doc=$tree/usr/share/doc/keepalive-shim
+    stage_tree "$tree" "$stage/keepalive-shim-$version-$1-linux"
+    # Debian's names and formats for the licence and the changelog; lintian's accepted tags.
+    rm "$doc/LICENSE"
+    sed "s/@YEARS@/$years/" packaging/deb/copyright >"$doc/copyright"
+    chmod 0644 "$doc/copyright"
+    install -d -m 0755 "$tree/usr/share/lintian/overrides"
+    install -m 0644 packaging/deb/lintian-overrides "$tree/usr/share/lintian/overrides/keepalive-shim"
+    printf '%s\n' "keepalive-shim ($version) unstable; urgency=medium" "" \
+        "  * Release $version." "" " -- $maintainer  $date_rfc2822" >"$doc/changelog"
+    touch -d "@$epoch" "$doc/changelog"
+    gzip -9n "$doc/changelog"
+    install -d -m 0755 "$tree/DEBIAN"
+    install -m 0755 packaging/deb/prerm packaging/deb/postrm "$tree/DEBIAN/"
+    sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$2/" -e "s/@MAINTAINER@/$maintainer/" \
+        -e "s/@SIZE@/$(du -sk --exclude=DEBIAN "$tree" | cut -f1)/" packaging/deb/control \
+        >"$tree/DEBIAN/control"
+    (cd "$tree" && find usr -type f | LC_ALL=C sort | xargs md5sum >DEBIAN/md5sums)
+    chmod 0644 "$tree/DEBIAN/control" "$tree/DEBIAN/md5sums"
+    find "$tree" -exec touch -h -d "@$epoch" {} +
+    dpkg-deb --root-owner-group -Zxz --build "$tree" "$stage/keepalive-shim_${version}_$2.deb" \
+        >/dev/null
+    rm -rf "$tree"
+}
+rpm_package() { # rpm_package ARCH: keepalive-shim-VERSION-1.ARCH.rpm from the ARCH folder
+    local top=$PWD/target/rpmbuild tree
+    tree=$top/stage-$1
+    rm -rf "$top"
+    stage_tree "$tree" "$stage/keepalive-shim-$version-$1-linux"
+    find "$tree" -exec touch -h -d "@$epoch" {} +
+    rpmbuild -bb --quiet --target "$1-linux" \
+        --define "_topdir $top" --define "stage $tree" \
+        --define "ks_version $version" --define "ks_license $license" \
+        --define "use_source_date_epoch_as_buildtime 1" \
+        --define "clamp_mtime_to_source_date_epoch 1" --define "_buildhost reproducible" \
+        --define "_binary_payload w9.gzdio" \
+        packaging/rpm/keepalive-shim.spec >/dev/null
+    mv "$top/RPMS/$1/keepalive-shim-$version-1.$1.rpm" "$stage/"
+    rm -rf "$top"
+}
+deb x86_64 amd64
+deb aarch64 arm64
+rpm_package x86_64
+rpm_package aarch64
+# The packages hold the folders' very files: the x86_64 library is the tested one.
+same_library() { # same_library PACKAGE_FILE ARCH
+    local lib=$stage/keepalive-shim-$version-$2-linux/libkeepalive_shim.so inside
+    case $1 in
+        *.deb) inside=$(dpkg-deb --fsys-tarfile "$1" \
+            | tar -xOf - ./usr/lib/keepalive-shim/libkeepalive_shim.so | sha256sum) ;;
+        *.rpm) inside=$(rpm -qp --qf '[%{FILEDIGESTS} %{FILENAMES}\n]' "$1" \
+            | awk '$2 == "/usr/lib/keepalive-shim/libkeepalive_shim.so" { print $1 "  -" }') ;;
+    esac
+    [ "$inside" = "$(sha256sum <"$lib")" ] || fail "the library in $1 differs from $lib"
+}
+same_library "$stage/keepalive-shim_${version}_amd64.deb" x86_64
+same_library "$stage/keepalive-shim_${version}_arm64.deb" aarch64
+same_library "$stage/keepalive-shim-$version-1.x86_64.rpm" x86_64
+same_library "$stage/keepalive-shim-$version-1.aarch64.rpm" aarch64
+(cd "$stage" && sha256sum -- *.tar.gz *.deb *.rpm */libkeepalive_shim.so */keepalive-shim \
+    >SHA256SUMS)
 rm -rf target/dist
 mv "$stage" target/dist
 

@@ -31,6 +31,11 @@ command -v valgrind >/dev/null || missing+=(valgrind)
 # Debian's Go, and Debian's statically linked busybox.
 command -v go >/dev/null || missing+=(golang-go)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# A real Prometheus scrapes `keepalive-shim metrics` (cli/tests/metrics.rs).
+command -v prometheus >/dev/null || missing+=(prometheus)
+# The supervisor's identity proofs (cli/tests/supervise_trace.rs): an owner-match rule, setpriv.
+command -v iptables >/dev/null || missing+=(iptables)
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: the tests need: ${missing[*]} (install them, or run as root)" >&2

@@ -13,6 +13,7 @@ mod output;
 mod reach;
 mod run;
 mod supervise;
+mod system;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +40,7 @@ enum Command {
     Check(check::Args),
     Inspect(inspect::Args),
     Fleet(fleet::Args),
+    System(system::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Fleet(args) => fleet::main(args),
+        Command::System(args) => system::main(args),
     }
 }
 
