@@ -283,6 +283,41 @@ impl Machine {
         }
     }
 
+    /// With the library on, a system file holding strict mode and a typo (issue 18's one typo
+    /// that stopped the machine): `/bin/sh`, python3 and a setuid program still run, with a
+    /// warning that names the typo and why strict mode is not honoured there, and
+    /// `keepalive-shim check` says what is wrong (exit 78). The file is removed after.
+    fn survives_a_typo_in_strict_mode(&self) {
+        let conf = self.host("/etc/keepalive-shim.conf");
+        std::fs::write(&conf, "KEEPALIVE_STRICT=1\nKEEPALIVE_IDEL=30\n").unwrap();
+        set_mode(&conf, 0o644);
+        for (program, args, uid) in [
+            ("/bin/sh", &["-c", "echo ran"][..], None),
+            ("python3", &["-c", "print('ran')"][..], None),
+            ("/tmp/secure_probe", &[][..], Some(NOBODY)),
+        ] {
+            let out = run({
+                let mut cmd = self.tree.command(uid, program);
+                cmd.args(args);
+                cmd
+            });
+            let err = text(&out.stderr);
+            assert!(
+                out.status.success() && !out.stdout.is_empty(),
+                "{program} with a typo and strict mode in the system file: {}: {err}",
+                out.status
+            );
+            for needle in ["KEEPALIVE_IDEL", "KEEPALIVE_STRICT is not honoured"] {
+                assert!(err.contains(needle), "{program}: {needle}: {err}");
+            }
+        }
+        let out = run(self.cmd(TOOL, &["check"]));
+        let said = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(78), "check: {said}{}", stderr(&out));
+        assert!(said.contains("KEEPALIVE_IDEL"), "check: {said}");
+        std::fs::remove_file(&conf).unwrap();
+    }
+
     /// Paths of the tree (not /proc, /sys, /dev, /tmp, nor the package managers' own records).
     fn paths(&self) -> BTreeSet<PathBuf> {
         const SKIP: [&str; 9] = [
@@ -385,6 +420,7 @@ fn lifecycle(test: &'static str, kind: Kind, before: Option<&[u8]>) {
     );
 
     m.protected();
+    m.survives_a_typo_in_strict_mode();
 
     let out = m.tool(&["system", "disable"]);
     assert!(out.status.success(), "system disable: {}", stderr(&out));
