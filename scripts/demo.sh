@@ -5,6 +5,31 @@ set -euo pipefail
 source "$(dirname "$0")/cases.sh"
 cases_init
 
+# The kernel's count of connections it ended after a timeout (TcpExt TCPAbortOnTimeout) in the
+# network namespace NS: every program in it, every kind of timeout.
+aborts() {
+    ip netns exec "$1" awk '/^TcpExt:/ { if (!c) { for (i = 2; i <= NF; i++)
+        if ($i == "TCPAbortOnTimeout") c = i } else { print $c; exit } }' /proc/net/netstat
+}
+# The lab as cases.sh drives it, reading that count in the client's namespace when the server's
+# link is cut and again before the lab is removed.
+REAL_LAB=$LAB CUT_BEFORE= CUT_AFTER=
+counting_lab() {
+    case $1 in
+        cut) CUT_BEFORE=$(aborts "$2-c") ;;
+        down) [ -z "$CUT_BEFORE" ] || CUT_AFTER=$(aborts "$2-c" 2>/dev/null || echo "?") ;;
+    esac
+    "$REAL_LAB" "$@"
+}
+LAB=counting_lab
+kernel_cut() {
+    local n="?"
+    [[ "$CUT_BEFORE$CUT_AFTER" =~ ^[0-9]+$ ]] && n=$((CUT_AFTER - CUT_BEFORE))
+    printf '  %-24s %s connection(s) after a timeout (TcpExt TCPAbortOnTimeout of the client'"'"'s namespace: %s at the cut, %s at the end)\n' \
+        "the kernel ended:" "$n" "$CUT_BEFORE" "$CUT_AFTER"
+    CUT_BEFORE= CUT_AFTER=
+}
+
 show() {
     local label outcome seconds
     while IFS=$'\t' read -r label outcome seconds; do
@@ -26,6 +51,7 @@ run_case 1 20 \
     "with keepalive-shim|LD_PRELOAD=$SHIM KEEPALIVE_IDLE=2 KEEPALIVE_INTERVAL=1 KEEPALIVE_COUNT=2" \
     "without keepalive-shim|KEEPALIVE_IDLE=2" >"$WORK/out"
 show <"$WORK/out"
+kernel_cut
 
 cat <<'TXT'
 
@@ -39,5 +65,6 @@ run_case 2 20 \
     "with keepalive-shim|LD_PRELOAD=$SHIM KEEPALIVE_USER_TIMEOUT=3s KEEPALIVE_IDLE=600" \
     "without keepalive-shim|KEEPALIVE_USER_TIMEOUT=3s" >"$WORK/out"
 show <"$WORK/out"
+kernel_cut
 echo
 echo "Seconds are counted from the moment the server's link went down."

@@ -19,6 +19,8 @@ extern crate alloc;
 // The configuration and socket policy, shared with the command-line tool.
 use keepalive_shim_policy::config;
 pub mod copies;
+// What the library did, counted, for `keepalive-shim inspect` and `metrics`.
+pub mod counters;
 pub mod descriptors;
 // Libraries loaded with RTLD_DEEPBIND, reached through the `dlopen` hook (glibc, x86_64 and
 // aarch64: the hook is a naked function in assembly).

@@ -12,6 +12,7 @@
 
 use crate::config::LogLevel;
 use crate::config::Settings;
+use crate::counters;
 use crate::descriptors::{self, Kind, State};
 use crate::errno;
 use crate::log::{self, debug};
@@ -170,6 +171,7 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
         errno::set(saved);
     }
     remember(fd, &plan, failed);
+    counters::applied(Event::Made, Known::FRESH, &plan, failed.mask);
     debug!(
         "fd {fd}: new TCP socket ({}): {}",
         if domain == libc::AF_INET6 {
@@ -198,6 +200,9 @@ pub fn before_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) {
         && state.kind() == Kind::Tcp
         && decide::settled(s, state.known())
     {
+        if !state.known().left_alone {
+            counters::add(counters::CONNECTIONS_CONFIGURED);
+        }
         debug!(
             "fd {fd}: connecting to {}; {}",
             Peer::read(addr, len),
@@ -233,6 +238,7 @@ fn connect_slow(fd: c_int, s: &Settings, addr: *const sockaddr, len: socklen_t) 
     }
     let failed = apply_plan(fd, &plan);
     remember(fd, &plan, failed);
+    counters::applied(event, known, &plan, failed.mask);
     debug!(
         "fd {fd}: connecting to {peer}; {}",
         Outcome {
@@ -318,6 +324,7 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int, before: Bef
     );
     let failed = apply_plan(fd, &plan);
     remember(fd, &plan, failed);
+    counters::applied(Event::Set(index), known, &plan, failed.mask);
     match plan.reason {
         Reason::Forced => debug!(
             "fd {fd}: the program sets {label}{theirs}; {}",

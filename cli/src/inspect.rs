@@ -1,6 +1,9 @@
 //! `keepalive-shim inspect`: the keepalive settings of a running process's TCP connections, read
 //! from the live sockets (`pidfd_open` + `pidfd_getfd` + `getsockopt`), or, without permission to
-//! take them, from what `/proc/PID/net/tcp` shows of each connection's timers.
+//! take them, from what `/proc/PID/net/tcp` shows of each connection's timers. Beside them, for
+//! each process that has the library loaded, what each copy of it counted (read from the live
+//! process, `metrics.rs`), and the kernel's count of connections ended after a timeout in the
+//! process's network namespace.
 
 use crate::say;
 use std::collections::HashMap;
@@ -26,7 +29,8 @@ pub struct Args {
     /// Every process with a TCP connection that can be read.
     #[arg(long)]
     all: bool,
-    /// One JSON array of connections, for scripts.
+    /// One JSON array, for scripts: the connections (`"kind": "connection"`), then a record
+    /// per process (`"kind": "process"`) with the library's counters.
     #[arg(long)]
     json: bool,
     /// Read /proc only; never take the process's sockets.
@@ -60,6 +64,8 @@ pub fn main(args: Args) -> ExitCode {
         (args.pids.clone(), true)
     };
     let mut found = Vec::new();
+    let mut views = Vec::new();
+    let mut reader = crate::metrics::Reader::default();
     let mut failed = false;
     let mut unreadable = 0;
     let mut fallback_said = false;
@@ -76,6 +82,10 @@ pub fn main(args: Args) -> ExitCode {
                     }
                 }
                 found.extend(conns);
+                let view = ProcessView::read(&mut reader, pid);
+                if explicit || matches!(view.library, Ok(Some(_))) {
+                    views.push(view);
+                }
             }
             Err(message) if explicit => {
                 say!("{message}");
@@ -88,11 +98,14 @@ pub fn main(args: Args) -> ExitCode {
         say!("{unreadable} processes could not be read (run as root to see them all)");
     }
     if args.json {
-        crate::output::out(format_args!("{}", json(&found)));
-    } else if found.is_empty() {
-        crate::output::out(format_args!("no TCP connections"));
+        crate::output::out(format_args!("{}", json(&found, &views)));
     } else {
-        crate::output::write_all(1, table(&found).as_bytes());
+        if found.is_empty() {
+            crate::output::out(format_args!("no TCP connections"));
+        } else {
+            crate::output::write_all(1, table(&found).as_bytes());
+        }
+        crate::output::write_all(1, counters_text(&views).as_bytes());
     }
     if failed {
         ExitCode::FAILURE
@@ -103,15 +116,146 @@ pub fn main(args: Args) -> ExitCode {
 
 fn all_pids() -> Vec<i32> {
     let me = std::process::id() as i32;
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|&pid| pid != me)
-                .collect()
-        })
-        .unwrap_or_default();
-    pids.sort_unstable();
+    let mut pids = crate::metrics::all_pids();
+    pids.retain(|&pid| pid != me);
     pids
+}
+
+/// What the library counted in one process, and its network namespace's count of connections
+/// ended after a timeout.
+struct ProcessView {
+    pid: i32,
+    command: Option<String>,
+    /// The library's copies (`None`: not loaded), or why the process could not be read.
+    library: Result<Option<crate::metrics::Process>, String>,
+    netns: Option<u64>,
+    timed_out: Option<u64>,
+}
+
+impl ProcessView {
+    fn read(reader: &mut crate::metrics::Reader, pid: i32) -> ProcessView {
+        let library = reader.process(pid).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => "the process exited before its counters were read".to_owned(),
+            ErrorKind::PermissionDenied => {
+                "cannot read its memory maps: permission denied (run as root or as its user)"
+                    .to_owned()
+            }
+            _ => format!("cannot read its memory maps: {e}"),
+        });
+        let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim_end().to_owned());
+        ProcessView {
+            pid,
+            command,
+            library,
+            netns: crate::metrics::netns_of(pid),
+            timed_out: crate::metrics::aborts_on_timeout(pid).ok(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        use serde_json::{Value, json};
+        let mut record = match &self.library {
+            Ok(Some(p)) => crate::metrics::process_json(p),
+            Ok(None) => json!({
+                "kind": "process", "pid": self.pid, "command": self.command, "libraries": [],
+            }),
+            Err(e) => json!({
+                "kind": "process", "pid": self.pid, "command": self.command, "error": e,
+            }),
+        };
+        if let Value::Object(map) = &mut record {
+            map.insert(
+                "network_namespace".into(),
+                json!({
+                    "inode": self.netns,
+                    "connections_timed_out": self.timed_out,
+                    "counts": crate::metrics::TIMED_OUT_MEANS,
+                }),
+            );
+        }
+        record
+    }
+}
+
+/// The counters of each process, for people.
+fn counters_text(views: &[ProcessView]) -> String {
+    let mut out = String::new();
+    for v in views {
+        let _ = write!(out, "\nprocess {}", v.pid);
+        match &v.library {
+            Err(e) => {
+                let _ = writeln!(out, ": {e}");
+            }
+            Ok(None) => {
+                let _ = writeln!(out, ": keepalive-shim is not loaded");
+            }
+            Ok(Some(p)) => {
+                let _ = writeln!(out, " ({}):", p.command);
+                for copy in &p.copies {
+                    let _ = writeln!(out, "  keepalive-shim {}:", copy.path);
+                    match &copy.counts {
+                        Err(e) => {
+                            let _ = writeln!(out, "    {e}");
+                        }
+                        Ok(c) => {
+                            let by_option = |v: &[u64; keepalive_shim_policy::options::N]| {
+                                let named: Vec<String> = keepalive_shim_policy::options::OPTIONS
+                                    .iter()
+                                    .zip(v)
+                                    .filter(|(_, n)| **n > 0)
+                                    .map(|(o, n)| format!("{} {n}", o.label))
+                                    .collect();
+                                if named.is_empty() {
+                                    "0".to_owned()
+                                } else {
+                                    named.join(", ")
+                                }
+                            };
+                            for (what, value) in [
+                                ("TCP sockets configured", c.sockets_configured.to_string()),
+                                (
+                                    "connections configured (connect() calls)",
+                                    c.connections_configured.to_string(),
+                                ),
+                                (
+                                    "connections the rules excluded",
+                                    c.connections_excluded.to_string(),
+                                ),
+                                (
+                                    "options left to the program",
+                                    by_option(&c.options_left_to_program),
+                                ),
+                                ("options the kernel refused", by_option(&c.options_refused)),
+                            ] {
+                                let _ = writeln!(out, "    {what:<42} {value}");
+                            }
+                        }
+                    }
+                }
+                if p.copies.len() > 1 {
+                    let _ = writeln!(
+                        out,
+                        "  ({} copies are loaded: only the first in the loader's order acts; the \
+                         others count nothing)",
+                        p.copies.len()
+                    );
+                }
+            }
+        }
+        let netns = v.netns.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let timed_out = v
+            .timed_out
+            .map_or_else(|| "unreadable".to_owned(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "  network namespace {netns}: {timed_out} connections ended after a timeout \
+             (TcpExt TCPAbortOnTimeout: every program in the namespace, with or without \
+             keepalive-shim, every kind of timeout, since the namespace was made)"
+        );
+    }
+    out
 }
 
 /// The TCP sockets of `pid`, and why its sockets could not be taken, when they could not.
@@ -382,9 +526,9 @@ fn table(conns: &[Connection]) -> String {
     out
 }
 
-fn json(conns: &[Connection]) -> String {
+fn json(conns: &[Connection], views: &[ProcessView]) -> String {
     use serde_json::{Value, json};
-    let items: Vec<Value> = conns
+    let mut items: Vec<Value> = conns
         .iter()
         .map(|c| {
             let [idle, interval, count, user_timeout] = c
@@ -393,6 +537,7 @@ fn json(conns: &[Connection]) -> String {
                     o.map(Value::from)
                 });
             json!({
+                "kind": "connection",
                 "pid": c.pid,
                 "command": c.command,
                 "fd": c.fd,
@@ -409,6 +554,7 @@ fn json(conns: &[Connection]) -> String {
             })
         })
         .collect();
+    items.extend(views.iter().map(ProcessView::json));
     serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_owned())
 }
 

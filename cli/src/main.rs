@@ -8,6 +8,7 @@ use keepalive_shim_policy::config;
 mod check;
 mod fleet;
 mod inspect;
+mod metrics;
 mod os;
 mod output;
 mod reach;
@@ -40,6 +41,7 @@ enum Command {
     Check(check::Args),
     Inspect(inspect::Args),
     Fleet(fleet::Args),
+    Metrics(metrics::Args),
     System(system::Args),
 }
 
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Fleet(args) => fleet::main(args),
+        Command::Metrics(args) => metrics::main(args),
         Command::System(args) => system::main(args),
     }
 }

@@ -36,8 +36,10 @@ pub fn library() -> &'static Path {
 /// What the library exports, sorted: the hooks that do the work (`socket`, `connect`,
 /// `setsockopt`), those that keep its descriptor table true to the sockets (`close`,
 /// `close_range`, `closefrom`, `dup`, `dup2`, `dup3`, `fcntl`, `fcntl64`), `dlopen` (for libraries loaded with
-/// `RTLD_DEEPBIND`, src/deepbind.rs), and the marker by which two copies in one process find each
-/// other (`keepalive_shim_copy`). Nothing else.
+/// `RTLD_DEEPBIND`, src/deepbind.rs), the marker by which two copies in one process find each
+/// other (`keepalive_shim_copy`), and the block of counters that `keepalive-shim inspect` and
+/// `metrics` read from outside the process (`keepalive_shim_counters`, src/counters.rs, a data
+/// symbol). Nothing else.
 pub const EXPORTS: &[&str] = &[
     "close",
     "close_range",
@@ -50,6 +52,7 @@ pub const EXPORTS: &[&str] = &[
     "fcntl",
     "fcntl64",
     "keepalive_shim_copy",
+    "keepalive_shim_counters",
     "setsockopt",
     "socket",
 ];

@@ -1,0 +1,149 @@
+//! What the library did in this process, counted: TCP sockets it configured, connections that
+//! went out with its options, connections the destination rules excluded, options the program
+//! set itself and kept, options the kernel refused.
+//!
+//! The counters are relaxed atomics in one static block (no allocation, no lock, no system
+//! call: one `lock add` on the paths that count), published under the exported symbol
+//! [`keepalive_shim_counters`] so another process can find and read them: `keepalive-shim
+//! inspect` and `keepalive-shim metrics` look the symbol up in the `.dynsym` of the library file
+//! `/proc/PID/maps` shows, and read the block at that address with `process_vm_readv`.
+//!
+//! The layout is fixed (`repr(C)`): [`MAGIC`], [`VERSION`], the number of counters that follow,
+//! then the counters, by the indices below. A counter added later goes at the end (`len` grows,
+//! the version stays: a reader takes the first counters it knows); a changed meaning or order
+//! takes a new version. The command-line tool keeps the same table (cli/src/metrics.rs,
+//! `LIBRARY_COUNTERS`). Each copy of the library in a process has its own block; only the first
+//! copy acts (`copies.rs`), so the others stay at zero.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use keepalive_shim_policy::decide::{ALL, Event, Known, Plan, Reason};
+use keepalive_shim_policy::options::N;
+
+/// The first 8 bytes of the block: "KASHCTRS" in memory.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"KASHCTRS");
+/// The layout below.
+pub const VERSION: u32 = 1;
+
+/// TCP sockets on which the library set its options (once per socket: at `socket()`, or where
+/// it first met one at `connect()` or at the program's `setsockopt()`).
+pub const SOCKETS_CONFIGURED: usize = 0;
+/// `connect()` calls on a TCP socket that carries the library's options.
+pub const CONNECTIONS_CONFIGURED: usize = 1;
+/// `connect()` calls to a destination the rules exclude (`KEEPALIVE_EXCLUDE`, or not in
+/// `KEEPALIVE_INCLUDE`): the socket got back what it had without the library.
+pub const CONNECTIONS_EXCLUDED: usize = 2;
+/// One per option, in the order of `OPTIONS`: the options the program set itself on a socket,
+/// whose value the library kept (not under `KEEPALIVE_FORCE`), once per socket and option.
+pub const OPTIONS_LEFT_TO_PROGRAM: usize = 3;
+/// One per option, in the order of `OPTIONS`: the options the kernel refused when the library
+/// set them (a seccomp filter, an old kernel).
+pub const OPTIONS_REFUSED: usize = OPTIONS_LEFT_TO_PROGRAM + N;
+/// How many counters there are.
+pub const LEN: usize = OPTIONS_REFUSED + N;
+
+/// The published block.
+#[repr(C)]
+pub struct Counters {
+    pub magic: u64,
+    pub version: u32,
+    /// How many counters follow.
+    pub len: u32,
+    pub values: [AtomicU64; LEN],
+}
+
+/// This copy's counters, found by name from outside the process.
+#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals)]
+pub static keepalive_shim_counters: Counters = Counters {
+    magic: MAGIC,
+    version: VERSION,
+    len: LEN as u32,
+    values: [const { AtomicU64::new(0) }; LEN],
+};
+
+/// Adds one to counter `i` (an index above; any other is ignored, never a panic).
+#[inline(always)]
+pub fn add(i: usize) {
+    if let Some(c) = keepalive_shim_counters.values.get(i) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counter `i` now, 0 for an index beyond the block (for tests and debug lines).
+pub fn get(i: usize) -> u64 {
+    keepalive_shim_counters
+        .values
+        .get(i)
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// Counts what applying `plan` (the decision for `event` on a TCP socket of which `before` was
+/// known) did, the kernel having refused the options of `refused` (a mask over `OPTIONS`).
+#[inline]
+pub fn applied(event: Event<'_>, before: Known, plan: &Plan, refused: u8) {
+    // As `sockets::remember`: every option refused leaves the socket alone, not configured.
+    let every_option_refused = plan.mask() == ALL && refused == ALL;
+    let configured = plan.next.configured && !plan.next.left_alone && !every_option_refused;
+    if configured && !before.configured {
+        add(SOCKETS_CONFIGURED);
+    }
+    match event {
+        Event::Connect(_) if plan.reason == Reason::Excluded => add(CONNECTIONS_EXCLUDED),
+        Event::Connect(_) if configured => add(CONNECTIONS_CONFIGURED),
+        Event::Set(i) if plan.reason != Reason::Forced && !before.is_own(i) => {
+            add(OPTIONS_LEFT_TO_PROGRAM + i)
+        }
+        _ => {}
+    }
+    if refused != 0 {
+        for i in 0..N {
+            if refused & (1 << i) != 0 {
+                add(OPTIONS_REFUSED + i);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keepalive_shim_policy::config::DEFAULT;
+    use keepalive_shim_policy::decide::{Defaults, decide};
+    use keepalive_shim_policy::options::{IDLE, USER_TIMEOUT};
+
+    /// The counters are process-wide and tests run in threads: each test looks at what it adds.
+    fn delta(f: impl FnOnce()) -> [u64; LEN] {
+        let before: [u64; LEN] = core::array::from_fn(get);
+        f();
+        core::array::from_fn(|i| get(i) - before[i])
+    }
+
+    #[test]
+    fn the_block_has_the_published_layout() {
+        assert_eq!(core::mem::offset_of!(Counters, version), 8);
+        assert_eq!(core::mem::offset_of!(Counters, len), 12);
+        assert_eq!(core::mem::offset_of!(Counters, values), 16);
+        assert_eq!(keepalive_shim_counters.magic, MAGIC);
+        assert_eq!(keepalive_shim_counters.len as usize, LEN);
+        assert_eq!(LEN, 13);
+    }
+
+    #[test]
+    fn plans_are_counted_by_what_they_did() {
+        let s = DEFAULT;
+        let d = Defaults::KERNEL;
+        let made = decide(&s, Event::Made, Known::FRESH, &d, |_| 0);
+        // Counted in parallel with other tests: only lower bounds are exact here.
+        let added = delta(|| applied(Event::Made, Known::FRESH, &made, 0));
+        assert!(added[SOCKETS_CONFIGURED] >= 1);
+        let connect = decide(&s, Event::Connect(None), Known::CONFIGURED, &d, |_| 0);
+        let added = delta(|| applied(Event::Connect(None), Known::CONFIGURED, &connect, 0));
+        assert!(added[CONNECTIONS_CONFIGURED] >= 1);
+        let set = decide(&s, Event::Set(IDLE), Known::CONFIGURED, &d, |_| 60);
+        let added = delta(|| applied(Event::Set(IDLE), Known::CONFIGURED, &set, 1 << USER_TIMEOUT));
+        assert!(added[OPTIONS_LEFT_TO_PROGRAM + IDLE] >= 1);
+        assert!(added[OPTIONS_REFUSED + USER_TIMEOUT] >= 1);
+        add(LEN + 7); // ignored
+        assert_eq!(get(LEN + 7), 0);
+    }
+}
