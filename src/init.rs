@@ -94,7 +94,13 @@ pub fn load() {
         // whose main has not started.
         unsafe { libc::_exit(config::EX_CONFIG) };
     }
-    if !loaded.rejected() && log::enabled(LogLevel::Warn) {
+    // At the default level a wrapper's many processes report a problem once: the first of
+    // them, whose parent does not carry the same configuration (`quiet.rs`). `debug` says all.
+    if !loaded.rejected()
+        && log::enabled(LogLevel::Warn)
+        && !loaded.problems.is_empty()
+        && (log::enabled(LogLevel::Debug) || loaded.secure || !crate::quiet::parent_said_it())
+    {
         for problem in &loaded.problems {
             log::line(format_args!("{problem}"));
         }

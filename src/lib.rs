@@ -38,6 +38,7 @@ mod hooked;
 mod hooks;
 mod init;
 pub mod log;
+mod quiet;
 mod real;
 pub mod sockets;
 

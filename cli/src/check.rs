@@ -95,6 +95,26 @@ fn rows(loaded: &Loaded) -> [(&'static str, String, Origin); 8] {
     ]
 }
 
+/// `, not VARIABLE="VALUE" (rejected)` for each invalid value of `variable` (the environment's and
+/// the file's), so a fallback to the default never hides what was written.
+fn rejected_values(loaded: &Loaded, variable: &str) -> String {
+    use keepalive_shim_policy::config::Problem;
+    let mut out = String::new();
+    for problem in &loaded.problems {
+        let (line, inner) = match problem {
+            Problem::InFile { line, problem } => (Some(*line), problem.as_ref()),
+            other => (None, other),
+        };
+        if let Problem::Invalid { variable: v, value, .. } = inner
+            && *v == variable
+        {
+            let at = line.map_or(String::new(), |l| format!(" on line {l} of the file"));
+            let _ = write!(out, ", not {v}=\"{value}\"{at} (rejected)");
+        }
+    }
+    out
+}
+
 /// The report for `loaded` (this process's configuration); `secure` is what a program in secure
 /// execution would get (the file alone).
 pub fn report(loaded: &Loaded, secure: &Loaded) -> String {
@@ -103,8 +123,19 @@ pub fn report(loaded: &Loaded, secure: &Loaded) -> String {
     let mut out = String::new();
     let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
     let _ = writeln!(out, "{:<14}{:<width$}  from", "setting", "value");
-    for (name, value, origin) in &rows {
-        let _ = writeln!(out, "{name:<14}{value:<width$}  {origin}");
+    let variables = [
+        config::IDLE,
+        config::INTERVAL,
+        config::COUNT,
+        config::USER_TIMEOUT,
+        config::ENABLE,
+        config::FORCE,
+        config::LOG,
+        config::STRICT,
+    ];
+    for ((name, value, origin), variable) in rows.iter().zip(variables) {
+        let rejected = rejected_values(loaded, variable);
+        let _ = writeln!(out, "{name:<14}{value:<width$}  {origin}{rejected}");
     }
 
     out.push('\n');
