@@ -63,7 +63,9 @@ wait_for() {
 }
 
 # run_case CASE CHECK VARIANT...: CASE 1-5 as in tests/dead_peer.rs; CHECK, how long to wait
-# after the cut before calling a run blocked.
+# after the cut before calling a run blocked. With RUN_CASE_SHOW=FUNCTION, FUNCTION is called
+# with each line (on its standard input) as its result lands, the blocked ones at the end;
+# otherwise every line is printed at the end, in the variants' order.
 run_case() {
     local case=$1 check=$2
     shift 2
@@ -140,13 +142,21 @@ run_case() {
                 done_[$i]="$(awk '{print $2}' <<<"$line")	$(since "$t0")"
             fi
             left=$((left - 1))
+            if [ -n "${RUN_CASE_SHOW:-}" ]; then
+                local live=("$@")
+                printf '%s\t%s\n' "${live[$i]%%|*}" "${done_[$i]}" | "$RUN_CASE_SHOW"
+            fi
         done
         sleep 0.05
     done
     i=0
     for variant in "$@"; do
         label=${variant%%|*}
-        printf '%s\t%s\n' "$label" "${done_[$i]:-blocked	$check}"
+        if [ -z "${RUN_CASE_SHOW:-}" ]; then
+            printf '%s\t%s\n' "$label" "${done_[$i]:-blocked	$check}"
+        elif [ -z "${done_[$i]:-}" ]; then
+            printf '%s\t%s\n' "$label" "blocked	$check" | "$RUN_CASE_SHOW"
+        fi
         i=$((i + 1))
     done
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done

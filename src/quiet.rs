@@ -66,8 +66,8 @@ fn ours<'a>(entries: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
 /// Whether the parent process has the library mapped and was started with the same settings of
 /// ours in its environment as this process has now.
 pub fn parent_said_it() -> bool {
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
+    // SAFETY: getppid has no preconditions; the system call, not libc's (one import fewer).
+    let parent = unsafe { libc::syscall(libc::SYS_getppid) } as i32;
     if parent <= 1 {
         return false;
     }

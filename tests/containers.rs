@@ -1,11 +1,14 @@
 //! The shipped library where users run it: in an old glibc (Debian bullseye, glibc 2.31, by
 //! chroot into the tree of `scripts/rootfs.sh`) and in real containers (a private Docker daemon,
-//! `scripts/dockerd.sh`): the image of `examples/docker/Dockerfile`, the dead-peer seed scenario
-//! with that image's unmodified entrypoint in the lab of `scripts/lab.sh`, and the Kubernetes
-//! pattern of `examples/kubernetes/` (an init container copies the library into a shared
-//! volume). Every test runs the same program with and without the library. They need root (and,
-//! the first time, the Debian mirror): without, they are skipped, except under `CI=true`.
-//! Containers get no network but `--network none`, plus the lab's link in the seed scenario.
+//! `scripts/dockerd.sh`): the init-container image of `scripts/dist.sh` (an archive in
+//! target/dist, loaded with `docker load`), the image of `examples/docker/Dockerfile` (which
+//! copies its files from that image) and the commands of `docs/image-check.md` run on it as
+//! printed, the dead-peer seed scenario with that image's unmodified entrypoint in the lab of
+//! `scripts/lab.sh`, and the Kubernetes pattern of `examples/kubernetes/` (the init container
+//! copies the library into a shared volume). Every test runs the same program with and without
+//! the library. They need root (and, the first time, the Debian mirror) and target/dist
+//! (`scripts/dist.sh`): without, they are skipped, except under `CI=true`. Containers get no
+//! network but `--network none`, plus the lab's link in the seed scenario.
 
 mod common;
 
@@ -14,13 +17,18 @@ use common::lab::{FAST_KEEPALIVE, Lab};
 use common::rootfs::{Chroot, glibc_versions};
 use common::*;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The image of `examples/docker/Dockerfile` with the library under test.
 const EXAMPLE_IMAGE: &str = "keepalive-shim/example:test";
+/// The init-container image's tag, as `scripts/dist.sh` writes it.
+const INIT_IMAGE: &str = concat!("keepalive-shim:", env!("CARGO_PKG_VERSION"));
+/// The init-container image with the library under test in place of the shipped one: what the
+/// example image copies its files from.
+const UNDER_TEST_IMAGE: &str = "keepalive-shim/under-test:test";
 
 const BOUND: f64 = 4.0;
 
@@ -116,39 +124,140 @@ fn bullseye_c_client_gets_the_options() {
 
 // ---- Docker ----
 
-/// `examples/docker/Dockerfile` built once per test process on the bullseye image, from a
-/// context holding the library under test and `app/` (the seed client and the probes).
-fn example_image(docker: &'static Docker) -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
+/// target/dist/keepalive-shim-image_VERSION_amd64.tar, or `None` (skipped) when scripts/dist.sh
+/// has not made it.
+fn init_image_archive() -> Option<PathBuf> {
+    let archive = root().join(format!(
+        "target/dist/keepalive-shim-image_{}_amd64.tar",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if archive.is_file() {
+        Some(archive)
+    } else {
+        unavailable(&format!(
+            "{} is missing: run scripts/dist.sh",
+            archive.display()
+        ))
+    }
+}
+
+/// `tar -xOf ARCHIVE MEMBER`: one file of a tar archive.
+fn untar(archive: &Path, member: &str) -> Vec<u8> {
+    output_ok(Command::new("tar").arg("-xOf").arg(archive).arg(member)).stdout
+}
+
+/// The init-container image loaded once per test process with `docker load` from target/dist;
+/// its ID is the digest of the archive's config (the daemon made nothing of its own).
+fn init_image(docker: &'static Docker) -> Option<&'static str> {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    let loaded = *LOADED.get_or_init(|| {
+        let Some(archive) = init_image_archive() else {
+            return false;
+        };
         let t0 = Instant::now();
+        let out = docker.ok(&[OsStr::new("load"), OsStr::new("-i"), archive.as_os_str()]);
+        assert!(
+            out.contains(&format!("Loaded image: {INIT_IMAGE}")),
+            "docker load: {out}"
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&untar(&archive, "manifest.json")).unwrap();
+        let config = manifest[0]["Config"].as_str().unwrap();
+        let id = docker.ok(&["image", "inspect", "-f", "{{.Id}}", INIT_IMAGE]);
+        assert_eq!(
+            id,
+            config.replace("blobs/sha256/", "sha256:"),
+            "the loaded image's ID"
+        );
+        eprintln!(
+            "docker: loaded {INIT_IMAGE} in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        true
+    });
+    loaded.then_some(INIT_IMAGE)
+}
+
+/// The build context of the example image, made once per test process: `app/` with the seed
+/// client and the probes (also mounted into the Kubernetes pattern's application).
+fn context() -> &'static Path {
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    MADE.get_or_init(|| {
         let context = root().join("target/docker/context");
         let _ = std::fs::remove_dir_all(&context);
         std::fs::create_dir_all(context.join("app")).unwrap();
-        std::fs::copy(library(), context.join("libkeepalive_shim.so")).unwrap();
         for name in ["client.py", "probe.py", "requests_options.py"] {
             std::fs::copy(program(name), context.join("app").join(name)).unwrap();
         }
+        context
+    })
+}
+
+/// `docker build -q -f DOCKERFILE ARGS... -t TAG CONTEXT`, then the dangling images removed.
+fn build(docker: &'static Docker, dockerfile: &Path, args: &[&str], tag: &str, context: &Path) {
+    let mut all = vec![
+        OsStr::new("build"),
+        OsStr::new("-q"),
+        OsStr::new("-f"),
+        dockerfile.as_os_str(),
+    ];
+    all.extend(args.iter().map(OsStr::new));
+    all.extend([OsStr::new("-t"), OsStr::new(tag), context.as_os_str()]);
+    docker.ok(&all);
+    docker.ok(&["image", "prune", "-f"]);
+}
+
+/// `examples/docker/Dockerfile` built once per test process on the bullseye image, as printed
+/// but for its two build arguments: BASE, and KEEPALIVE_SHIM, the init-container image with
+/// the library under test (`target/release`) in place of the shipped one; the tool is the
+/// shipped one (static: it runs in bullseye). `None`: skipped (no target/dist).
+fn example_image(docker: &'static Docker) -> Option<&'static str> {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
+        let Some(init) = init_image(docker) else {
+            return false;
+        };
+        let t0 = Instant::now();
         let dockerfile = root().join("examples/docker/Dockerfile");
+        let recipe = std::fs::read_to_string(&dockerfile).unwrap();
+        let default = format!("ARG KEEPALIVE_SHIM={INIT_IMAGE}\n");
+        assert!(
+            recipe.contains(&default),
+            "{}: the default image is not this version's: no {default:?}",
+            dockerfile.display()
+        );
+        let overlay = root().join("target/docker/under-test");
+        let _ = std::fs::remove_dir_all(&overlay);
+        std::fs::create_dir_all(&overlay).unwrap();
+        std::fs::copy(library(), overlay.join("libkeepalive_shim.so")).unwrap();
+        std::fs::write(
+            overlay.join("Dockerfile"),
+            format!("FROM {init}\nCOPY libkeepalive_shim.so /usr/lib/keepalive-shim/\n"),
+        )
+        .unwrap();
+        build(
+            docker,
+            &overlay.join("Dockerfile"),
+            &[],
+            UNDER_TEST_IMAGE,
+            &overlay,
+        );
         let base = format!("BASE={BASE_IMAGE}");
-        docker.ok(&[
-            OsStr::new("build"),
-            OsStr::new("-q"),
-            OsStr::new("-f"),
-            dockerfile.as_os_str(),
-            OsStr::new("--build-arg"),
-            OsStr::new(&base),
-            OsStr::new("-t"),
-            OsStr::new(EXAMPLE_IMAGE),
-            context.as_os_str(),
-        ]);
-        docker.ok(&["image", "prune", "-f"]);
+        let shim = format!("KEEPALIVE_SHIM={UNDER_TEST_IMAGE}");
+        build(
+            docker,
+            &dockerfile,
+            &["--build-arg", &base, "--build-arg", &shim],
+            EXAMPLE_IMAGE,
+            context(),
+        );
         eprintln!(
             "docker: built {EXAMPLE_IMAGE} in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
+        true
     });
-    EXAMPLE_IMAGE
+    built.then_some(EXAMPLE_IMAGE)
 }
 
 /// `-e LD_PRELOAD=` (the same image without the library) unless `preload`.
@@ -167,7 +276,9 @@ fn with_or_without(preload: bool) -> &'static str {
 fn docker_example_image() {
     let _t = Timer::new("docker_example_image");
     let Some(docker) = docker() else { return };
-    let image = example_image(docker);
+    let Some(image) = example_image(docker) else {
+        return;
+    };
     for (preload, expected) in [(true, OURS), (false, KERNEL)] {
         let what = with_or_without(preload);
         let mut args = vec!["--network", "none"];
@@ -211,7 +322,9 @@ fn docker_example_image() {
 fn docker_seed_scenario_a_dead_server_is_noticed() {
     let _t = Timer::new("docker_seed_scenario_a_dead_server_is_noticed");
     let Some(docker) = docker() else { return };
-    let image = example_image(docker);
+    let Some(image) = example_image(docker) else {
+        return;
+    };
     let Some(lab) = Lab::new() else { return };
     let server = lab.server("silent", 8080);
 
@@ -272,25 +385,197 @@ fn docker_seed_scenario_a_dead_server_is_noticed() {
     );
 }
 
-/// The Kubernetes pattern of `examples/kubernetes/deployment.yaml`, played with docker: an init
-/// container copies the library into a volume (the emptyDir), and the application's container,
-/// from an image without the library, preloads it from there.
+/// The init-container image's archive, without Docker: listed in SHA256SUMS; what `docker save`
+/// writes (an OCI layout with `manifest.json`), every blob named by its digest; one layer
+/// holding only the library and the tool of the x86_64 release folder (owner 0, modes 0644 and
+/// 0755); the tag, the entrypoint and the default command `copy-library /keepalive-shim`.
+#[test]
+fn init_image_archive_holds_only_the_library_and_the_tool() {
+    let _t = Timer::new("init_image_archive_holds_only_the_library_and_the_tool");
+    let Some(archive) = init_image_archive() else {
+        return;
+    };
+    let dist = archive.parent().unwrap();
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    let line = sums
+        .lines()
+        .find(|l| l.ends_with(&format!("  {name}")))
+        .unwrap_or_else(|| panic!("SHA256SUMS does not list {name}:\n{sums}"));
+    let check = output_ok(
+        Command::new("sha256sum")
+            .args(["--check", "--strict", "SHA256SUMS"])
+            .current_dir(dist),
+    );
+    assert!(
+        text(&check.stdout).contains(&format!("{name}: OK")),
+        "sha256sum --check: {line}: {}",
+        text(&check.stdout)
+    );
+
+    let list = text(&output_ok(Command::new("tar").arg("-tf").arg(&archive)).stdout);
+    let blobs: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.strip_prefix("blobs/sha256/"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(blobs.len(), 3, "config, layer, manifest: {list}");
+    for blob in &blobs {
+        let bytes = untar(&archive, &format!("blobs/sha256/{blob}"));
+        let mut sha = Command::new("sha256sum");
+        sha.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = sha.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bytes).unwrap();
+        let digest = text(&child.wait_with_output().unwrap().stdout);
+        assert!(digest.starts_with(blob), "blob {blob} has digest {digest}");
+    }
+    for file in ["index.json", "manifest.json", "oci-layout"] {
+        assert!(list.lines().any(|l| l == file), "no {file} in {list}");
+    }
+
+    let json = |member: &str| -> serde_json::Value {
+        serde_json::from_slice(&untar(&archive, member)).unwrap_or_else(|e| panic!("{member}: {e}"))
+    };
+    let manifest = json("manifest.json");
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!([INIT_IMAGE]));
+    let layer = manifest[0]["Layers"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        manifest[0]["Layers"].as_array().unwrap().len(),
+        1,
+        "one layer"
+    );
+    let config = json(manifest[0]["Config"].as_str().unwrap());
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/bin/keepalive-shim"])
+    );
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["copy-library", "/keepalive-shim"])
+    );
+    assert_eq!(
+        config["rootfs"]["diff_ids"],
+        serde_json::json!([layer.replace("blobs/sha256/", "sha256:")])
+    );
+    let index = json("index.json");
+    let oci = json(&format!(
+        "blobs/sha256/{}",
+        index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    ));
+    assert_eq!(
+        oci["layers"][0]["digest"].as_str().unwrap(),
+        layer.replace("blobs/sha256/", "sha256:")
+    );
+
+    // The layer: the two files and their folders, nothing else.
+    let layer_tar = scratch().join("init-image-layer.tar");
+    std::fs::write(&layer_tar, untar(&archive, &layer)).unwrap();
+    let listing = text(
+        &output_ok(
+            Command::new("tar")
+                .args(["--numeric-owner", "-tvf"])
+                .arg(&layer_tar),
+        )
+        .stdout,
+    );
+    let entries: Vec<(String, String, String)> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[1].to_owned(), f[5].to_owned())
+        })
+        .collect();
+    let expected = [
+        ("drwxr-xr-x", "usr/"),
+        ("drwxr-xr-x", "usr/bin/"),
+        ("-rwxr-xr-x", "usr/bin/keepalive-shim"),
+        ("drwxr-xr-x", "usr/lib/"),
+        ("drwxr-xr-x", "usr/lib/keepalive-shim/"),
+        ("-rw-r--r--", "usr/lib/keepalive-shim/libkeepalive_shim.so"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(mode, path)| (mode.to_string(), "0/0".to_owned(), path.to_string()))
+        .collect();
+    assert_eq!(entries, expected, "the layer:\n{listing}");
+    let folder = dist.join(format!(
+        "keepalive-shim-{}-x86_64-linux",
+        env!("CARGO_PKG_VERSION")
+    ));
+    for (inside, shipped) in [
+        (
+            "usr/lib/keepalive-shim/libkeepalive_shim.so",
+            "libkeepalive_shim.so",
+        ),
+        ("usr/bin/keepalive-shim", "keepalive-shim"),
+    ] {
+        assert!(
+            untar(&layer_tar, inside) == std::fs::read(folder.join(shipped)).unwrap(),
+            "{inside} in the image differs from {}",
+            folder.join(shipped).display()
+        );
+    }
+}
+
+/// The init-container image alone: its tool runs (static, in an image without a C library), and
+/// its default command, without the volume mounted, fails saying so and writes nothing.
+#[test]
+fn init_image_runs_the_tool_and_wants_its_volume() {
+    let _t = Timer::new("init_image_runs_the_tool_and_wants_its_volume");
+    let Some(docker) = docker() else { return };
+    let Some(image) = init_image(docker) else {
+        return;
+    };
+    let out = docker.run("version", &["--network", "none", image, "--version"]);
+    assert!(out.status.success(), "--version: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        concat!("keepalive-shim ", env!("CARGO_PKG_VERSION"), "\n")
+    );
+    let out = docker.run("no-volume", &["--network", "none", image]);
+    assert_eq!(out.status.code(), Some(1), "without a volume");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("/keepalive-shim") && stderr.contains("mount the shared volume"),
+        "without a volume: {stderr}"
+    );
+}
+
+/// The Kubernetes pattern of `examples/kubernetes/deployment.yaml`, played with docker: the
+/// init container, from the image loaded from target/dist with its default command (and, as in
+/// the manifest, no capability, no privilege escalation, a read-only root filesystem), copies
+/// the library into a volume (the emptyDir); the application's container, from an image without
+/// the library, preloads it from there.
 #[test]
 fn kubernetes_pattern_init_container_and_shared_volume() {
     let _t = Timer::new("kubernetes_pattern_init_container_and_shared_volume");
     let manifest = std::fs::read_to_string(root().join("examples/kubernetes/deployment.yaml"))
         .expect("examples/kubernetes/deployment.yaml");
-    // The manifest's paths and variable are the ones played here.
+    // The manifest's image, paths and variable are the ones played here.
     for needle in [
         "emptyDir: {}",
-        r#"command: ["cp", "/usr/local/lib/libkeepalive_shim.so", "/keepalive-shim/"]"#,
+        &format!("image: {INIT_IMAGE}\n          imagePullPolicy: IfNotPresent\n"),
+        "readOnlyRootFilesystem: true",
+        "drop: [\"ALL\"]",
         "mountPath: /keepalive-shim",
         "name: LD_PRELOAD\n              value: /keepalive-shim/libkeepalive_shim.so",
     ] {
         assert!(manifest.contains(needle), "the manifest lacks {needle:?}");
     }
+    assert!(
+        !manifest.contains("command:") && !manifest.contains("args:"),
+        "the init container runs the image's default command"
+    );
     let Some(docker) = docker() else { return };
-    let image = example_image(docker);
+    let Some(image) = init_image(docker) else {
+        return;
+    };
     let volume = docker.volume("emptydir");
     let mount = format!("{}:/keepalive-shim", volume.name);
 
@@ -299,29 +584,58 @@ fn kubernetes_pattern_init_container_and_shared_volume() {
         &[
             "--network",
             "none",
-            "-e",
-            "LD_PRELOAD=",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
             "-v",
             &mount,
-            "--entrypoint",
-            "cp",
             image,
-            "/usr/local/lib/libkeepalive_shim.so",
-            "/keepalive-shim/",
         ],
     );
     assert!(
-        init.status.success(),
-        "init container: {}",
+        init.status.success() && init.stderr.is_empty(),
+        "init container: {}: {}",
+        init.status,
         text(&init.stderr)
     );
+    assert_eq!(text(&init.stdout), "/keepalive-shim/libkeepalive_shim.so\n");
 
     // The application: the plain bullseye image (no library in it) with the programs mounted.
     let programs = format!(
         "type=bind,source={},target=/app,readonly",
-        root().join("target/docker/context/app").display()
+        context().join("app").display()
     );
     let read_only = format!("{mount}:ro");
+    // The file in the volume: the shipped library, 0644, and nothing else there.
+    let out = docker.run(
+        "look",
+        &[
+            "--network",
+            "none",
+            "-v",
+            &read_only,
+            BASE_IMAGE,
+            "sh",
+            "-c",
+            "ls -A /keepalive-shim; stat -c %a /keepalive-shim/libkeepalive_shim.so; \
+             sha256sum </keepalive-shim/libkeepalive_shim.so",
+        ],
+    );
+    let archive = init_image_archive().unwrap();
+    let shipped = archive.parent().unwrap().join(format!(
+        "keepalive-shim-{}-x86_64-linux/libkeepalive_shim.so",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let sha = text(&output_ok(Command::new("sha256sum").arg(&shipped)).stdout);
+    let sha = sha.split_whitespace().next().unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("libkeepalive_shim.so\n644\n{sha}  -\n"),
+        "the volume: {}",
+        text(&out.stderr)
+    );
     for (preload, expected) in [(true, OURS), (false, KERNEL)] {
         let what = with_or_without(preload);
         let mut args = vec!["--network", "none", "-v", &read_only, "--mount", &programs];
@@ -334,5 +648,111 @@ fn kubernetes_pattern_init_container_and_shared_volume() {
             five_of(&format!("application {what} LD_PRELOAD"), &out),
             expected
         );
+    }
+}
+
+/// One command of `docs/image-check.md` and what its comment says it shows.
+struct Printed {
+    command: String,
+    /// `# prints: TEXT`: stdout is exactly TEXT and a newline.
+    prints: Option<String>,
+    /// `# shows: A, B`: each item begins a line of stdout (spaces collapsed).
+    shows: Vec<String>,
+}
+
+/// The commands of the first ```sh block of `docs/image-check.md`, each followed by one comment
+/// line: `# prints: …` or `# shows: …`.
+fn printed_commands() -> Vec<Printed> {
+    let doc =
+        std::fs::read_to_string(root().join("docs/image-check.md")).expect("docs/image-check.md");
+    let block = doc
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(block, _)| block)
+        .expect("a ```sh block in docs/image-check.md");
+    let mut commands: Vec<Printed> = Vec::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(text) = line.strip_prefix("# prints: ") {
+            let last = commands.last_mut().expect("a command before its comment");
+            assert!(last.prints.is_none() && last.shows.is_empty(), "{line}");
+            last.prints = Some(text.to_owned());
+        } else if let Some(items) = line.strip_prefix("# shows: ") {
+            let last = commands.last_mut().expect("a command before its comment");
+            assert!(last.prints.is_none() && last.shows.is_empty(), "{line}");
+            last.shows = items.split(", ").map(str::to_owned).collect();
+        } else {
+            assert!(!line.starts_with('#'), "an unknown comment: {line}");
+            assert!(
+                line.starts_with("docker run "),
+                "not a docker command: {line}"
+            );
+            commands.push(Printed {
+                command: line.to_owned(),
+                prints: None,
+                shows: Vec::new(),
+            });
+        }
+    }
+    for printed in &commands {
+        assert!(
+            printed.prints.is_some() || !printed.shows.is_empty(),
+            "no `# prints:` or `# shows:` after {}",
+            printed.command
+        );
+    }
+    commands
+}
+
+/// The commands of `docs/image-check.md`, run as printed by `sh -c` on the example image (only
+/// `IMAGE` and the private daemon's `-H` filled in; Debian's docker client first on PATH): each
+/// exits 0 and shows what its comment says.
+#[test]
+fn image_check_commands_work_as_printed() {
+    let _t = Timer::new("image_check_commands_work_as_printed");
+    let commands = printed_commands();
+    assert!(
+        commands.len() >= 3,
+        "the check, with and without the library"
+    );
+    let Some(docker) = docker() else { return };
+    let Some(image) = example_image(docker) else {
+        return;
+    };
+    for printed in &commands {
+        assert_eq!(
+            printed.command.matches(" IMAGE ").count(),
+            1,
+            "{}",
+            printed.command
+        );
+        let line = printed
+            .command
+            .replacen("docker ", &format!("docker -H {} ", docker.host()), 1)
+            .replacen(" IMAGE ", &format!(" {image} "), 1);
+        let mut cmd = command(false, "/bin/sh");
+        cmd.env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .args(["-c", &line]);
+        let out = output(cmd);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}: {stderr}{stdout}",
+            printed.command,
+            out.status
+        );
+        if let Some(expected) = &printed.prints {
+            assert_eq!(stdout, format!("{expected}\n"), "{}", printed.command);
+        }
+        let collapsed: Vec<String> = stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        for item in &printed.shows {
+            assert!(
+                collapsed.iter().any(|l| l.starts_with(item.as_str())),
+                "{}: no line begins with {item:?}:\n{stdout}",
+                printed.command
+            );
+        }
     }
 }

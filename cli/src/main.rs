@@ -39,6 +39,7 @@ struct Cli {
 enum Command {
     Run(run::Args),
     Check(check::Args),
+    CopyLibrary(system::CopyLibraryArgs),
     Inspect(inspect::Args),
     Fleet(fleet::Args),
     Metrics(metrics::Args),
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
+        Command::CopyLibrary(args) => system::copy_library(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Fleet(args) => fleet::main(args),
         Command::Metrics(args) => metrics::main(args),

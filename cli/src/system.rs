@@ -23,6 +23,10 @@
 //!
 //! `--root DIR` works on `DIR/etc/ld.so.preload` (and `DIR/etc/keepalive-shim.conf`, and
 //! `DIR/var/lib/keepalive-shim/`), with the probe run chrooted into DIR.
+//!
+//! `keepalive-shim copy-library DIR` (a command of its own, here for the library lookup it
+//! shares with `enable`) copies the library into a folder, atomically: the default command of
+//! the init-container image (`scripts/dist.sh`), which has no `cp`.
 
 use crate::config;
 use crate::say;
@@ -113,6 +117,100 @@ pub fn main(args: Args) -> ExitCode {
         Action::Disable(args) => disable(&Root::new(args.root)),
         Action::Status(args) => status(&Root::new(args.root)),
     }
+}
+
+/// Copy the library into a folder, atomically: for an init container's shared volume.
+///
+/// Writes DIR/libkeepalive_shim.so (mode 0644) through a temporary file in DIR and a rename, so
+/// a program starting meanwhile sees the old file or the new one, never a part; then prints
+/// that path. DIR must exist (the volume's mount point: a missing one is a mistake in the pod's
+/// spec, not a folder to make), and the path must be one LD_PRELOAD can carry (no space or
+/// ':'). The default command of the keepalive-shim image, which has no `cp`.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    keepalive-shim copy-library /keepalive-shim    # the image's default command\n  \
+    LD_PRELOAD=$(keepalive-shim copy-library /opt/ka) myapp")]
+pub struct CopyLibraryArgs {
+    /// The folder to copy the library into; it must exist.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// The library to copy [default: KEEPALIVE_SHIM_LIBRARY, else the library next to this
+    /// executable (., ../lib/keepalive-shim/, ../lib/), else /usr/lib/keepalive-shim/].
+    #[arg(long, value_name = "PATH")]
+    library: Option<PathBuf>,
+}
+
+pub fn copy_library(args: CopyLibraryArgs) -> ExitCode {
+    let source = match args.library {
+        Some(path) => path,
+        None => match default_library(&Root::new(None)) {
+            Ok(path) => path,
+            Err(e) => return fail(format_args!("copy-library: {e}; nothing written")),
+        },
+    };
+    match copy_into(&source, &args.dir) {
+        Ok(path) => {
+            crate::output::out(format_args!("{}", path.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!("copy-library: {e}; nothing written")),
+    }
+}
+
+/// Copies the library `source` to `dir/libkeepalive_shim.so` (see [`CopyLibraryArgs`]); the
+/// absolute path written.
+fn copy_into(source: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let bytes = fs::read(source).map_err(|e| format!("{}: {e}", source.display()))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(format!("{} is not an ELF file", source.display()));
+    }
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    match fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a folder", dir.display())),
+        Err(e) => {
+            return Err(format!(
+                "{}: {e} (mount the shared volume there, or make the folder first)",
+                dir.display()
+            ));
+        }
+    }
+    let target = dir.join(LIBRARY);
+    if let Some(why) = unfit(target.as_os_str().as_bytes()) {
+        return Err(why);
+    }
+    write_new(&target, &bytes, 0o644)
+        .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+    Ok(target)
+}
+
+/// Puts `bytes` at `path` with `mode`: a new file beside it (never followed if it is a link),
+/// written, `fsync`ed, renamed over `path`, and the folder `fsync`ed.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .unwrap_or(OsStr::new("tmp"))
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.keepalive-shim-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 // ---- the file's lines: pure functions ----
@@ -872,6 +970,74 @@ mod tests {
             let why = unfit(path).unwrap_or_default();
             assert!(why.contains(what), "{:?}: {why}", os(path));
         }
+    }
+
+    /// A new empty folder for one test, removed first if a killed run left it.
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ks-system-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The folder's entries, sorted.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn copy_library_writes_the_file_0644_and_replaces_it() {
+        let base = folder("copy");
+        let source = base.join("source.so");
+        fs::write(&source, b"\x7fELF first").unwrap();
+        fs::set_permissions(&source, fs::Permissions::from_mode(0o700)).unwrap();
+        let volume = base.join("volume");
+        fs::create_dir(&volume).unwrap();
+        let written = copy_into(&source, &volume).unwrap();
+        assert_eq!(written, volume.join(LIBRARY));
+        assert_eq!(fs::read(&written).unwrap(), b"\x7fELF first");
+        let mode = fs::metadata(&written).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+        // Again, with new contents: replaced, nothing else left in the folder.
+        fs::write(&source, b"\x7fELF second").unwrap();
+        assert_eq!(copy_into(&source, &volume).unwrap(), written);
+        assert_eq!(fs::read(&written).unwrap(), b"\x7fELF second");
+        assert_eq!(listing(&volume), [LIBRARY]);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn copy_library_refuses_and_writes_nothing() {
+        let base = folder("refuse");
+        let source = base.join("source.so");
+        fs::write(&source, b"\x7fELF").unwrap();
+        let why = copy_into(&source, &base.join("missing")).unwrap_err();
+        assert!(why.contains("mount the shared volume"), "{why}");
+        assert!(
+            !base.join("missing").exists(),
+            "a missing folder is not made"
+        );
+        let why = copy_into(&source, &source).unwrap_err();
+        assert!(why.contains("is not a folder"), "{why}");
+        let spaced = base.join("my volume");
+        fs::create_dir(&spaced).unwrap();
+        let why = copy_into(&source, &spaced).unwrap_err();
+        assert!(why.contains("a space"), "{why}");
+        let text = base.join("text.so");
+        fs::write(&text, b"not a library").unwrap();
+        let volume = base.join("volume");
+        fs::create_dir(&volume).unwrap();
+        let why = copy_into(&text, &volume).unwrap_err();
+        assert!(why.contains("not an ELF file"), "{why}");
+        let why = copy_into(&base.join("absent.so"), &volume).unwrap_err();
+        assert!(why.contains("absent.so"), "{why}");
+        assert!(listing(&volume).is_empty() && listing(&spaced).is_empty());
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

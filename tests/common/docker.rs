@@ -105,6 +105,11 @@ impl Docker {
         cmd
     }
 
+    /// The client's `-H` value for this daemon: `unix://…/target/docker/docker.sock`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// `docker ARGS`, which must succeed; its stdout, trimmed.
     pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
         let out = self.cmd().args(args).output().expect("run docker");
