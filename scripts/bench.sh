@@ -3,7 +3,8 @@
 # alternating calls in one process, median ratios), process start-up (hyperfine, and
 # callgrind's instruction counts for the constructor), the release library's size and the glibc
 # symbol versions it needs. Installs hyperfine, valgrind and Debian's libkeepalive0 (for the same
-# measurement of a peer) when missing. Prints Markdown. About two minutes.
+# measurement of a peer) when missing. Prints Markdown on stdout, and on stderr what it is doing
+# before each long step. About four minutes on 2 cores.
 # KEEPALIVE_SHIM_BENCH_BEFORE=path/to/lib.so also measures an earlier build's per-call rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # The shipped library, built by the README's command.
+say() { echo "bench.sh: $*" >&2; }
+say "building the release library and tool"
 cargo build --quiet --release
 LIB=$PWD/target/release/libkeepalive_shim.so
 PEER=$(dpkg -L libkeepalive0 | grep -m1 '/libkeepalive\.so')
@@ -24,6 +27,7 @@ PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+say "per-call overhead: about 60 s (cargo bench, rounds alternating the library and libc)"
 echo "## Per call (median of per-round ratios; rounds interleave the two call by call)"
 echo
 # libkeepalive applies its three TCP options only when its variables are set.
@@ -39,6 +43,7 @@ if [ -n "${KEEPALIVE_SHIM_BENCH_BEFORE:-}" ]; then
 fi
 
 echo
+say "process start-up: about 30 s (hyperfine, /bin/true and python3)"
 echo "## Process start-up (hyperfine, mean ± σ)"
 echo
 echo "| program | without | with the library | difference |"
@@ -62,6 +67,7 @@ startup "/bin/true" 2000 /bin/true
 startup "python3 -c pass" 300 "$PYTHON" -c pass
 
 echo
+say "instructions at start-up: about 20 s (callgrind)"
 echo "## Instructions (callgrind; the same on every run of the same build)"
 echo
 # The same build with its symbols kept, only so callgrind can attribute the constructor's share.
@@ -93,6 +99,7 @@ echo "|---|---|---|---|"
 echo "| $size bytes | $exports| $needed| $glibc |"
 
 echo
+say "fleet mode: about 40 s (scripts/fleet-bench.sh)"
 echo "## Fleet mode (BPF programs on a cgroup; root and cgroup v2)"
 echo
 if [ "$(id -u)" -eq 0 ]; then
@@ -102,6 +109,7 @@ else
 fi
 
 echo
+say "the seccomp supervisor: about 60 s (scripts/bench-supervise.sh)"
 echo "## keepalive-shim run --mode seccomp (the supervisor)"
 echo
 scripts/bench-supervise.sh
