@@ -20,11 +20,15 @@ fn client() -> &'static Path {
 
 /// The five values the client printed for `case`, with the library preloaded or not, or what
 /// went wrong.
-fn run(case: &Case, preload: bool) -> Result<[i64; 5], String> {
+fn run(case: &Case, preload: bool, beyond_table: bool) -> Result<[i64; 5], String> {
     let mut cmd = command(preload, client());
     cmd.args(case.args());
     if preload {
         cmd.envs(case.env.iter().copied());
+    }
+    if beyond_table {
+        // The library remembers no descriptor: every socket is read back.
+        cmd.env("KEEPALIVE_SHIM_TEST_TABLE_LIMIT", "0");
     }
     let out = cmd.output().map_err(|e| format!("run the client: {e}"))?;
     let stdout = text(&out.stdout);
@@ -55,11 +59,22 @@ fn every_row_of_the_table_under_the_library_and_bare() {
     let mut failures = Vec::new();
     for case in CASES {
         let checks = [
-            ("library", true, wide(case.expected(Mechanism::Library))),
-            ("bare", false, wide(case.without_shim())),
+            (
+                "library",
+                true,
+                false,
+                wide(case.expected(Mechanism::Library)),
+            ),
+            (
+                "beyond the table",
+                true,
+                true,
+                wide(case.expected(Mechanism::LibraryBeyondTable)),
+            ),
+            ("bare", false, false, wide(case.without_shim())),
         ];
-        for (what, preload, expected) in checks {
-            let got = run(case, preload);
+        for (what, preload, beyond, expected) in checks {
+            let got = run(case, preload, beyond);
             let verdict = match &got {
                 Ok(v) if *v == expected => "pass".to_string(),
                 Ok(v) => format!("FAIL got {v:?}"),
@@ -89,7 +104,7 @@ fn every_row_of_the_table_under_the_library_and_bare() {
         failures.is_empty(),
         "{} of {} checks failed:\n{}",
         failures.len(),
-        2 * CASES.len(),
+        3 * CASES.len(),
         failures.join("\n")
     );
 }

@@ -105,7 +105,9 @@ fn rejected_values(loaded: &Loaded, variable: &str) -> String {
             Problem::InFile { line, problem } => (Some(*line), problem.as_ref()),
             other => (None, other),
         };
-        if let Problem::Invalid { variable: v, value, .. } = inner
+        if let Problem::Invalid {
+            variable: v, value, ..
+        } = inner
             && *v == variable
         {
             let at = line.map_or(String::new(), |l| format!(" on line {l} of the file"));

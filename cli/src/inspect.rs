@@ -69,9 +69,11 @@ pub fn main(args: Args) -> ExitCode {
     let mut failed = false;
     let mut unreadable = 0;
     let mut fallback_said = false;
+    let mut read_any = false;
     for pid in pids {
         match connections(pid, args.proc_only) {
             Ok((conns, fallback)) => {
+                read_any = true;
                 if let Some(reason) = fallback.filter(|_| !args.proc_only) {
                     if explicit || !fallback_said {
                         say!(
@@ -83,7 +85,7 @@ pub fn main(args: Args) -> ExitCode {
                 }
                 found.extend(conns);
                 let view = ProcessView::read(&mut reader, pid);
-                if explicit || matches!(view.library, Ok(Some(_))) {
+                if explicit || matches!(view.library, Ok(Some(_))) || view.supervisor.is_some() {
                     views.push(view);
                 }
             }
@@ -91,17 +93,30 @@ pub fn main(args: Args) -> ExitCode {
                 say!("{message}");
                 failed = true;
             }
+            // A process that exited during the scan is no process to read.
+            Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {}
             Err(_) => unreadable += 1,
         }
     }
     if unreadable > 0 {
-        say!("{unreadable} processes could not be read (run as root to see them all)");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        say!(
+            "{unreadable} processes could not be read{}",
+            if root {
+                ""
+            } else {
+                " (run as root to see them all)"
+            }
+        );
     }
     if args.json {
         crate::output::out(format_args!("{}", json(&found, &views)));
     } else {
         if found.is_empty() {
-            crate::output::out(format_args!("no TCP connections"));
+            if read_any {
+                crate::output::out(format_args!("no TCP connections"));
+            }
         } else {
             crate::output::write_all(1, table(&found).as_bytes());
         }
@@ -130,6 +145,8 @@ struct ProcessView {
     library: Result<Option<crate::metrics::Process>, String>,
     netns: Option<u64>,
     timed_out: Option<u64>,
+    /// The seccomp supervisor it runs under (or is), and what that counted for its tree.
+    supervisor: Option<crate::metrics::Supervisor>,
 }
 
 impl ProcessView {
@@ -151,6 +168,7 @@ impl ProcessView {
             library,
             netns: crate::metrics::netns_of(pid),
             timed_out: crate::metrics::aborts_on_timeout(pid).ok(),
+            supervisor: reader.supervisor_of(pid),
         }
     }
 
@@ -174,6 +192,9 @@ impl ProcessView {
                     "counts": crate::metrics::TIMED_OUT_MEANS,
                 }),
             );
+            if let Some(sup) = &self.supervisor {
+                map.insert("supervisor".into(), crate::metrics::supervisor_json(sup));
+            }
         }
         record
     }
@@ -241,6 +262,48 @@ fn counters_text(views: &[ProcessView]) -> String {
                          others count nothing)",
                         p.copies.len()
                     );
+                }
+            }
+        }
+        if let Some(sup) = &v.supervisor {
+            let whose = if sup.pid == v.pid {
+                "this process is a seccomp supervisor".to_owned()
+            } else {
+                format!("under the seccomp supervisor {} ({})", sup.pid, sup.command)
+            };
+            let _ = writeln!(out, "  {whose}, for its whole tree:");
+            match &sup.counts {
+                Err(e) => {
+                    let _ = writeln!(out, "    {e}");
+                }
+                Ok(c) => {
+                    let by_option = |v: &[u64; keepalive_shim_policy::options::N]| {
+                        let named: Vec<String> = keepalive_shim_policy::options::OPTIONS
+                            .iter()
+                            .zip(v)
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(o, n)| format!("{} {n}", o.label))
+                            .collect();
+                        if named.is_empty() {
+                            "0".to_owned()
+                        } else {
+                            named.join(", ")
+                        }
+                    };
+                    for (what, value) in [
+                        ("TCP sockets configured", c.sockets_configured.to_string()),
+                        (
+                            "connections configured (--trap connect)",
+                            c.connections_configured.to_string(),
+                        ),
+                        (
+                            "options left to the program",
+                            by_option(&c.options_left_to_program),
+                        ),
+                        ("options the kernel refused", by_option(&c.options_refused)),
+                    ] {
+                        let _ = writeln!(out, "    {what:<42} {value}");
+                    }
                 }
             }
         }

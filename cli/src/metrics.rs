@@ -181,6 +181,8 @@ pub struct Reader {
     /// By (device, inode, size, mtime) of the file.
     symbols: HashMap<(u64, u64, u64, i64), Result<Symbol, String>>,
     maps: Vec<u8>,
+    /// Where the last maps read (by [`Reader::process`]) showed a supervisor's block.
+    supervisor_block: Option<u64>,
 }
 
 /// A mapped file whose name says it is the library.
@@ -197,8 +199,10 @@ impl Reader {
     /// has none. An error: the process is gone or its maps cannot be read.
     pub fn process(&mut self, pid: i32) -> io::Result<Option<Process>> {
         self.maps.clear();
+        self.supervisor_block = None;
         std::fs::File::open(format!("/proc/{pid}/maps"))?.read_to_end(&mut self.maps)?;
         let text = String::from_utf8_lossy(&self.maps);
+        self.supervisor_block = supervisor_block(&text);
         if !text.contains("keepalive_shim") {
             return Ok(None);
         }
@@ -413,9 +417,15 @@ fn read_remote(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
 
 /// The counters of a block read from a process.
 fn parse_block(block: &[u8]) -> Result<Counts, String> {
+    parse_block_of(block, MAGIC)
+}
+
+/// The counters of a block that starts with `magic` (the library's, or a supervisor's: the
+/// same layout).
+fn parse_block_of(block: &[u8], magic: u64) -> Result<Counts, String> {
     let word = |o: usize| Some(u64::from_le_bytes(block.get(o..o + 8)?.try_into().ok()?));
     let half = |o: usize| Some(u32::from_le_bytes(block.get(o..o + 4)?.try_into().ok()?));
-    if word(0) != Some(MAGIC) {
+    if word(0) != Some(magic) {
         return Err("no counters at the address the library publishes".to_owned());
     }
     let version = half(8).unwrap_or(0);
@@ -434,6 +444,130 @@ fn parse_block(block: &[u8]) -> Result<Counts, String> {
         ));
     }
     Ok(Counts::from_v1(&values))
+}
+
+// --- A supervisor's block (cli/src/supervise/counters.rs) --------------------------------------
+
+/// The start of the supervisor's counter block in `maps` (its memfd's mapping), if any.
+fn supervisor_block(maps: &str) -> Option<u64> {
+    let name = format!("/memfd:{}", crate::supervise::counters::NAME);
+    let line = maps.lines().find(|l| l.contains(&name))?;
+    let (start, _) = line.split_once('-')?;
+    u64::from_str_radix(start, 16).ok()
+}
+
+/// A seccomp supervisor (`keepalive-shim run --mode seccomp`) and what it counted.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    pub pid: i32,
+    pub command: String,
+    pub netns: Option<u64>,
+    pub counts: Result<Counts, String>,
+}
+
+/// The counters of the block at `at` in supervisor `pid`.
+fn supervisor_counts(pid: i32, at: u64) -> Result<Counts, String> {
+    let len = HEADER + 8 * LIBRARY_COUNTERS;
+    let block = read_remote(pid, at, len).map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => "the supervisor exited during the read".to_owned(),
+        Some(libc::EPERM) => "permission denied (run as root or as its user)".to_owned(),
+        _ => format!("cannot read its counters: {e}"),
+    })?;
+    parse_block_of(&block, crate::supervise::counters::MAGIC)
+}
+
+impl Reader {
+    /// `pid` if it is a supervisor (its maps show the block), with what it counted.
+    pub fn supervisor(&mut self, pid: i32) -> Option<Supervisor> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let at = supervisor_block(&text)?;
+        Some(supervisor_at(pid, at))
+    }
+
+    /// The supervisor of `pid`: the one `KEEPALIVE_SHIM_SUPERVISED` in its environment names
+    /// when that is an ancestor, else the nearest ancestor (or itself) with a supervisor's
+    /// block; `None` when it runs under none.
+    pub fn supervisor_of(&mut self, pid: i32) -> Option<Supervisor> {
+        if let Some(itself) = self.supervisor(pid) {
+            return Some(itself);
+        }
+        // Under no seccomp filter: under no supervisor (and no walk up the tree).
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let filters = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+            .and_then(|n| n.trim().parse::<u32>().ok());
+        if filters == Some(0) {
+            return None;
+        }
+        let ancestors = ancestors(pid);
+        let named = std::fs::read(format!("/proc/{pid}/environ"))
+            .ok()
+            .and_then(|env| {
+                env.split(|&b| b == 0)
+                    .find_map(|v| v.strip_prefix(b"KEEPALIVE_SHIM_SUPERVISED="))
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<i32>().ok())
+            })
+            .filter(|p| ancestors.contains(p));
+        if let Some(found) = named.and_then(|p| self.supervisor(p)) {
+            return Some(found);
+        }
+        ancestors.into_iter().find_map(|p| self.supervisor(p))
+    }
+}
+
+fn supervisor_at(pid: i32, at: u64) -> Supervisor {
+    Supervisor {
+        pid,
+        command: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_default(),
+        netns: netns_of(pid),
+        counts: supervisor_counts(pid, at),
+    }
+}
+
+/// The parents of `pid`, nearest first (at most 64, not PID 0).
+fn ancestors(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut at = pid;
+    while out.len() < 64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{at}/stat")) else {
+            break;
+        };
+        // After the command, in parentheses (which may hold spaces): state, then the parent.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+        else {
+            break;
+        };
+        if ppid <= 0 || out.contains(&ppid) {
+            break;
+        }
+        out.push(ppid);
+        at = ppid;
+    }
+    out
+}
+
+/// A supervisor's record for `inspect --json`: its PID and its counters under the metrics'
+/// keys.
+pub fn supervisor_json(s: &Supervisor) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("pid".into(), s.pid.into());
+    map.insert("command".into(), s.command.clone().into());
+    match &s.counts {
+        Ok(c) => {
+            map.extend(c.json());
+            // The supervisor applies no destination rules.
+            map.remove("connections_excluded");
+        }
+        Err(e) => {
+            map.insert("error".into(), e.clone().into());
+        }
+    }
+    Value::Object(map)
 }
 
 /// The inode of `pid`'s network namespace.
@@ -494,10 +628,60 @@ struct Namespace {
     processes: usize,
 }
 
+/// What fleet mode counted in one attachment's BPF map (cli/src/fleet/program.rs, `COUNT_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Outgoing connections (`connect()`, at `BPF_SOCK_OPS_TCP_CONNECT_CB`) that carry the
+    /// options.
+    pub connections_configured: u64,
+    /// Accepted connections (`BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`) that carry them.
+    pub accepted_configured: u64,
+    pub connections_excluded: u64,
+    pub options_left_to_program: [u64; N],
+    /// `BPF_SOCK_OPS_RTO_CB` with `expired`: `tcp_write_timeout()` ended the connection.
+    pub timed_out: u64,
+    /// `BPF_SOCK_OPS_STATE_CB` from ESTABLISHED or CLOSE_WAIT straight to CLOSE, with no
+    /// retransmission-timer expiry before it.
+    pub aborted: u64,
+}
+
+impl FleetCounts {
+    /// Under the keys `fleet status --json` uses (the metrics' names without the prefix and
+    /// `_total`).
+    pub fn json(&self) -> Value {
+        let by_option: serde_json::Map<String, Value> = OPTIONS
+            .iter()
+            .zip(&self.options_left_to_program)
+            .map(|(o, n)| (o.label.to_owned(), Value::from(*n)))
+            .collect();
+        json!({
+            "connections_configured": self.connections_configured,
+            "accepted_connections_configured": self.accepted_configured,
+            "connections_excluded": self.connections_excluded,
+            "options_left_to_program": by_option,
+            "connections_timed_out": self.timed_out,
+            "connections_aborted": self.aborted,
+        })
+    }
+}
+
+/// One fleet attachment's counts, by cgroup.
+#[derive(Clone, Debug)]
+pub struct FleetSeries {
+    pub cgroup: String,
+    pub counts: FleetCounts,
+}
+
+/// Where the fleet counts of a scrape come from (`fleet attach --metrics`).
+pub type FleetSource = Box<dyn Fn() -> Vec<FleetSeries> + Send + Sync>;
+
 #[derive(Debug, Default)]
 struct Scrape {
     /// Shown, by PID.
     processes: Vec<(Process, Counts)>,
+    /// Supervisors shown, by PID.
+    supervisors: Vec<Supervisor>,
+    fleet: Vec<FleetSeries>,
     namespaces: BTreeMap<u64, Namespace>,
     over_cap: usize,
     no_counters: usize,
@@ -511,8 +695,7 @@ fn scrape(reader: &mut Reader, cap: usize) -> Scrape {
     let me = std::process::id() as i32;
     for pid in all_pids() {
         let found = match reader.process(pid) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
+            Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && pid != me => {
                 out.unreadable += 1;
                 continue;
@@ -520,6 +703,14 @@ fn scrape(reader: &mut Reader, cap: usize) -> Scrape {
             // Gone since /proc was listed.
             Err(_) => continue,
         };
+        if let Some(at) = reader.supervisor_block.take() {
+            if out.supervisors.len() < cap {
+                out.supervisors.push(supervisor_at(pid, at));
+            } else {
+                out.over_cap += 1;
+            }
+        }
+        let Some(found) = found else { continue };
         if let Some(ns) = found.netns {
             if out.namespaces.len() < cap || out.namespaces.contains_key(&ns) {
                 let entry = out.namespaces.entry(ns).or_default();
@@ -571,70 +762,83 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 fn render(s: &Scrape) -> String {
-    let process_labels = |p: &Process| {
-        (
-            p.netns.map_or_else(String::new, |n| n.to_string()),
-            p.pid.to_string(),
-            p.command.clone(),
-        )
+    let netns_label = |n: Option<u64>| n.map_or_else(String::new, |n| n.to_string());
+    // The library's processes and the supervisors: (mechanism, netns, pid, command), counts.
+    let rows: Vec<([String; 4], &Counts)> = s
+        .processes
+        .iter()
+        .map(|(p, c)| {
+            (
+                [
+                    "library".to_owned(),
+                    netns_label(p.netns),
+                    p.pid.to_string(),
+                    p.command.clone(),
+                ],
+                c,
+            )
+        })
+        .chain(s.supervisors.iter().filter_map(|sup| {
+            Some((
+                [
+                    "supervisor".to_owned(),
+                    netns_label(sup.netns),
+                    sup.pid.to_string(),
+                    sup.command.clone(),
+                ],
+                sup.counts.as_ref().ok()?,
+            ))
+        }))
+        .collect();
+    let row_labels = |r: &[String; 4], extra: Option<(&str, &str)>| {
+        let mut pairs = vec![
+            ("mechanism", r[0].as_str()),
+            ("netns", r[1].as_str()),
+            ("pid", r[2].as_str()),
+            ("command", r[3].as_str()),
+        ];
+        pairs.extend(extra);
+        labels(&pairs)
     };
     let per_process = |name, help, value: &dyn Fn(&Counts) -> u64| Family {
         name,
         help,
         kind: "counter",
-        samples: s
-            .processes
+        samples: rows
             .iter()
-            .map(|(p, c)| {
-                let (netns, pid, command) = process_labels(p);
-                let l = labels(&[
-                    ("mechanism", "library"),
-                    ("netns", &netns),
-                    ("pid", &pid),
-                    ("command", &command),
-                ]);
-                (l, value(c).to_string())
-            })
+            .map(|(r, c)| (row_labels(r, None), value(c).to_string()))
             .collect(),
     };
     let per_option = |name, help, value: &dyn Fn(&Counts) -> [u64; N]| Family {
         name,
         help,
         kind: "counter",
-        samples: s
-            .processes
+        samples: rows
             .iter()
-            .flat_map(|(p, c)| {
-                let (netns, pid, command) = process_labels(p);
+            .flat_map(|(r, c)| {
                 let v = value(c);
                 OPTIONS
                     .iter()
                     .enumerate()
-                    .map(|(i, o)| {
-                        let l = labels(&[
-                            ("mechanism", "library"),
-                            ("netns", &netns),
-                            ("pid", &pid),
-                            ("command", &command),
-                            ("option", o.label),
-                        ]);
-                        (l, v[i].to_string())
-                    })
+                    .map(|(i, o)| (row_labels(r, Some(("option", o.label))), v[i].to_string()))
                     .collect::<Vec<_>>()
             })
             .collect(),
     };
-    let families = [
+    let mut families = vec![
         per_process(
             "keepalive_shim_sockets_configured_total",
             "TCP sockets on which keepalive-shim set its options, counted by the preload library \
-             in each process (once per socket).",
+             in each process and by each seccomp supervisor for its whole tree \
+             (mechanism=\"supervisor\"), once per socket.",
             &|c| c.sockets_configured,
         ),
         per_process(
             "keepalive_shim_connections_configured_total",
             "connect() calls on TCP sockets that carry keepalive-shim's options, counted by the \
-             preload library in each process (accepted connections are not counted).",
+             preload library in each process (accepted connections are not counted) and by the \
+             seccomp supervisor under --trap connect; in fleet mode, per attachment, outgoing \
+             and accepted connections (direction label).",
             &|c| c.connections_configured,
         ),
         per_process(
@@ -661,7 +865,11 @@ fn render(s: &Scrape) -> String {
                    (TcpExt TCPAbortOnTimeout): every program in it, with or without \
                    keepalive-shim; keepalive probes unanswered, the user timeout, or \
                    retransmissions exhausted; since the namespace was made. Shown for the \
-                   namespaces of processes that have the library.",
+                   namespaces of processes that have the library. In fleet mode \
+                   (mechanism=\"fleet\", timer=\"retransmission\"): the connections of the \
+                   attachment that tcp_write_timeout() ended (BPF_SOCK_OPS_RTO_CB, expired): \
+                   retransmissions or the user timeout with data unacknowledged, or SYN retries; \
+                   exact; keepalive aborts are in keepalive_shim_connections_aborted_total.",
             kind: "counter",
             samples: s
                 .namespaces
@@ -712,6 +920,9 @@ fn render(s: &Scrape) -> String {
             samples: vec![(String::new(), format!("{:.6}", s.seconds))],
         },
     ];
+    if !s.fleet.is_empty() {
+        add_fleet(&mut families, &s.fleet);
+    }
     let mut out = String::new();
     for f in &families {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\"));
@@ -721,6 +932,77 @@ fn render(s: &Scrape) -> String {
         }
     }
     out
+}
+
+/// Fleet mode's series, by attachment (`mechanism="fleet"`, its cgroup), into the families of
+/// the same names, and the family only fleet mode has.
+fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
+    let mut push = |name: &str, l: String, v: u64| {
+        if let Some(f) = families.iter_mut().find(|f| f.name == name) {
+            f.samples.push((l, v.to_string()));
+        }
+    };
+    for f in fleet {
+        let c = &f.counts;
+        let at = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("mechanism", "fleet"), ("cgroup", f.cgroup.as_str())];
+            pairs.extend_from_slice(extra);
+            labels(&pairs)
+        };
+        push(
+            "keepalive_shim_connections_configured_total",
+            at(&[("direction", "outgoing")]),
+            c.connections_configured,
+        );
+        push(
+            "keepalive_shim_connections_configured_total",
+            at(&[("direction", "accepted")]),
+            c.accepted_configured,
+        );
+        push(
+            "keepalive_shim_connections_excluded_total",
+            at(&[]),
+            c.connections_excluded,
+        );
+        for (i, o) in OPTIONS.iter().enumerate() {
+            push(
+                "keepalive_shim_options_left_to_program_total",
+                at(&[("option", o.label)]),
+                c.options_left_to_program[i],
+            );
+        }
+        push(
+            "keepalive_shim_connections_timed_out_total",
+            at(&[("timer", "retransmission")]),
+            c.timed_out,
+        );
+    }
+    let at = families
+        .iter()
+        .position(|f| f.name == "keepalive_shim_processes")
+        .unwrap_or(families.len());
+    families.insert(
+        at,
+        Family {
+            name: "keepalive_shim_connections_aborted_total",
+            help: "Fleet mode: connections keepalive-shim configured that went from ESTABLISHED \
+                   or CLOSE_WAIT straight to CLOSE with no retransmission timeout before \
+                   (BPF_SOCK_OPS_STATE_CB): the keepalive timer's abort (probes unanswered, or \
+                   the user timeout reached while probing), and also an RST received, the \
+                   program's own abortive close (SO_LINGER 0) or a zero-window probe timeout, \
+                   which a BPF program cannot tell apart from it.",
+            kind: "counter",
+            samples: fleet
+                .iter()
+                .map(|f| {
+                    (
+                        labels(&[("mechanism", "fleet"), ("cgroup", &f.cgroup)]),
+                        f.counts.aborted.to_string(),
+                    )
+                })
+                .collect(),
+        },
+    );
 }
 
 // --- The endpoint ----------------------------------------------------------------------------
@@ -734,22 +1016,36 @@ const REQUEST_TIME: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8192;
 
 pub fn main(args: Args) -> ExitCode {
-    let listener = match TcpListener::bind(args.listen) {
+    let listener = match listen(args.listen) {
         Ok(l) => l,
-        Err(e) => {
-            say!("cannot listen on {}: {e}", args.listen);
+        Err(message) => {
+            say!("{message}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().unwrap_or(args.listen);
-    say!("serving http://{addr}/metrics");
+    serve_forever(listener, args.max_processes, None);
+    ExitCode::SUCCESS
+}
+
+/// The listening socket for `addr`, said on stderr (`serving http://ADDR/metrics`), or why not.
+pub fn listen(addr: SocketAddr) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    say!("serving http://{bound}/metrics");
+    Ok(listener)
+}
+
+/// Serves `/metrics` on `listener` until it fails: the processes with the library, the
+/// supervisors, and, when given, fleet mode's counts from `fleet`.
+pub fn serve_forever(listener: TcpListener, cap: usize, fleet: Option<FleetSource>) {
     let reader = Arc::new(Mutex::new(Reader::default()));
+    let fleet = Arc::new(fleet);
     let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..WORKERS {
         let rx = Arc::clone(&rx);
         let reader = Arc::clone(&reader);
-        let cap = args.max_processes;
+        let fleet = Arc::clone(&fleet);
         std::thread::spawn(move || {
             loop {
                 let next = match rx.lock() {
@@ -757,7 +1053,7 @@ pub fn main(args: Args) -> ExitCode {
                     Err(_) => return,
                 };
                 match next {
-                    Ok(stream) => serve(stream, &reader, cap),
+                    Ok(stream) => serve(stream, &reader, cap, fleet.as_ref().as_ref()),
                     Err(_) => return,
                 }
             }
@@ -771,7 +1067,6 @@ pub fn main(args: Args) -> ExitCode {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// What a request asks for.
@@ -825,7 +1120,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Asked> {
     }
 }
 
-fn serve(mut stream: TcpStream, reader: &Mutex<Reader>, cap: usize) {
+fn serve(mut stream: TcpStream, reader: &Mutex<Reader>, cap: usize, fleet: Option<&FleetSource>) {
     let _ = stream.set_write_timeout(Some(REQUEST_TIME));
     let Some(asked) = read_request(&mut stream) else {
         return;
@@ -833,7 +1128,13 @@ fn serve(mut stream: TcpStream, reader: &Mutex<Reader>, cap: usize) {
     let (status, extra, body, head) = match asked {
         Asked::Metrics { head } => {
             let text = match reader.lock() {
-                Ok(mut r) => render(&scrape(&mut r, cap)),
+                Ok(mut r) => {
+                    let mut s = scrape(&mut r, cap);
+                    if let Some(read) = fleet {
+                        s.fleet = read();
+                    }
+                    render(&s)
+                }
                 Err(_) => String::new(),
             };
             ("200 OK", "", text, head)

@@ -18,33 +18,22 @@
 mod common;
 
 use common::lab::{FAST_KEEPALIVE, Lab, SERVER4};
+use common::prometheus::{Killed, Prometheus, SCRAPE_S};
 use common::*;
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
-/// Prometheus scrapes the endpoint this often.
-const SCRAPE_S: f64 = 1.0;
 /// `FAST_KEEPALIVE`: a silent peer is noticed 2 + 1 x 2 = 4 s after the cut at the latest.
 const BOUND_S: f64 = 4.0;
 /// Connections to the silent server (cut), and to a listener on the client's loopback (not).
 const CUT: usize = 3;
 const KEPT: usize = 1;
-
-/// A child process killed by PID and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `keepalive-shim metrics --listen 127.0.0.1:0` and the address it serves.
 fn endpoint() -> (Killed, String) {
@@ -75,110 +64,6 @@ fn http(addr: &str, request: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-/// A Prometheus of this test's own: its folder under target/, its config, its port.
-struct Prometheus {
-    _child: Killed,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Prometheus {
-        let dir = scratch().join("prometheus");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let config = format!(
-            "global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n\
-             scrape_configs:\n  - job_name: keepalive-shim\n    scrape_interval: {SCRAPE_S}s\n    \
-             scrape_timeout: {SCRAPE_S}s\n    static_configs:\n      - targets: ['{target}']\n"
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        // A free port, taken back just before Prometheus binds it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus");
-        let prometheus = Prometheus {
-            _child: Killed(child),
-            port,
-            dir,
-        };
-        let end = Instant::now() + Duration::from_secs(60);
-        while !prometheus.ready() {
-            assert!(
-                Instant::now() < end,
-                "Prometheus not ready within 60 s: {}",
-                prometheus.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        prometheus
-    }
-
-    fn ready(&self) -> bool {
-        TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// The value of the instant query `q` (a single series), `None` while it has none.
-    fn query(&self, q: &str) -> Option<f64> {
-        let out = output_ok(Command::new("curl").args([
-            "-sfG",
-            "--max-time",
-            "5",
-            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
-            "--data-urlencode",
-            &format!("query={q}"),
-        ]));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("Prometheus' JSON");
-        assert_eq!(v["status"], "success", "{q}: {v}");
-        let result = v["data"]["result"].as_array()?;
-        assert!(result.len() <= 1, "{q}: more than one series: {v}");
-        result.first()?["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Waits at most `within` seconds until `q` is `want`: the seconds it took.
-    fn until(&self, q: &str, want: f64, within: f64) -> f64 {
-        let t0 = Instant::now();
-        loop {
-            let now = self.query(q);
-            if now == Some(want) {
-                return t0.elapsed().as_secs_f64();
-            }
-            assert!(
-                t0.elapsed().as_secs_f64() < within,
-                "{q} is {now:?}, not {want}, after {within} s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 /// The record `inspect --json PID` prints for the process.

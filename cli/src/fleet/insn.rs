@@ -54,6 +54,8 @@ pub const DW: u8 = 0x18;
 
 pub const IMM: u8 = 0x00;
 pub const MEM: u8 = 0x60;
+/// `BPF_ATOMIC` (the old `BPF_XADD`), with the operation in `imm`.
+pub const ATOMIC: u8 = 0xc0;
 
 pub const K: u8 = 0x00;
 pub const X: u8 = 0x08;
@@ -185,6 +187,13 @@ pub const fn stx_w(dst: Reg, off: i16, src: Reg) -> Insn {
 /// `*(u8 *)(dst + off) = src`.
 pub const fn stx_b(dst: Reg, off: i16, src: Reg) -> Insn {
     Insn::new(STX | MEM | B, dst, src, off, 0)
+}
+
+/// `lock *(u64 *)(dst + off) += src`: `BPF_STX | BPF_DW | BPF_ATOMIC` with `BPF_ADD`, the
+/// encoding `BPF_XADD` always had (every kernel takes it; on a map value the verifier wants the
+/// pointer checked non-null first).
+pub const fn atomic_add64(dst: Reg, off: i16, src: Reg) -> Insn {
+    Insn::new(STX | ATOMIC | DW, dst, src, off, ADD as i32)
 }
 
 /// `*(u32 *)(dst + off) = imm`.
@@ -425,6 +434,11 @@ mod tests {
             [0x18, 0x11, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(jne32_imm(R1, 0xffff_0000).code, 0x56);
+        // BPF_XADD | BPF_DW | BPF_STX (0xdb), imm BPF_ADD.
+        assert_eq!(
+            bytes(&[atomic_add64(R0, 16, R1)]),
+            [0xdb, 0x10, 16, 0, 0, 0, 0, 0]
+        );
         assert_eq!(jne32_imm(R1, 0xffff_0000).imm, -65536);
     }
 

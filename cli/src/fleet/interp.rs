@@ -1,13 +1,16 @@
 //! A small BPF interpreter for the unit tests: it runs the generated programs on a model socket
-//! (options, socket storage, the `bpf_sock` fields) with model helpers (`bpf_getsockopt`,
-//! `bpf_setsockopt`, `bpf_sk_storage_get`), so every branch of the generators is checked for
+//! (options, socket storage, the `bpf_sock` fields, the callback flags, the counts map) with
+//! model helpers (`bpf_getsockopt`, `bpf_setsockopt`, `bpf_sk_storage_get`,
+//! `bpf_map_lookup_elem` of the counts map, `bpf_sock_ops_cb_flags_set`), and the atomic add,
+//! so every branch of the generators is checked for
 //! what it does, not only for how it looks. Only the instructions the generators emit are
 //! known; anything else panics. The kernel's verifier is the other half of the proof, in
 //! `cli/tests/fleet.rs`.
 
 use super::insn::*;
 use super::program::{
-    HELPER_GETSOCKOPT, HELPER_SETSOCKOPT, HELPER_SK_STORAGE_GET, sock, sock_ops_ctx, sockopt_ctx,
+    COUNTERS, HELPER_GETSOCKOPT, HELPER_MAP_LOOKUP_ELEM, HELPER_SETSOCKOPT, HELPER_SK_STORAGE_GET,
+    HELPER_SOCK_OPS_CB_FLAGS_SET, sock, sock_ops_ctx, sockopt_ctx,
 };
 use keepalive_shim_policy::options::{N, option_index};
 use keepalive_shim_policy::rules::Destination;
@@ -31,6 +34,12 @@ pub struct Sock {
     pub protocol: i32,
     /// `optlen` in the setsockopt context after the program ran.
     pub optlen_out: Option<i32>,
+    /// The counts map's value (the attachment's, here one socket's share of it).
+    pub counts: [u64; COUNTERS],
+    /// `bpf_sock_ops_cb_flags`, as the last `bpf_sock_ops_cb_flags_set` left it.
+    pub cb_flags: u32,
+    /// The sock_ops callback's `args`.
+    pub args: [u32; 4],
 }
 
 impl Sock {
@@ -45,6 +54,9 @@ impl Sock {
             ty: libc::SOCK_STREAM,
             protocol: libc::IPPROTO_TCP,
             optlen_out: None,
+            counts: [0; COUNTERS],
+            cb_flags: 0,
+            args: [0; 4],
         }
     }
 }
@@ -55,6 +67,7 @@ const MEM_OPTVAL: u64 = 3;
 const MEM_STORAGE: u64 = 4;
 const MEM_SK: u64 = 5;
 const MEM_MAP: u64 = 6;
+const MEM_COUNTS: u64 = 7;
 const MEM_STACK_SIZE: usize = 512;
 
 fn ptr(region: u64, off: usize) -> u64 {
@@ -107,6 +120,11 @@ impl<'s> Run<'s> {
         let port = super::program::sock_ops_port(d.port);
         Run::put(&mut run.ctx, REMOTE_PORT, &port.to_ne_bytes());
         Run::put(&mut run.ctx, SK, &ptr(MEM_SK, 0).to_ne_bytes());
+        let (args, flags) = (run.sock.args, run.sock.cb_flags);
+        for (i, arg) in args.iter().enumerate() {
+            Run::put(&mut run.ctx, ARGS0 + 4 * i as i16, &arg.to_ne_bytes());
+        }
+        Run::put(&mut run.ctx, CB_FLAGS, &flags.to_ne_bytes());
         run.fill_sk(family);
         run.exec(prog) as i32
     }
@@ -176,7 +194,17 @@ impl<'s> Run<'s> {
         &mut buf[off..off + size]
     }
 
+    /// Counter `i` of the counts map, for an 8-byte access at `addr`.
+    fn counter(&mut self, addr: u64, size: usize) -> &mut u64 {
+        let off = (addr & 0xffff_ffff) as usize;
+        assert!(size == 8 && off % 8 == 0, "counters are u64s");
+        &mut self.sock.counts[off / 8]
+    }
+
     fn load(&mut self, addr: u64, size: usize) -> u64 {
+        if addr >> 32 == MEM_COUNTS {
+            return *self.counter(addr, size);
+        }
         if addr >> 32 == MEM_STORAGE {
             assert_eq!(size, 1, "the storage is one byte");
             return u64::from(self.sock.mark.expect("storage exists"));
@@ -188,6 +216,10 @@ impl<'s> Run<'s> {
     }
 
     fn store(&mut self, addr: u64, size: usize, value: u64) {
+        if addr >> 32 == MEM_COUNTS {
+            *self.counter(addr, size) = value;
+            return;
+        }
         if addr >> 32 == MEM_STORAGE {
             assert_eq!(size, 1, "the storage is one byte");
             self.sock.mark = Some(value as u8);
@@ -235,6 +267,17 @@ impl<'s> Run<'s> {
                     0
                 }
             }
+            HELPER_MAP_LOOKUP_ELEM => {
+                assert_eq!(r[1] >> 32, MEM_MAP, "R1 is a map");
+                assert_eq!(r[2] >> 32, MEM_STACK, "R2 points at the key");
+                assert_eq!(self.load(r[2], 4), 0, "the counts map has entry 0 only");
+                ptr(MEM_COUNTS, 0)
+            }
+            HELPER_SOCK_OPS_CB_FLAGS_SET => {
+                assert_eq!(r[1] >> 32, MEM_CTX, "R1 is the context");
+                self.sock.cb_flags = r[2] as u32;
+                0
+            }
             _ => panic!("helper {id} is not modelled"),
         }
     }
@@ -271,6 +314,14 @@ impl<'s> Run<'s> {
                     let size = size_of(i.code);
                     let addr = r[src].wrapping_add(i.off as i64 as u64);
                     r[dst] = self.load(addr, size);
+                }
+                STX if i.code & 0xe0 == ATOMIC => {
+                    assert_eq!(i.imm, i32::from(ADD), "only the atomic add");
+                    assert_eq!(r[dst] >> 32, MEM_COUNTS, "atomic adds to the counters only");
+                    let size = size_of(i.code);
+                    let addr = r[dst].wrapping_add(i.off as i64 as u64);
+                    let v = self.load(addr, size).wrapping_add(r[src]);
+                    self.store(addr, size, v);
                 }
                 STX | ST => {
                     let size = size_of(i.code);

@@ -11,17 +11,22 @@
 //!   program atomically (`BPF_LINK_UPDATE`); any other keepalive-shim link on that cgroup is
 //!   detached once the new one is in place (so no connection goes uncovered in between).
 //! - Only the cgroup given is touched, and of its programs only keepalive-shim's.
+//! - Each attachment counts in its own map (`kas_counts`, program.rs `COUNT_*`), shared by its
+//!   two programs: `status` shows it per attachment, and `attach --metrics ADDR:PORT` serves it
+//!   (with what `keepalive-shim metrics` serves) while it holds the attachment.
 
 use super::insn::Insn;
 use super::preflight::{self, Cgroup};
 use super::program::{self, Maps};
 use super::sys;
 use crate::config::{self, EX_CONFIG, Settings};
+use crate::metrics::{FleetCounts, FleetSeries, FleetSource};
 use crate::say;
 use keepalive_shim_policy::decide::{Defaults, KERNEL_DEFAULTS};
 use keepalive_shim_policy::options::{COUNT, IDLE, INTERVAL};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,6 +36,11 @@ pub const PROG_SOCK_OPS: &str = "kas_sock_ops";
 pub const PROG_SETSOCKOPT: &str = "kas_setsockopt";
 const MAP_INFO: &str = "kas_info";
 const MAP_MARKS: &str = "kas_marks";
+const MAP_COUNTS: &str = "kas_counts";
+/// The counts map's value: one u64 per counter.
+const COUNTS_SIZE: usize = 8 * program::COUNTERS;
+/// `fleet attach --metrics`: process series at most (as `metrics --max-processes`' default).
+const DEFAULT_MAX_PROCESSES: usize = 500;
 /// Room for the info JSON (64 rules of each kind fit).
 const INFO_SIZE: usize = 16 * 1024;
 
@@ -58,6 +68,8 @@ struct Built {
     progs: Vec<(u32, OwnedFd)>,
     /// What `attach` prints of each: hook, instructions, the verifier's statistics.
     summary: Vec<String>,
+    /// The counts map, for `--metrics`.
+    counts: OwnedFd,
 }
 
 fn settings_json(s: &Settings) -> Value {
@@ -116,13 +128,17 @@ fn build(s: &Settings, cg: &Cgroup, pin: Option<&Path>) -> Result<Built, String>
     } else {
         None
     };
+    let counts = sys::counts_map(MAP_COUNTS, COUNTS_SIZE)
+        .map_err(|e| format!("cannot create the counts map: {e}"))?;
     let maps = Maps {
         info: info_map.as_raw_fd(),
         storage: storage.as_ref().map(|m| m.as_raw_fd()),
+        counts: Some(counts.as_raw_fd()),
     };
     let mut built = Built {
         progs: Vec::new(),
         summary: Vec::new(),
+        counts,
     };
     let mut load = |prog_type, attach_type, name: &str, insns: Vec<Insn>| -> Result<(), String> {
         let loaded = sys::prog_load(prog_type, attach_type, name, &insns, true)
@@ -166,6 +182,37 @@ struct Found {
 
 fn is_ours(prog: &sys::ProgInfo) -> bool {
     prog.name == PROG_SOCK_OPS || prog.name == PROG_SETSOCKOPT
+}
+
+/// What the counts map `map` holds.
+fn read_counts(map: std::os::fd::RawFd) -> Option<FleetCounts> {
+    let bytes = sys::map_lookup(map, COUNTS_SIZE).ok()?;
+    let at = |i: usize| {
+        bytes
+            .get(8 * i..8 * i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    Some(FleetCounts {
+        connections_configured: at(program::COUNT_CONNECTIONS_CONFIGURED),
+        accepted_configured: at(program::COUNT_ACCEPTED_CONFIGURED),
+        connections_excluded: at(program::COUNT_EXCLUDED),
+        options_left_to_program: std::array::from_fn(|i| at(program::COUNT_LEFT_TO_PROGRAM + i)),
+        timed_out: at(program::COUNT_TIMED_OUT),
+        aborted: at(program::COUNT_ABORTED),
+    })
+}
+
+/// The counts of the attachment a program of ours belongs to (`None`: a program from before
+/// fleet mode counted).
+fn counts_of(prog: &sys::ProgInfo) -> Option<FleetCounts> {
+    prog.map_ids.iter().find_map(|&id| {
+        let map = sys::map_by_id(id).ok()?;
+        if sys::map_name(map.as_raw_fd()).ok().as_deref() != Some(MAP_COUNTS) {
+            return None;
+        }
+        read_counts(map.as_raw_fd())
+    })
 }
 
 /// The info map's JSON of a program of ours.
@@ -278,13 +325,18 @@ fn preflight(s: &Settings, path: &Path, pin: Option<&Path>) -> Result<Cgroup, St
 }
 
 /// `fleet attach`.
-pub fn attach(path: &Path, pin: Option<&Path>) -> ExitCode {
+pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> ExitCode {
     let s = match settings() {
         Ok(s) => s,
         Err(code) => return code,
     };
     let cg = match preflight(&s, path, pin) {
         Ok(cg) => cg,
+        Err(e) => return fail(e),
+    };
+    // Bound before anything is attached: an address in use stops here.
+    let listener = match metrics.map(crate::metrics::listen).transpose() {
+        Ok(l) => l,
         Err(e) => return fail(e),
     };
     let built = match build(&s, &cg, pin) {
@@ -339,7 +391,7 @@ pub fn attach(path: &Path, pin: Option<&Path>) -> ExitCode {
     if pin.is_some() {
         return ExitCode::SUCCESS;
     }
-    hold(&cg, links)
+    hold(&cg, links, listener.map(|l| (l, built.counts)))
 }
 
 /// Attaches with links pinned under `dir`: a link already pinned there (for this cgroup) gets
@@ -444,7 +496,7 @@ fn attach_held(
 /// The foreground: waits for SIGTERM, SIGINT or SIGHUP, checking every few seconds that the
 /// links are still attached (another `fleet attach` or `fleet detach`, or the cgroup's
 /// removal, ends them); then detaches and exits.
-fn hold(cg: &Cgroup, links: Vec<OwnedFd>) -> ExitCode {
+fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)>) -> ExitCode {
     crate::output::out(format_args!(
         "running in the foreground; stop with SIGTERM or SIGINT"
     ));
@@ -458,6 +510,23 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>) -> ExitCode {
             libc::sigaddset(&mut set, sig);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    // Started with the signals blocked, so the serving threads inherit the mask and this
+    // thread alone takes them.
+    if let Some((listener, counts)) = metrics {
+        let cgroup = cg.path.display().to_string();
+        let read: FleetSource = Box::new(move || {
+            read_counts(counts.as_raw_fd())
+                .map(|counts| FleetSeries {
+                    cgroup: cgroup.clone(),
+                    counts,
+                })
+                .into_iter()
+                .collect()
+        });
+        std::thread::spawn(move || {
+            crate::metrics::serve_forever(listener, DEFAULT_MAX_PROCESSES, Some(read))
+        });
     }
     let every = Duration::from_secs(2);
     let timeout = libc::timespec {
@@ -635,6 +704,8 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                 "pid": f.meta["pid"],
                 "settings": f.meta["settings"],
                 "attached_at": f.meta["attached_at"],
+                // The attachment's, shared by its programs.
+                "counts": counts_of(&f.prog).map(|c| c.json()),
             })
         })
         .collect();
@@ -664,7 +735,13 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
     }
     for ((id, name), rows) in by_cgroup {
         let state = if id == 0 {
-            " — detached (the cgroup was removed), still held".to_string()
+            // A link detached from its cgroup: the cgroup removed, or the link replaced by
+            // another attachment or `fleet detach` while its holder still runs.
+            if Path::new(&name).exists() {
+                " — detached (replaced or detached by another command), still held".to_string()
+            } else {
+                " — detached (the cgroup was removed), still held".to_string()
+            }
         } else {
             rows[0]["relation"]
                 .as_str()
@@ -690,6 +767,37 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
             "  settings: {}",
             describe(&rows[0]["settings"])
         ));
+        if let Some(c) = rows.iter().find_map(|r| r["counts"].as_object()) {
+            let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let own: Vec<String> = c
+                .get("options_left_to_program")
+                .and_then(Value::as_object)
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            crate::output::out(format_args!(
+                "  counted: {} outgoing and {} accepted connections configured, {} excluded; \
+                 options left to the program: {}",
+                n("connections_configured"),
+                n("accepted_connections_configured"),
+                n("connections_excluded"),
+                if own.is_empty() {
+                    "0".to_owned()
+                } else {
+                    own.join(", ")
+                }
+            ));
+            crate::output::out(format_args!(
+                "  ended: {} by a retransmission timeout (exact), {} aborted from established \
+                 (keepalive probes unanswered, or a reset: not told apart)",
+                n("connections_timed_out"),
+                n("connections_aborted")
+            ));
+        }
     }
     for line in others {
         crate::output::out(format_args!("{line}"));

@@ -31,6 +31,7 @@ use std::process::ExitCode;
 #[command(after_help = "Examples:\n  \
     keepalive-shim fleet attach --cgroup /sys/fs/cgroup/kubepods.slice     # foreground: detaches when stopped\n  \
     KEEPALIVE_IDLE=20s keepalive-shim fleet attach --cgroup /sys/fs/cgroup/system.slice \\\n      --pin /sys/fs/bpf/keepalive-shim    # stays attached until `fleet detach`\n  \
+    keepalive-shim fleet attach --cgroup /sys/fs/cgroup/kubepods.slice --metrics 0.0.0.0:9878\n  \
     keepalive-shim fleet status\n  \
     keepalive-shim fleet detach --pin /sys/fs/bpf/keepalive-shim")]
 pub struct Args {
@@ -56,8 +57,26 @@ pub struct AttachArgs {
     #[arg(long, value_name = "PATH")]
     cgroup: PathBuf,
     /// Pin the attachment under this directory (on a bpf file system) and return.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "metrics")]
     pin: Option<PathBuf>,
+    /// In the foreground, also serve Prometheus metrics on this address: this attachment's
+    /// counts (mechanism="fleet", its cgroup) and what `keepalive-shim metrics` serves. Nothing
+    /// listens unless asked.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_address)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+/// `ADDR:PORT`, an IPv6 address with or without brackets (the downward API's `status.podIP`
+/// has none).
+fn metrics_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad = || format!("{text:?} is not ADDR:PORT (for example 10.0.0.5:9878 or [fd00::5]:9878)");
+    let (ip, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// Detach keepalive-shim's programs: those pinned under DIR, or every one attached to PATH.
@@ -85,7 +104,7 @@ pub struct StatusArgs {
 
 pub fn main(args: Args) -> ExitCode {
     match args.command {
-        Command::Attach(a) => lifecycle::attach(&a.cgroup, a.pin.as_deref()),
+        Command::Attach(a) => lifecycle::attach(&a.cgroup, a.pin.as_deref(), a.metrics),
         Command::Detach(d) => lifecycle::detach(d.cgroup.as_deref(), d.pin.as_deref()),
         Command::Status(s) => lifecycle::status(s.cgroup.as_deref(), s.json),
     }
@@ -108,6 +127,7 @@ pub fn check_section(s: &Settings) -> String {
     let maps = program::Maps {
         info: 0,
         storage: program::needs_storage(s).then_some(0),
+        counts: Some(0),
     };
     let defaults = program::node_defaults();
     let ops = program::sock_ops(s, &defaults, maps).len();
@@ -169,4 +189,27 @@ pub fn check_section(s: &Settings) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_address;
+
+    #[test]
+    fn metrics_addresses_take_a_bare_ipv6_pod_ip() {
+        assert_eq!(
+            metrics_address("10.0.0.5:9878").unwrap().to_string(),
+            "10.0.0.5:9878"
+        );
+        assert_eq!(
+            metrics_address("fd00::5:9878").unwrap().to_string(),
+            "[fd00::5]:9878"
+        );
+        assert_eq!(
+            metrics_address("[fd00::5]:9878").unwrap().to_string(),
+            "[fd00::5]:9878"
+        );
+        assert!(metrics_address("pod:9878").is_err());
+        assert!(metrics_address("10.0.0.5").is_err());
+    }
 }

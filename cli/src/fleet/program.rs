@@ -26,6 +26,20 @@
 //! options the program chose (bit `i` for option `i`, as `Known::own`), [`MARK_CONFIGURED`]
 //! and [`MARK_EXCLUDED`] (left alone).
 //!
+//! Both count, per attachment, in a one-entry array map of u64 counters (`COUNT_*`), each
+//! update an atomic add (`BPF_ATOMIC | BPF_ADD`) at the looked-up value, checked non-null:
+//! connections configured (outgoing at `TCP_CONNECT_CB`, accepted at
+//! `PASSIVE_ESTABLISHED_CB`), excluded by the rules, options the program chose itself and kept
+//! (once per socket and option, as the library counts them), and how the connections it
+//! configured ended, as far as a BPF program can tell: on each configured connection sock_ops
+//! enables `BPF_SOCK_OPS_RTO_CB` and `BPF_SOCK_OPS_STATE_CB` (the flags already set kept);
+//! `RTO_CB` with `args[2]` (expired) = 1 is `tcp_write_timeout()` ending the connection
+//! (retransmissions, the user timeout with data unacknowledged, SYN retries): counted as timed
+//! out, and its `STATE_CB` turned off so the close that follows is not counted again; a
+//! `STATE_CB` from ESTABLISHED or CLOSE_WAIT straight to CLOSE is counted as aborted: the
+//! keepalive timer's abort, which has no callback of its own, but also an RST received or an
+//! abortive close, which no sock_ops field tells apart from it.
+//!
 //! With `KEEPALIVE_USER_TIMEOUT=0` and no FORCE there is no setsockopt program (a user timeout
 //! to follow is 0 anyway): sock_ops alone reads back at connect, so a program's own value equal
 //! to the kernel's default, set before `connect()`, is then taken as nobody's.
@@ -42,16 +56,43 @@ use keepalive_shim_policy::rules::Rule;
 pub const HELPER_SETSOCKOPT: i32 = 49;
 pub const HELPER_GETSOCKOPT: i32 = 57;
 pub const HELPER_SK_STORAGE_GET: i32 = 107;
+pub const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+pub const HELPER_SOCK_OPS_CB_FLAGS_SET: i32 = 59;
 const SK_STORAGE_GET_F_CREATE: i32 = 1;
 
 /// `enum bpf_sock_ops_cb` values the program acts on.
 pub const TCP_CONNECT_CB: i32 = 3;
 pub const PASSIVE_ESTABLISHED_CB: i32 = 5;
+pub const RTO_CB: i32 = 8;
+pub const STATE_CB: i32 = 10;
+/// `BPF_SOCK_OPS_RTO_CB_FLAG`, `BPF_SOCK_OPS_STATE_CB_FLAG`.
+pub const RTO_CB_FLAG: i32 = 1;
+pub const STATE_CB_FLAG: i32 = 4;
+/// TCP states (include/net/tcp_states.h).
+pub const TCP_ESTABLISHED: i32 = 1;
+#[cfg(test)]
+pub const TCP_FIN_WAIT2: i32 = 5;
+pub const TCP_CLOSE: i32 = 7;
+pub const TCP_CLOSE_WAIT: i32 = 8;
+
+/// The counters, by index in the counts map's one value (u64 each).
+pub const COUNT_CONNECTIONS_CONFIGURED: usize = 0;
+pub const COUNT_ACCEPTED_CONFIGURED: usize = 1;
+pub const COUNT_EXCLUDED: usize = 2;
+/// One per option, in the order of `OPTIONS`.
+pub const COUNT_LEFT_TO_PROGRAM: usize = 3;
+pub const COUNT_TIMED_OUT: usize = COUNT_LEFT_TO_PROGRAM + N;
+pub const COUNT_ABORTED: usize = COUNT_TIMED_OUT + 1;
+pub const COUNTERS: usize = COUNT_ABORTED + 1;
 
 /// Offsets in `struct bpf_sock_ops` (include/uapi/linux/bpf.h).
 pub mod sock_ops_ctx {
     pub const OP: i16 = 0;
+    pub const ARGS0: i16 = 4;
+    pub const ARGS1: i16 = 8;
+    pub const ARGS2: i16 = 12;
     pub const FAMILY: i16 = 20;
+    pub const CB_FLAGS: i16 = 84;
     pub const REMOTE_IP4: i16 = 24;
     pub const REMOTE_IP6: i16 = 32;
     pub const REMOTE_PORT: i16 = 64;
@@ -104,6 +145,8 @@ const fn slot(i: usize) -> i16 {
 /// The remote address as four 32-bit words (IPv4 as IPv4-mapped IPv6), -40 to -25.
 const SLOT_ADDR: i16 = -40;
 const _: () = assert!(slot(N - 1) > SLOT_ADDR + 12, "the slots do not overlap");
+/// The counts map's key (0).
+const SLOT_KEY: i16 = SLOT_ADDR - 4;
 
 /// The largest optval the setsockopt program looks at; a longer one (no option of ours is) is
 /// handed back untouched, as the kernel wants for anything beyond a page.
@@ -142,6 +185,8 @@ pub struct Maps {
     pub info: i32,
     /// The socket-storage map both programs share, when [`needs_storage`].
     pub storage: Option<i32>,
+    /// The counts map both programs update (`COUNT_*`); none: nothing counted.
+    pub counts: Option<i32>,
 }
 
 /// Whether a setsockopt program is attached: with FORCE always; without, unless
@@ -289,6 +334,48 @@ fn set_user_timeout_from_r1(a: &mut Asm, holder: Reg) {
     call_setsockopt(a, USER_TIMEOUT);
 }
 
+/// Adds one to counter `index` of the counts map: look the value up, and where it is (never
+/// null for an array's entry 0, but the verifier wants it checked) an atomic add. Uses `R0`–`R2`
+/// (clobbers `R1`–`R5`).
+fn count(a: &mut Asm, map: i32, index: usize) {
+    let skip = a.label();
+    a.push(st_w(R10, SLOT_KEY, 0));
+    a.push_all(ld_map_fd(R1, map));
+    a.push(mov64_reg(R2, R10));
+    a.push(add64_imm(R2, i32::from(SLOT_KEY)));
+    a.push(call(HELPER_MAP_LOOKUP_ELEM));
+    a.jump(jeq_imm(R0, 0), skip);
+    a.push(mov64_imm(R1, 1));
+    a.push(atomic_add64(R0, (8 * index) as i16, R1));
+    a.bind(skip);
+}
+
+/// Counts option `i` as the program's own, kept, unless its bit is in `R1` (a mark); `R1` is
+/// the mark again after (reloaded from the storage in `R9`).
+fn count_own_unless_known(a: &mut Asm, map: i32, i: usize) {
+    let known = a.label();
+    a.push(mov64_reg(R2, R1));
+    a.push(and32_imm(R2, bit(i) as u32));
+    a.jump(jne_imm(R2, 0), known);
+    count(a, map, COUNT_LEFT_TO_PROGRAM + i);
+    a.push(ldx_b(R1, R9, 0));
+    a.bind(known);
+}
+
+/// `bpf_sock_ops_cb_flags_set(ctx, flags)` with the socket's flags (`R6` the context) and
+/// `or` added, `and_not` removed.
+fn cb_flags(a: &mut Asm, or: i32, and_not: i32) {
+    a.push(mov64_reg(R1, R6));
+    a.push(ldx_w(R2, R6, sock_ops_ctx::CB_FLAGS));
+    if or != 0 {
+        a.push(or64_imm(R2, or));
+    }
+    if and_not != 0 {
+        a.push(and32_imm(R2, !(and_not as u32)));
+    }
+    a.push(call(HELPER_SOCK_OPS_CB_FLAGS_SET));
+}
+
 /// `R0` = this socket's storage (or 0): `bpf_sk_storage_get(map, sk, NULL, flags)`, `sk` in
 /// `R2` and not null.
 fn storage_get(a: &mut Asm, map: i32, create: bool) {
@@ -323,8 +410,13 @@ pub fn sock_ops(s: &Settings, defaults: &Defaults, maps: Maps) -> Vec<Insn> {
         let event = a.label();
         let configure = a.label();
         let excluded = a.label();
+        let (rto, state) = (a.label(), a.label());
         a.push(ldx_w(R2, R6, OP));
         a.jump(jeq_imm(R2, PASSIVE_ESTABLISHED_CB), event);
+        if maps.counts.is_some() {
+            a.jump(jeq_imm(R2, RTO_CB), rto);
+            a.jump(jeq_imm(R2, STATE_CB), state);
+        }
         a.jump(jne_imm(R2, TCP_CONNECT_CB), out);
         a.bind(event);
 
@@ -363,6 +455,18 @@ pub fn sock_ops(s: &Settings, defaults: &Defaults, maps: Maps) -> Vec<Insn> {
             let marked = a.label();
             // Already configured: nothing to do.
             a.jump(jne_imm(R8, 0), marked);
+            if let Some(map) = maps.counts {
+                // The program's own options, read back, that stand: counted once, here (a
+                // socket marked configured had them counted by the setsockopt program).
+                for i in 0..N {
+                    let not_own = a.label();
+                    a.push(mov64_reg(R1, R7));
+                    a.push(and32_imm(R1, bit(i) as u32));
+                    a.jump(jeq_imm(R1, 0), not_own);
+                    count(&mut a, map, COUNT_LEFT_TO_PROGRAM + i);
+                    a.bind(not_own);
+                }
+            }
             // Ours for every option the program did not choose; the user timeout follows its
             // own keepalive.
             for i in [KEEPALIVE, IDLE, INTERVAL, COUNT] {
@@ -378,6 +482,19 @@ pub fn sock_ops(s: &Settings, defaults: &Defaults, maps: Maps) -> Vec<Insn> {
             if storage.is_some() {
                 write_mark(&mut a);
             }
+        }
+        if let Some(map) = maps.counts {
+            // How it ends: the retransmission timer's expiry and the state changes.
+            cb_flags(&mut a, RTO_CB_FLAG | STATE_CB_FLAG, 0);
+            let accepted = a.label();
+            let counted = a.label();
+            a.push(ldx_w(R2, R6, OP));
+            a.jump(jne_imm(R2, TCP_CONNECT_CB), accepted);
+            count(&mut a, map, COUNT_CONNECTIONS_CONFIGURED);
+            a.jump(ja(), counted);
+            a.bind(accepted);
+            count(&mut a, map, COUNT_ACCEPTED_CONFIGURED);
+            a.bind(counted);
         }
         a.jump(ja(), out);
 
@@ -395,6 +512,31 @@ pub fn sock_ops(s: &Settings, defaults: &Defaults, maps: Maps) -> Vec<Insn> {
                 a.push(mov64_imm(R8, i32::from(MARK_EXCLUDED)));
                 write_mark(&mut a);
             }
+            if let Some(map) = maps.counts {
+                count(&mut a, map, COUNT_EXCLUDED);
+                a.jump(ja(), out);
+            }
+        }
+        if let Some(map) = maps.counts {
+            // The retransmission timer expired (`tcp_write_timeout()`, right before
+            // `tcp_write_err()`): timed out; the close that follows is not counted again.
+            a.bind(rto);
+            a.push(ldx_w(R2, R6, ARGS2));
+            a.jump(jne_imm(R2, 1), out);
+            count(&mut a, map, COUNT_TIMED_OUT);
+            cb_flags(&mut a, 0, STATE_CB_FLAG);
+            a.jump(ja(), out);
+            // Straight from ESTABLISHED or CLOSE_WAIT to CLOSE: aborted (a keepalive timeout,
+            // an RST, an abortive close); an orderly close passes FIN_WAIT or LAST_ACK.
+            a.bind(state);
+            let aborted = a.label();
+            a.push(ldx_w(R2, R6, ARGS1));
+            a.jump(jne_imm(R2, TCP_CLOSE), out);
+            a.push(ldx_w(R2, R6, ARGS0));
+            a.jump(jeq_imm(R2, TCP_ESTABLISHED), aborted);
+            a.jump(jne_imm(R2, TCP_CLOSE_WAIT), out);
+            a.bind(aborted);
+            count(&mut a, map, COUNT_ABORTED);
         }
     }
 
@@ -639,7 +781,7 @@ pub fn setsockopt(s: &Settings, maps: Maps) -> Option<Vec<Insn>> {
             a.jump(jeq_imm(R9, 0), pass);
             a.push(ldx_b(R1, R9, 0));
             a.jump(jset_imm(R1, i32::from(MARK_EXCLUDED)), pass);
-            own_choice(&mut a, s, i, pass);
+            own_choice(&mut a, s, i, maps.counts, pass);
         }
     }
 
@@ -698,13 +840,16 @@ fn in_range_or(a: &mut Asm, i: usize, pass: Label) {
 /// option and the user timeout following. Configured: the option is marked the program's, and
 /// its own idle, interval or count gives the user timeout that follows them (unless the user
 /// timeout is its own too).
-fn own_choice(a: &mut Asm, s: &Settings, i: usize, pass: Label) {
+fn own_choice(a: &mut Asm, s: &Settings, i: usize, counts: Option<i32>, pass: Label) {
     let ours = values(s);
     let fresh = a.label();
     a.push(mov64_reg(R2, R1));
     a.push(and32_imm(R2, u32::from(MARK_CONFIGURED)));
     a.jump(jeq_imm(R2, 0), fresh);
 
+    if let Some(map) = counts {
+        count_own_unless_known(a, map, i);
+    }
     a.push(or64_imm(R1, bit(i)));
     a.push(stx_b(R9, 0, R1));
     if is_time(i) {
@@ -720,6 +865,9 @@ fn own_choice(a: &mut Asm, s: &Settings, i: usize, pass: Label) {
     a.jump(ja(), pass);
 
     a.bind(fresh);
+    if let Some(map) = counts {
+        count(a, map, COUNT_LEFT_TO_PROGRAM + i);
+    }
     a.push(mov64_imm(R1, i32::from(MARK_CONFIGURED) | bit(i)));
     a.push(stx_b(R9, 0, R1));
     for other in [KEEPALIVE, IDLE, INTERVAL, COUNT]
@@ -753,10 +901,12 @@ mod tests {
     const MAPS: Maps = Maps {
         info: 3,
         storage: None,
+        counts: Some(5),
     };
     const MAPS_STORAGE: Maps = Maps {
         info: 3,
         storage: Some(4),
+        counts: Some(5),
     };
     /// A fresh socket as `bpf_getsockopt` reads it: keepalive off, the kernel's defaults, no
     /// user timeout.
@@ -1483,12 +1633,173 @@ mod tests {
         assert_eq!(f.sock.opts, [1, 1, 10, 3, 7000]);
     }
 
+    // ---- the counters ----
+
+    /// The counters of `sock` that are not 0, by name.
+    fn counted(sock: &Sock) -> Vec<(usize, u64)> {
+        (0..COUNTERS)
+            .filter(|&i| sock.counts[i] != 0)
+            .map(|i| (i, sock.counts[i]))
+            .collect()
+    }
+
+    #[test]
+    fn configured_connections_are_counted_and_watched_for_how_they_end() {
+        for s in [
+            DEFAULT,
+            settings(&[("KEEPALIVE_FORCE", "1")]),
+            settings(&[("KEEPALIVE_USER_TIMEOUT", "0")]),
+        ] {
+            let sock = connect(&s, FRESH, Some(v4("10.0.0.1", 80)));
+            assert_eq!(counted(&sock), vec![(COUNT_CONNECTIONS_CONFIGURED, 1)]);
+            assert_eq!(sock.cb_flags, (RTO_CB_FLAG | STATE_CB_FLAG) as u32);
+            let sock = connect(&s, FRESH, None);
+            assert_eq!(counted(&sock), vec![(COUNT_ACCEPTED_CONFIGURED, 1)]);
+        }
+        // Flags another program set are kept.
+        let prog = sock_ops(&DEFAULT, &D, MAPS_STORAGE);
+        let mut sock = Sock::new(FRESH);
+        sock.cb_flags = 8; // BPF_SOCK_OPS_RTT_CB_FLAG
+        Run::sock_ops(&prog, TCP_CONNECT_CB, Some(v4("10.0.0.1", 80)), &mut sock);
+        assert_eq!(sock.cb_flags, 8 | (RTO_CB_FLAG | STATE_CB_FLAG) as u32);
+        // A connect on a socket configured before it (its own idle): counted as a connection,
+        // its own idle once.
+        let mut f = Fleet::new(&DEFAULT, FRESH);
+        f.set(IDLE, 45);
+        f.set(IDLE, 50);
+        f.connect(v4("10.0.0.1", 80));
+        assert_eq!(
+            counted(&f.sock),
+            vec![
+                (COUNT_CONNECTIONS_CONFIGURED, 1),
+                (COUNT_LEFT_TO_PROGRAM + IDLE, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn options_left_to_the_program_are_counted_once_per_socket_and_option() {
+        // Read back at connect (curl: keepalive on, 60 s / 60 s): three of its own.
+        let sock = connect(&DEFAULT, [1, 60, 60, 9, 0], Some(v4("10.0.0.1", 80)));
+        assert_eq!(
+            counted(&sock),
+            vec![
+                (COUNT_CONNECTIONS_CONFIGURED, 1),
+                (COUNT_LEFT_TO_PROGRAM + KEEPALIVE, 1),
+                (COUNT_LEFT_TO_PROGRAM + IDLE, 1),
+                (COUNT_LEFT_TO_PROGRAM + INTERVAL, 1),
+            ]
+        );
+        // After connect, through the setsockopt program: each option once however often set.
+        let mut f = Fleet::new(&DEFAULT, FRESH);
+        f.connect(v4("10.0.0.1", 80));
+        f.set(COUNT, 5);
+        f.set(COUNT, 6);
+        f.set(USER_TIMEOUT, 7000);
+        assert_eq!(
+            counted(&f.sock),
+            vec![
+                (COUNT_CONNECTIONS_CONFIGURED, 1),
+                (COUNT_LEFT_TO_PROGRAM + COUNT, 1),
+                (COUNT_LEFT_TO_PROGRAM + USER_TIMEOUT, 1),
+            ]
+        );
+        // FORCE keeps none of the program's.
+        let s = settings(&[("KEEPALIVE_FORCE", "1")]);
+        let mut f = Fleet::new(&s, FRESH);
+        f.set(IDLE, 45);
+        f.connect(v4("10.0.0.1", 80));
+        assert_eq!(counted(&f.sock), vec![(COUNT_CONNECTIONS_CONFIGURED, 1)]);
+        // Left alone by the rules: not the program's kept by us.
+        let s = settings(&[("KEEPALIVE_EXCLUDE", "10.0.0.0/8")]);
+        let mut f = Fleet::new(&s, FRESH);
+        f.connect(v4("10.1.2.3", 80));
+        f.set(IDLE, 1);
+        assert_eq!(counted(&f.sock), vec![(COUNT_EXCLUDED, 1)]);
+    }
+
+    #[test]
+    fn excluded_connections_are_counted_and_not_watched() {
+        for s in [
+            settings(&[("KEEPALIVE_EXCLUDE", "10.0.0.0/8")]),
+            settings(&[("KEEPALIVE_INCLUDE", "192.0.2.0/24")]),
+            settings(&[
+                ("KEEPALIVE_FORCE", "1"),
+                ("KEEPALIVE_EXCLUDE", "10.0.0.0/8"),
+            ]),
+        ] {
+            let sock = connect(&s, FRESH, Some(v4("10.1.2.3", 80)));
+            assert_eq!(counted(&sock), vec![(COUNT_EXCLUDED, 1)]);
+            assert_eq!(sock.cb_flags, 0);
+        }
+    }
+
+    /// Runs the sock_ops program for callback `op` with `args` on a socket watched for how it
+    /// ends.
+    fn callback(s: &Settings, op: i32, args: [u32; 4]) -> Sock {
+        let prog = sock_ops(s, &D, MAPS_STORAGE);
+        let mut sock = Sock::new(OURS);
+        sock.cb_flags = (RTO_CB_FLAG | STATE_CB_FLAG) as u32;
+        sock.args = args;
+        assert_eq!(Run::sock_ops(&prog, op, None, &mut sock), 1);
+        assert!(sock.sets.is_empty() && sock.gets == 0 && sock.mark.is_none());
+        sock
+    }
+
+    #[test]
+    fn a_retransmission_timeout_is_counted_exactly_once() {
+        for s in [DEFAULT, settings(&[("KEEPALIVE_FORCE", "1")])] {
+            // A retransmission, not yet the end (expired = 0): nothing.
+            let sock = callback(&s, RTO_CB, [3, 800, 0, 0]);
+            assert_eq!(counted(&sock), vec![]);
+            assert_eq!(sock.cb_flags, (RTO_CB_FLAG | STATE_CB_FLAG) as u32);
+            // Expired: timed out, and the close tcp_write_err() makes next is not seen.
+            let sock = callback(&s, RTO_CB, [15, 120_000, 1, 0]);
+            assert_eq!(counted(&sock), vec![(COUNT_TIMED_OUT, 1)]);
+            assert_eq!(sock.cb_flags, RTO_CB_FLAG as u32);
+        }
+    }
+
+    #[test]
+    fn an_abrupt_close_is_counted_and_an_orderly_one_is_not() {
+        let state = |old: i32, new: i32| {
+            counted(&callback(
+                &DEFAULT,
+                STATE_CB,
+                [old as u32, new as u32, 0, 0],
+            ))
+        };
+        // The keepalive timer's abort (or an RST): ESTABLISHED or CLOSE_WAIT straight to CLOSE.
+        assert_eq!(state(TCP_ESTABLISHED, TCP_CLOSE), vec![(COUNT_ABORTED, 1)]);
+        assert_eq!(state(TCP_CLOSE_WAIT, TCP_CLOSE), vec![(COUNT_ABORTED, 1)]);
+        // Orderly: through FIN_WAIT or LAST_ACK; other changes count nothing.
+        assert_eq!(state(TCP_FIN_WAIT2, TCP_CLOSE), vec![]);
+        assert_eq!(state(9, TCP_CLOSE), vec![]); // LAST_ACK
+        assert_eq!(state(TCP_ESTABLISHED, 4), vec![]); // to FIN_WAIT1
+        assert_eq!(state(2, TCP_ESTABLISHED), vec![]); // SYN_SENT to ESTABLISHED
+    }
+
+    #[test]
+    fn without_a_counts_map_nothing_is_counted_or_watched() {
+        let maps = Maps {
+            counts: None,
+            ..MAPS_STORAGE
+        };
+        let prog = sock_ops(&DEFAULT, &D, maps);
+        let mut sock = Sock::new(FRESH);
+        Run::sock_ops(&prog, TCP_CONNECT_CB, Some(v4("10.0.0.1", 80)), &mut sock);
+        assert_eq!((sock.opts, sock.cb_flags), (OURS, 0));
+        assert_eq!(counted(&sock), vec![]);
+    }
+
     #[test]
     fn sizes_stay_small() {
         let n = |s: &Settings| sock_ops(s, &node_defaults(), MAPS_STORAGE).len();
-        assert!(n(&DEFAULT) < 300, "{}", n(&DEFAULT));
+        // With the counting: own options read back (5 x 10), connections (2 x 10), how they end.
+        assert!(n(&DEFAULT) < 400, "{}", n(&DEFAULT));
         let s = settings(&[("KEEPALIVE_FORCE", "1")]);
-        assert!(n(&s) < 60, "{}", n(&s));
+        // The five set, plus the counting (connections, and how they end).
+        assert!(n(&s) < 150, "{}", n(&s));
         assert!(setsockopt(&DEFAULT, MAPS_STORAGE).unwrap().len() < 1000);
         // 32 + 32 IPv6 rules with ports: the largest, well within the verifier's limits.
         let many: Vec<String> = (0..32)

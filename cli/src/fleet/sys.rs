@@ -247,6 +247,19 @@ pub fn info_map(map_name: &str, value: &[u8], size: usize) -> io::Result<OwnedFd
     Ok(map)
 }
 
+/// A one-entry array of `size` bytes, zeroed, that the programs update (their counters).
+pub fn counts_map(map_name: &str, size: usize) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: size as u32,
+        max_entries: 1,
+        map_name: name(map_name),
+        ..Default::default()
+    };
+    Ok(fd(bpf(MAP_CREATE, &mut attr)?))
+}
+
 /// The value of entry 0 of the array map `map`, `size` bytes.
 pub fn map_lookup(map: RawFd, size: usize) -> io::Result<Vec<u8>> {
     let key = 0u32;

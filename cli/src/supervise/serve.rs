@@ -29,11 +29,12 @@
 //!   on a TCP socket the call returns success without changing anything, so the configured
 //!   values stand.
 
+use super::counters::{self, Counters};
 use super::filter::Trap;
 use super::identity::{self, Context, Creds};
 use super::notify::{Call, Listener};
 use keepalive_shim_policy::config::{LogLevel, Settings};
-use keepalive_shim_policy::decide::{self, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
+use keepalive_shim_policy::decide::{self, ALL, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
 use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index, values};
 use libc::c_int;
 use std::io;
@@ -125,8 +126,10 @@ pub struct Server {
     thread_pidfds: bool,
     said: [bool; 5],
     me: u32,
-    /// No debug lines (the start-up probe).
+    /// No debug lines, nothing counted (the start-up probe).
     pub quiet: bool,
+    /// What it did, readable from outside (`counters.rs`).
+    counters: Counters,
 }
 
 use crate::os::{fd_is_tcp, options as current, set_int as set};
@@ -222,6 +225,7 @@ impl Server {
             said: [false; 5],
             me: std::process::id(),
             quiet: false,
+            counters: Counters::new(),
         })
     }
 
@@ -423,6 +427,15 @@ impl Server {
         };
         match installed {
             Ok(number) => {
+                // One atomic add (every option refused: not configured, as the library counts).
+                if !self.quiet {
+                    if failed != ALL {
+                        self.counters.add(counters::SOCKETS_CONFIGURED);
+                    }
+                    if failed != 0 {
+                        self.counters.refused(failed);
+                    }
+                }
                 self.debug(format_args!(
                     "pid {}: fd {number}: new TCP socket ({}{}): {}",
                     call.tid,
@@ -557,6 +570,9 @@ impl Server {
             };
             let plan = decide::decide(&self.settings, event, known, &self.defaults, |i| now[i]);
             let failed = apply(raw, &plan, None);
+            if !self.quiet {
+                self.counters.applied(event, known, &plan, failed);
+            }
             self.debug(format_args!(
                 "pid {}: fd {fd}: {}; {}: {}",
                 call.tid,
@@ -614,12 +630,16 @@ impl Server {
             let plan = decide::decide(&self.settings, event, known, &self.defaults, |i| after[i]);
             // Before the program's call, which sets its own value itself.
             let failed = apply(raw, &plan, Some(index));
-            Ok::<_, io::Error>(Some((plan, value, failed)))
+            Ok::<_, io::Error>(Some((plan, value, failed, known)))
         })();
         drop(copy);
         let _ = self.listener.proceed(call.id);
         match outcome {
-            Ok(Some((plan, value, failed))) => {
+            Ok(Some((plan, value, failed, known))) => {
+                if !self.quiet {
+                    self.counters
+                        .applied(Event::Set(index), known, &plan, failed);
+                }
                 let mut shown = plan.set;
                 shown[index] = None;
                 self.debug(format_args!(

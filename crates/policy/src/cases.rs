@@ -19,14 +19,19 @@ pub enum Mechanism {
     ConnectTrap,
     /// `keepalive-shim fleet attach` on the client's cgroup, a static client.
     Fleet,
+    /// The library for descriptors beyond its table (where root raised `fs.nr_open`; in the
+    /// tests `KEEPALIVE_SHIM_TEST_TABLE_LIMIT=0`): it remembers nothing and reads every socket
+    /// back, as the supervisor does, with the destination rules.
+    LibraryBeyondTable,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 4] = [
+    pub const ALL: [Mechanism; 5] = [
         Mechanism::Library,
         Mechanism::SocketTrap,
         Mechanism::ConnectTrap,
         Mechanism::Fleet,
+        Mechanism::LibraryBeyondTable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +40,7 @@ impl Mechanism {
             Mechanism::SocketTrap => "run --trap socket",
             Mechanism::ConnectTrap => "run --trap connect",
             Mechanism::Fleet => "fleet mode",
+            Mechanism::LibraryBeyondTable => "library, beyond its table",
         }
     }
 }
@@ -120,6 +126,10 @@ impl Case {
 
 const OURS: [i32; N] = [1, 30, 10, 3, 60_000];
 const KERNEL: [i32; N] = crate::decide::KERNEL_DEFAULTS;
+
+const KEEPALIVE_READ_BACK: &str = "read back, keepalive on a configured socket may be the \
+     program's own (ours is on too): an excluded destination keeps it on rather than turn off a \
+     keepalive the program may have asked for";
 
 const RULES_UNDER_SUPERVISOR: &str = "the supervisor applies no destination rules: the destination \
      is in the program's memory, which may change between a read and the call, and the socket trap \
@@ -226,6 +236,32 @@ pub const CASES: &[Case] = &[
                 expect: [1, 45, 10, 3, 75_000],
                 why: RULES_UNDER_SUPERVISOR,
             },
+            Exception {
+                mechanism: Mechanism::LibraryBeyondTable,
+                expect: [1, 45, 75, 9, 0],
+                why: KEEPALIVE_READ_BACK,
+            },
+        ],
+    },
+    Case {
+        name: "an excluded destination, the program's own keepalive on",
+        env: &[("KEEPALIVE_EXCLUDE", "127.0.0.2")],
+        shape: Shape::Connect,
+        host: "127.0.0.2",
+        before: &[(KEEPALIVE, 1)],
+        after: &[],
+        expect: [1, 7200, 75, 9, 0],
+        exceptions: &[
+            Exception {
+                mechanism: Mechanism::SocketTrap,
+                expect: OURS,
+                why: RULES_UNDER_SUPERVISOR,
+            },
+            Exception {
+                mechanism: Mechanism::ConnectTrap,
+                expect: OURS,
+                why: RULES_UNDER_SUPERVISOR,
+            },
         ],
     },
     Case {
@@ -256,6 +292,11 @@ pub const CASES: &[Case] = &[
                 mechanism: Mechanism::ConnectTrap,
                 expect: OURS,
                 why: RULES_UNDER_SUPERVISOR,
+            },
+            Exception {
+                mechanism: Mechanism::LibraryBeyondTable,
+                expect: [1, 7200, 75, 9, 0],
+                why: KEEPALIVE_READ_BACK,
             },
         ],
     },
@@ -342,8 +383,10 @@ mod tests {
         let dest = Destination::from_sockaddr(&sa).unwrap();
         let d = Defaults::KERNEL;
         let watched = matches!(m, Mechanism::Library | Mechanism::Fleet);
-        let sees_socket =
-            matches!(m, Mechanism::Library | Mechanism::SocketTrap) && case.shape != Shape::Raw;
+        let sees_socket = matches!(
+            m,
+            Mechanism::Library | Mechanism::SocketTrap | Mechanism::LibraryBeyondTable
+        ) && case.shape != Shape::Raw;
         let mut now = KERNEL;
         let mut known = Known::FRESH;
         let mut step = |event: Event, set: Option<(usize, i32)>, now: &mut [i32; N]| {

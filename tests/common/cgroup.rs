@@ -1,0 +1,94 @@
+//! A cgroup v2 made for one test (`kas-fm-PID-N` under the unified hierarchy): processes are
+//! put into it between fork and exec; when dropped, whatever keepalive-shim attached to it is
+//! detached (`fleet detach --cgroup`), the processes left in it are killed, and it is removed,
+//! also when the test fails.
+
+use super::{command, is_root, unavailable};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The first cgroup v2 mount (`/sys/fs/cgroup/unified` in a hybrid layout).
+pub fn unified() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
+    })
+}
+
+pub struct TestCgroup {
+    pub path: PathBuf,
+    /// The keepalive-shim that detaches from it.
+    cli: PathBuf,
+}
+
+impl TestCgroup {
+    /// A new cgroup, or `None` (`unavailable`) without root or cgroup v2.
+    pub fn new(cli: &Path) -> Option<TestCgroup> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        if !is_root() {
+            return unavailable("fleet mode needs root");
+        }
+        let Some(base) = unified() else {
+            return unavailable("fleet mode: no cgroup v2 hierarchy is mounted");
+        };
+        let path = base.join(format!(
+            "kas-fm-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = std::fs::create_dir(&path) {
+            return unavailable(&format!("fleet mode: cannot make {}: {e}", path.display()));
+        }
+        Some(TestCgroup {
+            path,
+            cli: cli.to_owned(),
+        })
+    }
+
+    pub fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// `cmd` will run in this cgroup: between fork and exec the child writes "0" (itself) to
+    /// `cgroup.procs`.
+    pub fn enter(&self, cmd: &mut Command) {
+        let procs = File::options()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = command(false, &self.cli)
+            .args(["fleet", "detach", "--cgroup", self.arg()])
+            .output();
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
