@@ -253,8 +253,18 @@ pub fn five(v: &serde_json::Value) -> [i64; 5] {
     })
 }
 
-/// The kernel's defaults on a fresh socket: keepalive off, 7200 s, 75 s, 9, no user timeout.
-pub const KERNEL: [i64; 5] = [0, 7200, 75, 9, 0];
+/// The kernel's defaults on a fresh socket: keepalive off, 7200 s, 75 s, 9, no user timeout
+/// (the policy's one constant, widened).
+pub const KERNEL: [i64; 5] = {
+    let k = keepalive_shim_policy::decide::KERNEL_DEFAULTS;
+    [
+        k[0] as i64,
+        k[1] as i64,
+        k[2] as i64,
+        k[3] as i64,
+        k[4] as i64,
+    ]
+};
 /// This library's defaults.
 pub const OURS: [i64; 5] = [1, 30, 10, 3, 60_000];
 
