@@ -118,6 +118,10 @@ pub struct Server {
     context: Context,
     /// What was last read of each calling thread (a fixed table, by thread id).
     seen: Vec<Option<identity::Seen>>,
+    /// This process's cgroup v2 id, where its cgroups are the unified hierarchy alone and the
+    /// kernel gives a thread's with `PIDFD_GET_INFO` (6.13): then one ioctl per `socket()`
+    /// compares a caller's cgroup, not a read of `/proc/TID/cgroup`.
+    cgroup_id: Option<u64>,
     /// An LSM answers for this process (`/proc/self/attr/current` is readable).
     labels: bool,
     /// The thread closing this process's copies of sockets (without `killable` only).
@@ -220,6 +224,12 @@ impl Server {
             labels: identity::label("thread-self").is_some(),
             context: identity::context("thread-self", true)?,
             seen: vec![None; identity::SEEN],
+            cgroup_id: {
+                let mine = identity::context("thread-self", false)?;
+                identity::unified_only(&mine.cgroup)
+                    .then(|| identity::cgroup_id(std::process::id() as i32).ok())
+                    .flatten()
+            },
             closer: None,
             thread_pidfds: true,
             said: [false; 5],
@@ -289,8 +299,10 @@ impl Server {
         }
         let tid = call.tid.to_string();
         // Who the calling thread is: a socket made here takes this thread's identity, so it
-        // must first take the caller's (or leave the socket to the caller). Read again only when
-        // its owner changed or what was read is older than `TRUSTED`: one stat otherwise.
+        // must first take the caller's (or leave the socket to the caller). Its credentials are
+        // read again only when its owner changed or what was read is older than `TRUSTED` (one
+        // stat otherwise); its cgroup and label at every call, since a thread can move into
+        // another cgroup and exec under the same id in no time.
         let Ok(owner) = identity::owner(call.tid) else {
             // The thread is gone (the call with it), or its files cannot be read: its own
             // socket(), whatever happens to it, is the kernel's.
@@ -298,16 +310,29 @@ impl Server {
             return Ok(());
         };
         let slot = call.tid.unsigned_abs() as usize % identity::SEEN;
-        if let Some(seen) = &self.seen[slot]
-            && seen.tid == call.tid
-            && seen.owner == owner
-            && seen.at.elapsed() < identity::TRUSTED
-            && seen.same_context
+        let cached = self.seen[slot]
+            .as_ref()
+            .filter(|seen| {
+                seen.tid == call.tid && seen.owner == owner && seen.at.elapsed() < identity::TRUSTED
+            })
+            .map(|seen| seen.creds.clone());
+        // The common case: credentials known, no LSM label to compare, and the thread's cgroups
+        // byte for byte this process's (read at every call: a thread can move and exec).
+        if let Some(creds) = &cached
+            && !self.labels
+            && match self.cgroup_id {
+                Some(mine) => identity::cgroup_id(call.tid).is_ok_and(|theirs| theirs == mine),
+                None => identity::same_cgroup(call.tid, &self.context.cgroup).unwrap_or(false),
+            }
         {
-            let creds = seen.creds.clone();
+            let creds = creds.clone();
             return self.make_for(call, &tid, creds, domain, ty, protocol);
         }
-        let who = identity::creds(&tid).and_then(|creds| {
+        let who = match cached {
+            Some(creds) => Ok(creds),
+            None => identity::creds(&tid),
+        }
+        .and_then(|creds| {
             let context = identity::context(&tid, self.labels)?;
             Ok((creds, context))
         });
@@ -328,6 +353,9 @@ impl Server {
         if context != self.context {
             // This process may have moved (with the whole tree): read its own again.
             if let Ok(now) = identity::context("thread-self", self.labels) {
+                self.cgroup_id = self
+                    .cgroup_id
+                    .and_then(|_| identity::cgroup_id(std::process::id() as i32).ok());
                 self.context = now;
             }
             if context != self.context {
