@@ -19,9 +19,8 @@ use common::*;
 use keepalive_shim_policy::cases::{CASES, Case, Mechanism};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -228,69 +227,21 @@ fn every_row_in_fleet_mode() {
     report(Mechanism::Fleet.name(), &cells, t0);
 }
 
-// ---- a cgroup of the test's own (the minimum of cli/tests/fleet.rs's) ----
+// ---- a cgroup of the test's own (tests/common/cgroup.rs) ----
 
-/// The first cgroup v2 mount (`/sys/fs/cgroup/unified` in a hybrid layout).
-fn unified() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
-    })
-}
+/// A cgroup made for one set of settings, with the attachment these tests make on it.
+struct Cgroup(common::cgroup::TestCgroup);
 
-/// A cgroup made for one set of settings: `kas-conf-PID-N` under the unified hierarchy. When
-/// dropped, whatever keepalive-shim attached to it is detached, the processes left in it are
-/// killed, and it is removed.
-struct Cgroup {
-    path: PathBuf,
+impl std::ops::Deref for Cgroup {
+    type Target = common::cgroup::TestCgroup;
+    fn deref(&self) -> &common::cgroup::TestCgroup {
+        &self.0
+    }
 }
 
 impl Cgroup {
     fn new() -> Option<Cgroup> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        static SWEEP: std::sync::Once = std::sync::Once::new();
-        if !is_root() {
-            return unavailable("fleet mode needs root");
-        }
-        let Some(base) = unified() else {
-            return unavailable("fleet mode: no cgroup v2 hierarchy is mounted");
-        };
-        SWEEP.call_once(|| sweep(&base));
-        let path = base.join(format!(
-            "kas-conf-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        if let Err(e) = std::fs::create_dir(&path) {
-            return unavailable(&format!("fleet mode: cannot make {}: {e}", path.display()));
-        }
-        Some(Cgroup { path })
-    }
-
-    fn arg(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-
-    /// `cmd` will run in this cgroup: between fork and exec the child writes "0" (itself) to
-    /// `cgroup.procs`.
-    fn enter(&self, cmd: &mut Command) {
-        let procs = File::options()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs");
-        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        common::cgroup::TestCgroup::new(Path::new(CLI)).map(Cgroup)
     }
 
     /// `fleet attach --cgroup THIS` in the foreground, with `vars`: the running attachment once
@@ -349,45 +300,5 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        remove_cgroup(&self.path);
-    }
-}
-
-fn remove_cgroup(path: &Path) {
-    let _ = command(false, CLI)
-        .args(["fleet", "detach", "--cgroup", path.to_str().unwrap()])
-        .output();
-    let _ = std::fs::write(path.join("cgroup.kill"), "1");
-    for _ in 0..50 {
-        if std::fs::remove_dir(path).is_ok() || !path.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("warning: could not remove {}", path.display());
-}
-
-/// Removes the cgroups of earlier runs of these tests whose process is gone (a killed run).
-fn sweep(base: &Path) {
-    let Ok(dir) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("kas-conf-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            remove_cgroup(&entry.path());
-        }
     }
 }

@@ -19,29 +19,17 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use common::cgroup::{TestCgroup, unified};
+
 use common::lab::{FAST_KEEPALIVE, Lab, SERVER4, USER_TIMEOUT_3S};
 use common::*;
 use serde_json::Value;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
-
-/// The first cgroup v2 mount (`/sys/fs/cgroup/unified` in a hybrid layout).
-fn unified() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
-    })
-}
 
 /// `keepalive-shim ARGS` with a clean environment plus `vars`.
 fn cli(args: &[&str], vars: &[(&str, &str)]) -> Command {
@@ -59,56 +47,20 @@ fn client() -> &'static Path {
     build_c("fleet_client.c", &["-static", "-O2", "-Wall"])
 }
 
-/// A cgroup made for one test: `kas-fleet-PID-N` under the unified hierarchy. When dropped,
-/// whatever keepalive-shim attached to it is detached, the processes left in it are killed,
-/// and it is removed.
-struct Cgroup {
-    path: PathBuf,
+/// A cgroup made for one test (tests/common/cgroup.rs), with the fleet commands these tests run
+/// on it.
+struct Cgroup(TestCgroup);
+
+impl std::ops::Deref for Cgroup {
+    type Target = TestCgroup;
+    fn deref(&self) -> &TestCgroup {
+        &self.0
+    }
 }
 
 impl Cgroup {
     fn new() -> Option<Cgroup> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        static SWEEP: std::sync::Once = std::sync::Once::new();
-        if !is_root() {
-            return unavailable("fleet mode needs root");
-        }
-        let Some(base) = unified() else {
-            return unavailable("fleet mode: no cgroup v2 hierarchy is mounted");
-        };
-        SWEEP.call_once(|| sweep(&base));
-        let path = base.join(format!(
-            "kas-fleet-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        if let Err(e) = std::fs::create_dir(&path) {
-            return unavailable(&format!("fleet mode: cannot make {}: {e}", path.display()));
-        }
-        Some(Cgroup { path })
-    }
-
-    fn arg(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-
-    /// `cmd` will run in this cgroup: between fork and exec the child writes "0" (itself) to
-    /// `cgroup.procs`.
-    fn enter(&self, cmd: &mut Command) {
-        let procs = File::options()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs");
-        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        TestCgroup::new(Path::new(CLI)).map(Cgroup)
     }
 
     /// `fleet attach --cgroup THIS` in the foreground, with `vars`, once it runs.
@@ -128,48 +80,6 @@ impl Cgroup {
         match serde_json::from_slice(&out.stdout).expect("JSON") {
             Value::Array(rows) => rows,
             v => panic!("not an array: {v}"),
-        }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        remove_cgroup(&self.path);
-    }
-}
-
-fn remove_cgroup(path: &Path) {
-    let _ = cli(
-        &["fleet", "detach", "--cgroup", path.to_str().unwrap()],
-        &[],
-    )
-    .output();
-    let _ = std::fs::write(path.join("cgroup.kill"), "1");
-    for _ in 0..50 {
-        if std::fs::remove_dir(path).is_ok() || !path.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("warning: could not remove {}", path.display());
-}
-
-/// Removes the cgroups of earlier test processes that are gone (a killed run).
-fn sweep(base: &Path) {
-    let Ok(dir) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("kas-fleet-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            remove_cgroup(&entry.path());
         }
     }
 }

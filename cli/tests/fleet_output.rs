@@ -15,24 +15,13 @@ use common::*;
 use serde_json::Value;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
-
-/// The first cgroup v2 mount (`/sys/fs/cgroup/unified` in a hybrid layout).
-fn unified() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
-    })
-}
 
 /// `keepalive-shim ARGS` with a clean environment.
 fn cli(args: &[&str]) -> Command {
@@ -41,29 +30,19 @@ fn cli(args: &[&str]) -> Command {
     cmd
 }
 
-/// A cgroup of this test, `kas-fleet-PID-output` (the name cli/tests/fleet.rs sweeps when its
-/// process is gone). Dropped: detached, its processes killed, removed.
-struct Cgroup {
-    path: PathBuf,
+/// A cgroup of this test (tests/common/cgroup.rs), with what these tests ask of it.
+struct Cgroup(common::cgroup::TestCgroup);
+
+impl std::ops::Deref for Cgroup {
+    type Target = common::cgroup::TestCgroup;
+    fn deref(&self) -> &common::cgroup::TestCgroup {
+        &self.0
+    }
 }
 
 impl Cgroup {
     fn new() -> Option<Cgroup> {
-        if !is_root() {
-            return unavailable("fleet mode needs root");
-        }
-        let Some(base) = unified() else {
-            return unavailable("fleet mode: no cgroup v2 hierarchy is mounted");
-        };
-        let path = base.join(format!("kas-fleet-{}-output", std::process::id()));
-        if let Err(e) = std::fs::create_dir(&path) {
-            return unavailable(&format!("fleet mode: cannot make {}: {e}", path.display()));
-        }
-        Some(Cgroup { path })
-    }
-
-    fn arg(&self) -> &str {
-        self.path.to_str().unwrap()
+        common::cgroup::TestCgroup::new(Path::new(CLI)).map(Cgroup)
     }
 
     /// How many of keepalive-shim's links `fleet status` shows on this cgroup.
@@ -86,39 +65,12 @@ impl Cgroup {
         let client = build_c("fleet_client.c", &["-static", "-O2", "-Wall"]);
         let mut cmd = command(false, client);
         cmd.args(["options", "127.0.0.1", &port.to_string()]);
-        let procs = File::options()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs");
-        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        self.enter(&mut cmd);
         let out = output_ok(&mut cmd);
         let line = text(&out.stdout);
         let json: Value = serde_json::from_str(line.lines().last().unwrap_or(""))
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         five(&json)
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = cli(&["fleet", "detach", "--cgroup", self.arg()]).output();
-        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("warning: could not remove {}", self.path.display());
     }
 }
 

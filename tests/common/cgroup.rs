@@ -1,7 +1,8 @@
-//! A cgroup v2 made for one test (`kas-fm-PID-N` under the unified hierarchy): processes are
-//! put into it between fork and exec; when dropped, whatever keepalive-shim attached to it is
-//! detached (`fleet detach --cgroup`), the processes left in it are killed, and it is removed,
-//! also when the test fails.
+//! A cgroup v2 made for one test (`kas-cg-PID-N` under the unified hierarchy), the one helper
+//! every fleet-mode test uses: processes are put into it between fork and exec; when dropped,
+//! whatever keepalive-shim attached to it is detached (`fleet detach --cgroup`), the processes
+//! left in it are killed, and it is removed, also when the test fails. The cgroups of earlier
+//! runs whose process is gone (a killed run) are swept once per test process.
 
 use super::{command, is_root, unavailable};
 use std::fs::File;
@@ -33,14 +34,16 @@ impl TestCgroup {
     /// A new cgroup, or `None` (`unavailable`) without root or cgroup v2.
     pub fn new(cli: &Path) -> Option<TestCgroup> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        static SWEEP: std::sync::Once = std::sync::Once::new();
         if !is_root() {
             return unavailable("fleet mode needs root");
         }
         let Some(base) = unified() else {
             return unavailable("fleet mode: no cgroup v2 hierarchy is mounted");
         };
+        SWEEP.call_once(|| sweep(&base, cli));
         let path = base.join(format!(
-            "kas-fm-{}-{}",
+            "{PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
@@ -79,16 +82,44 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let _ = command(false, &self.cli)
-            .args(["fleet", "detach", "--cgroup", self.arg()])
-            .output();
-        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        remove(&self.path, &self.cli);
+    }
+}
+
+/// The names of the test cgroups: `kas-cg-PID-N`.
+const PREFIX: &str = "kas-cg-";
+
+/// Detaches keepalive-shim from `path`, kills what is left in it and removes it.
+fn remove(path: &Path, cli: &Path) {
+    let _ = command(false, cli)
+        .args(["fleet", "detach", "--cgroup", path.to_str().unwrap()])
+        .output();
+    let _ = std::fs::write(path.join("cgroup.kill"), "1");
+    for _ in 0..50 {
+        if std::fs::remove_dir(path).is_ok() || !path.exists() {
+            return;
         }
-        eprintln!("warning: could not remove {}", self.path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("warning: could not remove {}", path.display());
+}
+
+/// Removes the test cgroups of earlier runs whose process is gone (a killed run).
+fn sweep(base: &Path, cli: &Path) {
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            remove(&entry.path(), cli);
+        }
     }
 }

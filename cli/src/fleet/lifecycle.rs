@@ -530,7 +530,7 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)
     }
     let every = Duration::from_secs(2);
     let timeout = libc::timespec {
-        tv_sec: every.as_secs() as libc::time_t,
+        tv_sec: every.as_secs() as _,
         tv_nsec: 0,
     };
     loop {

@@ -119,7 +119,8 @@ pub fn cgroup_id(tid: i32) -> io::Result<u64> {
     let rc = unsafe {
         libc::ioctl(
             std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            PIDFD_GET_INFO,
+            // glibc takes an unsigned long, musl an int: the same bits either way.
+            PIDFD_GET_INFO as libc::Ioctl,
             &raw mut info,
         )
     };
