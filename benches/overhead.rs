@@ -15,6 +15,7 @@ use std::time::Instant;
 type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
 type FcntlFn = unsafe extern "C" fn(c_int, c_int, usize) -> c_int;
 
 /// A preload library opened with dlopen, and its hooks (libc's where it has none).
@@ -24,6 +25,7 @@ struct Loaded {
     close: CloseFn,
     dup: CloseFn,
     fcntl: FcntlFn,
+    accept: AcceptFn,
 }
 
 fn open(path: &str) -> Loaded {
@@ -58,6 +60,10 @@ fn open(path: &str) -> Loaded {
             fcntl: std::mem::transmute::<usize, FcntlFn>(or_libc(
                 sym("fcntl"),
                 libc::fcntl as *const () as usize,
+            )),
+            accept: std::mem::transmute::<usize, AcceptFn>(or_libc(
+                sym("accept"),
+                libc::accept as *const () as usize,
             )),
         }
     }
@@ -225,9 +231,14 @@ fn raise_fd_limit(fd: u64) -> bool {
 
 /// A loopback listener and its address.
 fn listener() -> (c_int, libc::sockaddr_in) {
+    // SAFETY: a plain socket call.
+    listen_on(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) })
+}
+
+/// `fd` bound to a free loopback port and listening; its address.
+fn listen_on(fd: c_int) -> (c_int, libc::sockaddr_in) {
     // SAFETY: plain socket calls on a zeroed sockaddr_in.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         let mut addr: libc::sockaddr_in = std::mem::zeroed();
         addr.sin_family = libc::AF_INET as libc::sa_family_t;
         addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
@@ -237,6 +248,44 @@ fn listener() -> (c_int, libc::sockaddr_in) {
         libc::getsockname(fd, (&raw mut addr).cast(), &mut len);
         (fd, addr)
     }
+}
+
+/// Times only `accept` on `server` of a connection libc made to it; then resets both ends and
+/// closes them, the accepted one with `close` (the library's, so it forgets the number: the
+/// next accept meets it as new).
+fn timed_accept(
+    accept: AcceptFn,
+    close_fn: CloseFn,
+    server: c_int,
+    addr: &libc::sockaddr_in,
+) -> f64 {
+    let fd = floor_socket(0);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+    // SAFETY: a live sockaddr_in of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (addr as *const libc::sockaddr_in).cast(), len) };
+    assert_eq!(rc, 0, "connect");
+    let start = Instant::now();
+    // SAFETY: accept on the listener, no address asked for.
+    let peer = unsafe { accept(server, std::ptr::null_mut(), std::ptr::null_mut()) };
+    let ns = start.elapsed().as_nanos() as f64;
+    assert!(peer >= 0, "accept");
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: plain socket calls on descriptors made here.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            8,
+        );
+        close_fn(peer);
+    }
+    close(fd);
+    ns.max(1.0)
 }
 
 /// Times only `connect` on a socket `make` made; then accepts, resets and closes both ends.
@@ -376,6 +425,50 @@ fn main() {
         &mut || timed_connect(&floor_tcp, libc::connect, server, &addr),
     );
     row("TCP connect() on loopback", "libc connect()", &r);
+    // accept(): on a listener the library configured at socket() the accepted socket takes its
+    // state (two atomic operations); on one it never saw (systemd's socket activation) it is
+    // read back and configured once.
+    let configured_listener = {
+        // SAFETY: the library's socket has libc's contract.
+        let fd = unsafe { (ours.socket)(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        listen_on(fd)
+    };
+    let r = compare(
+        crounds,
+        cn,
+        &mut || {
+            timed_accept(
+                ours.accept,
+                ours.close,
+                configured_listener.0,
+                &configured_listener.1,
+            )
+        },
+        &mut || {
+            timed_accept(
+                libc::accept,
+                ours.close,
+                configured_listener.0,
+                &configured_listener.1,
+            )
+        },
+    );
+    row(
+        "TCP accept(), listener made by socket()",
+        "libc accept()",
+        &r,
+    );
+    let r = compare(
+        crounds,
+        cn,
+        &mut || timed_accept(ours.accept, ours.close, server, &addr),
+        &mut || timed_accept(libc::accept, ours.close, server, &addr),
+    );
+    row(
+        "TCP accept(), listener the library never saw (configured here)",
+        "libc accept()",
+        &r,
+    );
     // A socket the library never saw (inherited, raw syscall): it asks the kernel, then sets.
     // Each one is moved to a descriptor number used once only (10000 upwards): a reused number
     // would look like a socket the library configured earlier, as the README's limits say.

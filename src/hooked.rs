@@ -24,6 +24,13 @@ macro_rules! hooked {
             setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t)
                 -> c_int => setsockopt_fn: SetsockoptFn, SETSOCKOPT,
                 sys_setsockopt = libc::SYS_setsockopt;
+            /// libc's `accept()` (aarch64 has no accept system call: the fallback is accept4
+            /// without flags, the same call).
+            accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
+                => accept_fn: AcceptFn, ACCEPT, sys_accept = SYS_ACCEPT;
+            /// libc's `accept4()`.
+            accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
+                => accept4_fn: Accept4Fn, ACCEPT4, sys_accept4 = libc::SYS_accept4;
             /// libc's `close()`.
             close(fd: c_int) -> c_int => close_fn: CloseFn, CLOSE, sys_close = libc::SYS_close;
             /// libc's `close_range()` (glibc 2.34; older C libraries have none: the system call).

@@ -1,7 +1,7 @@
 //! The exported `extern "C"` functions that `LD_PRELOAD` puts in front of libc's. Each one calls
 //! the real function and one function of the logic in `sockets.rs`, and nothing else.
 //!
-//! `socket`, `connect` and `setsockopt` do the work. `close`, `close_range`, `closefrom`, `dup`, `dup2`,
+//! `socket`, `connect`, `setsockopt` and `accept`/`accept4` do the work. `close`, `close_range`, `closefrom`, `dup`, `dup2`,
 //! `dup3` and `fcntl` (for `F_DUPFD`) only keep the descriptor table of `descriptors.rs` true to
 //! the sockets behind the numbers: forgotten before a number can be reused, copied to a
 //! duplicate.
@@ -52,6 +52,35 @@ pub unsafe extern "C" fn setsockopt(
     let rc = unsafe { real::setsockopt(fd, level, name, value, len) };
     sockets::after_setsockopt(fd, level, name, rc, before);
     rc
+}
+
+/// `accept(2)`; the accepted socket inherited the listener's options, and is known as it is.
+///
+/// # Safety
+/// Same contract as libc's `accept()`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged to libc's accept().
+    let new = unsafe { real::accept(fd, addr, len) };
+    sockets::after_accept(fd, new);
+    new
+}
+
+/// `accept4(2)`: as `accept`, with flags.
+///
+/// # Safety
+/// Same contract as libc's `accept4()`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged to libc's accept4().
+    let new = unsafe { real::accept4(fd, addr, len, flags) };
+    sockets::after_accept(fd, new);
+    new
 }
 
 /// `close(2)`, after forgetting what the library knew of the number.

@@ -146,6 +146,11 @@ unsafe extern "C" fn sys_closefrom(first: c_int) {
 }
 
 #[cfg(target_arch = "x86_64")]
+const SYS_ACCEPT: c_long = libc::SYS_accept;
+#[cfg(not(target_arch = "x86_64"))]
+const SYS_ACCEPT: c_long = libc::SYS_accept4;
+
+#[cfg(target_arch = "x86_64")]
 const SYS_DUP2: c_long = libc::SYS_dup2;
 #[cfg(not(target_arch = "x86_64"))]
 const SYS_DUP2: c_long = libc::SYS_dup3;

@@ -349,6 +349,54 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int, before: Bef
     }
 }
 
+/// After the real `accept()`/`accept4()`: the accepted socket inherited the listener's options,
+/// so it is what the listener is (the table's entry, copied: two atomic operations). A listener
+/// the library never saw (inherited from systemd's socket activation or another exec'd parent,
+/// made by a raw system call) gives an accepted socket whose options are read back and decided
+/// once, like any socket met late. `errno` is kept.
+#[inline]
+pub fn after_accept(listener: c_int, fd: c_int) {
+    if fd < 0 {
+        return;
+    }
+    match descriptors::get(listener) {
+        Some(state) if state.kind() == Kind::Other => descriptors::set(fd, State::OTHER),
+        Some(state) if state.kind() == Kind::Tcp => descriptors::set(fd, state),
+        _ => accept_slow(fd),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn accept_slow(fd: c_int) {
+    let Some(s) = active() else {
+        descriptors::forget(fd);
+        return;
+    };
+    let _errno = errno::Saved::now();
+    let Some(known) = known_of(fd, s) else {
+        return;
+    };
+    let plan = decide::decide(
+        s,
+        Event::Accepted,
+        known,
+        &Defaults::KERNEL,
+        read_option(fd, s),
+    );
+    let failed = apply_plan(fd, &plan);
+    remember(fd, &plan, failed);
+    counters::applied(Event::Accepted, known, &plan, failed.mask);
+    debug!(
+        "fd {fd}: accepted from a listener the library never saw; {}",
+        Outcome {
+            plan: &plan,
+            known,
+            failed
+        }
+    );
+}
+
 /// `closefrom()`: as `close()` for every number from `first` on.
 pub fn before_closefrom(first: c_int) {
     if let Ok(first) = u32::try_from(first) {

@@ -41,6 +41,8 @@ pub fn library() -> &'static Path {
 /// `metrics` read from outside the process (`keepalive_shim_counters`, src/counters.rs, a data
 /// symbol). Nothing else.
 pub const EXPORTS: &[&str] = &[
+    "accept",
+    "accept4",
     "close",
     "close_range",
     "closefrom",

@@ -10,6 +10,8 @@
  *   raw      the same with the socket made by syscall(SYS_socket, ...), past libc
  *   accept   a client socket connects to the listener, accept(); the b: options and then the
  *            a: options are set on the accepted socket, whose options are printed
+ *   raw-accept  the same with the listener made by syscall(SYS_socket, ...), as a listener
+ *            inherited from systemd's socket activation is one the library never saw
  * I is an index into the five (0 SO_KEEPALIVE, 1 TCP_KEEPIDLE, 2 TCP_KEEPINTVL, 3 TCP_KEEPCNT,
  * 4 TCP_USER_TIMEOUT), V its value; every setsockopt goes through libc. The five are printed as
  * one line of JSON (five_options.h) and it exits 0; a failing call prints what failed on
@@ -32,7 +34,7 @@ static void check(int ok, const char *what) {
 }
 
 static void usage(const char *why) {
-    fprintf(stderr, "conformance: %s\nusage: conformance connect|raw|accept HOST [b:I=V...] "
+    fprintf(stderr, "conformance: %s\nusage: conformance connect|raw|accept|raw-accept HOST [b:I=V...] "
                     "[a:I=V...]\n", why);
     exit(2);
 }
@@ -65,7 +67,8 @@ int main(int argc, char **argv) {
         usage("too few arguments");
     const char *shape = argv[1];
     int raw = strcmp(shape, "raw") == 0;
-    int accepting = strcmp(shape, "accept") == 0;
+    int raw_listener = strcmp(shape, "raw-accept") == 0;
+    int accepting = strcmp(shape, "accept") == 0 || raw_listener;
     if (!raw && !accepting && strcmp(shape, "connect") != 0)
         usage("unknown shape");
 
@@ -85,7 +88,8 @@ int main(int argc, char **argv) {
     }
     int family = ss.ss_family;
 
-    int listener = socket(family, SOCK_STREAM, 0);
+    int listener = raw_listener ? (int)syscall(SYS_socket, family, SOCK_STREAM, 0)
+                                : socket(family, SOCK_STREAM, 0);
     check(listener >= 0, "socket (listener)");
     check(bind(listener, (struct sockaddr *)&ss, len) == 0, "bind (listener)");
     check(listen(listener, 4) == 0, "listen");

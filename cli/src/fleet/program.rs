@@ -1090,7 +1090,7 @@ mod tests {
                         f.set(i, v);
                     }
                 }
-                Shape::Accept => {
+                Shape::Accept | Shape::RawAccept => {
                     f.accepted();
                     for &(i, v) in case.before.iter().chain(case.after) {
                         f.set(i, v);

@@ -56,6 +56,9 @@ pub enum Shape {
     /// A listener (`socket()`, `bind()`, `listen()`), a connection to it, `accept()`; the
     /// options of `after` are set on the accepted socket, whose values are read.
     Accept,
+    /// As `Accept`, the listener made by a raw `socket` system call: a listener the library
+    /// never saw, as one inherited from systemd's socket activation is.
+    RawAccept,
 }
 
 impl Shape {
@@ -64,6 +67,7 @@ impl Shape {
             Shape::Connect => "connect",
             Shape::Raw => "raw",
             Shape::Accept => "accept",
+            Shape::RawAccept => "raw-accept",
         }
     }
 }
@@ -211,6 +215,26 @@ pub const CASES: &[Case] = &[
         name: "an accepted socket, the server's own 1/1/2",
         env: &[],
         shape: Shape::Accept,
+        host: "127.0.0.1",
+        before: &[],
+        after: &[(KEEPALIVE, 1), (IDLE, 1), (INTERVAL, 1), (COUNT, 2)],
+        expect: [1, 1, 1, 2, 3000],
+        exceptions: &[],
+    },
+    Case {
+        name: "an accepted socket from a listener never seen (socket activation)",
+        env: &[],
+        shape: Shape::RawAccept,
+        host: "127.0.0.1",
+        before: &[],
+        after: &[],
+        expect: OURS,
+        exceptions: &[],
+    },
+    Case {
+        name: "an accepted socket from a listener never seen, the server's own 1/1/2",
+        env: &[],
+        shape: Shape::RawAccept,
         host: "127.0.0.1",
         before: &[],
         after: &[(KEEPALIVE, 1), (IDLE, 1), (INTERVAL, 1), (COUNT, 2)],
@@ -386,7 +410,7 @@ mod tests {
         let sees_socket = matches!(
             m,
             Mechanism::Library | Mechanism::SocketTrap | Mechanism::LibraryBeyondTable
-        ) && case.shape != Shape::Raw;
+        ) && !matches!(case.shape, Shape::Raw | Shape::RawAccept);
         let mut now = KERNEL;
         let mut known = Known::FRESH;
         let mut step = |event: Event, set: Option<(usize, i32)>, now: &mut [i32; N]| {
@@ -411,7 +435,7 @@ mod tests {
         if sees_socket {
             step(Event::Made, None, &mut now);
         }
-        if case.shape == Shape::Accept {
+        if matches!(case.shape, Shape::Accept | Shape::RawAccept) {
             if m != Mechanism::Fleet {
                 step(Event::Listen, None, &mut now);
             }
@@ -420,7 +444,7 @@ mod tests {
         for &(i, v) in case.before {
             step(Event::Set(i), Some((i, v)), &mut now);
         }
-        if case.shape != Shape::Accept {
+        if !matches!(case.shape, Shape::Accept | Shape::RawAccept) {
             step(Event::Connect(Some(&dest)), None, &mut now);
         }
         for &(i, v) in case.after {
