@@ -20,8 +20,16 @@ import threading
 import time
 
 
+SAY = threading.Lock()
+
+
 def say(*words):
-    print(*words, flush=True)
+    # One whole line per write, under a lock: print() from two threads writes the text and the
+    # newline separately, and two connections arriving together gave "requestrequest" (one line
+    # where a test waits for two).
+    with SAY:
+        sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+        sys.stdout.flush()
 
 
 def silent(conn):
