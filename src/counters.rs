@@ -11,35 +11,17 @@
 //! The layout is fixed (`repr(C)`): [`MAGIC`], [`VERSION`], the number of counters that follow,
 //! then the counters, by the indices below. A counter added later goes at the end (`len` grows,
 //! the version stays: a reader takes the first counters it knows); a changed meaning or order
-//! takes a new version. The command-line tool keeps the same table (cli/src/metrics.rs,
-//! `LIBRARY_COUNTERS`). Each copy of the library in a process has its own block; only the first
+//! takes a new version; the layout and what is counted are written once, in the policy crate
+//! (`counts.rs`), which the command-line tool reads them by. Each copy of the library in a process has its own block; only the first
 //! copy acts (`copies.rs`), so the others stay at zero.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use keepalive_shim_policy::decide::{ALL, Event, Known, Plan, Reason};
-use keepalive_shim_policy::options::N;
-
-/// The first 8 bytes of the block: "KASHCTRS" in memory.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"KASHCTRS");
-/// The layout below.
-pub const VERSION: u32 = 1;
-
-/// TCP sockets on which the library set its options (once per socket: at `socket()`, or where
-/// it first met one at `connect()` or at the program's `setsockopt()`).
-pub const SOCKETS_CONFIGURED: usize = 0;
-/// `connect()` calls on a TCP socket that carries the library's options.
-pub const CONNECTIONS_CONFIGURED: usize = 1;
-/// `connect()` calls to a destination the rules exclude (`KEEPALIVE_EXCLUDE`, or not in
-/// `KEEPALIVE_INCLUDE`): the socket got back what it had without the library.
-pub const CONNECTIONS_EXCLUDED: usize = 2;
-/// One per option, in the order of `OPTIONS`: the options the program set itself on a socket,
-/// whose value the library kept (not under `KEEPALIVE_FORCE`), once per socket and option.
-pub const OPTIONS_LEFT_TO_PROGRAM: usize = 3;
-/// One per option, in the order of `OPTIONS`: the options the kernel refused when the library
-/// set them (a seccomp filter, an old kernel).
-pub const OPTIONS_REFUSED: usize = OPTIONS_LEFT_TO_PROGRAM + N;
-/// How many counters there are.
-pub const LEN: usize = OPTIONS_REFUSED + N;
+use keepalive_shim_policy::counts::{self, LIBRARY_MAGIC as MAGIC};
+pub use keepalive_shim_policy::counts::{
+    CONNECTIONS_CONFIGURED, CONNECTIONS_EXCLUDED, LEN, OPTIONS_LEFT_TO_PROGRAM, OPTIONS_REFUSED,
+    SOCKETS_CONFIGURED, VERSION,
+};
+use keepalive_shim_policy::decide::{Event, Known, Plan};
 
 /// The published block.
 #[repr(C)]
@@ -78,30 +60,10 @@ pub fn get(i: usize) -> u64 {
 }
 
 /// Counts what applying `plan` (the decision for `event` on a TCP socket of which `before` was
-/// known) did, the kernel having refused the options of `refused` (a mask over `OPTIONS`).
+/// known) did, the kernel having refused the options of `refused` (the rule: `counts::counted`).
 #[inline]
 pub fn applied(event: Event<'_>, before: Known, plan: &Plan, refused: u8) {
-    // As `sockets::remember`: every option refused leaves the socket alone, not configured.
-    let every_option_refused = plan.mask() == ALL && refused == ALL;
-    let configured = plan.next.configured && !plan.next.left_alone && !every_option_refused;
-    if configured && !before.configured {
-        add(SOCKETS_CONFIGURED);
-    }
-    match event {
-        Event::Connect(_) if plan.reason == Reason::Excluded => add(CONNECTIONS_EXCLUDED),
-        Event::Connect(_) if configured => add(CONNECTIONS_CONFIGURED),
-        Event::Set(i) if plan.reason != Reason::Forced && !before.is_own(i) => {
-            add(OPTIONS_LEFT_TO_PROGRAM + i)
-        }
-        _ => {}
-    }
-    if refused != 0 {
-        for i in 0..N {
-            if refused & (1 << i) != 0 {
-                add(OPTIONS_REFUSED + i);
-            }
-        }
-    }
+    counts::counted(event, before, plan, refused, add);
 }
 
 #[cfg(test)]

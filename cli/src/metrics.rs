@@ -54,17 +54,14 @@ pub struct Args {
 
 // --- The library's block (src/counters.rs) ---------------------------------------------------
 
-/// The block's first 8 bytes.
-const MAGIC: u64 = u64::from_le_bytes(*b"KASHCTRS");
-/// The layout read here.
-const VERSION: u32 = 1;
+/// The block's first 8 bytes, and the layout read here (crates/policy/src/counts.rs).
+use keepalive_shim_policy::counts::{self, LIBRARY_MAGIC as MAGIC, VERSION};
 /// The exported symbol that names the block.
 const SYMBOL: &[u8] = b"keepalive_shim_counters";
 /// Magic, version, length.
 const HEADER: usize = 16;
-/// The counters of version 1, by index, as src/counters.rs numbers them: three, then one per
-/// option for the options left to the program, then one per option for the options refused.
-const LIBRARY_COUNTERS: usize = 3 + 2 * N;
+/// The counters of version 1 (crates/policy/src/counts.rs).
+const LIBRARY_COUNTERS: usize = counts::LEN;
 /// A block is never read beyond this.
 const MAX_BLOCK: usize = HEADER + 8 * 256;
 /// A library file larger than this is not parsed.
@@ -86,11 +83,13 @@ impl Counts {
     fn from_v1(values: &[u64]) -> Counts {
         let at = |i: usize| values.get(i).copied().unwrap_or(0);
         Counts {
-            sockets_configured: at(0),
-            connections_configured: at(1),
-            connections_excluded: at(2),
-            options_left_to_program: std::array::from_fn(|i| at(3 + i)),
-            options_refused: std::array::from_fn(|i| at(3 + N + i)),
+            sockets_configured: at(counts::SOCKETS_CONFIGURED),
+            connections_configured: at(counts::CONNECTIONS_CONFIGURED),
+            connections_excluded: at(counts::CONNECTIONS_EXCLUDED),
+            options_left_to_program: std::array::from_fn(|i| {
+                at(counts::OPTIONS_LEFT_TO_PROGRAM + i)
+            }),
+            options_refused: std::array::from_fn(|i| at(counts::OPTIONS_REFUSED + i)),
         }
     }
 

@@ -11,24 +11,15 @@
 //! `process_vm_readv`, as they read the library's. No growth per socket: counting is one relaxed
 //! atomic add.
 
-use keepalive_shim_policy::decide::{ALL, Event, Known, Plan, Reason};
+pub use keepalive_shim_policy::counts::{
+    LEN, OPTIONS_REFUSED, SOCKETS_CONFIGURED, SUPERVISOR_MAGIC as MAGIC, VERSION,
+};
+use keepalive_shim_policy::decide::{Event, Known, Plan};
 use keepalive_shim_policy::options::N;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The block's first 8 bytes: "KASHSUPV" in memory.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"KASHSUPV");
-/// The layout: the library's version 1.
-pub const VERSION: u32 = 1;
 /// The memfd's name, as `/proc/PID/maps` shows it after `/memfd:`.
 pub const NAME: &str = "keepalive-shim-supervisor-counters";
-
-pub const SOCKETS_CONFIGURED: usize = 0;
-pub const CONNECTIONS_CONFIGURED: usize = 1;
-/// The supervisor applies no destination rules: always 0, kept for the layout.
-pub const CONNECTIONS_EXCLUDED: usize = 2;
-pub const OPTIONS_LEFT_TO_PROGRAM: usize = 3;
-pub const OPTIONS_REFUSED: usize = OPTIONS_LEFT_TO_PROGRAM + N;
-pub const LEN: usize = OPTIONS_REFUSED + N;
 
 #[repr(C)]
 struct Block {
@@ -86,25 +77,10 @@ impl Counters {
     }
 
     /// Counts what applying `plan` (the decision for `event` on a TCP socket of which `before`
-    /// was known) did, the kernel having refused the options of `refused`: as the library
-    /// counts (src/counters.rs `applied`).
+    /// was known) did, the kernel having refused the options of `refused`: the rule every
+    /// mechanism counts by (`counts::counted`).
     pub fn applied(&self, event: Event<'_>, before: Known, plan: &Plan, refused: u8) {
-        let every_option_refused = plan.mask() == ALL && refused == ALL;
-        let configured = plan.next.configured && !plan.next.left_alone && !every_option_refused;
-        if configured && !before.configured {
-            self.add(SOCKETS_CONFIGURED);
-        }
-        match event {
-            Event::Connect(_) if plan.reason == Reason::Excluded => self.add(CONNECTIONS_EXCLUDED),
-            Event::Connect(_) if configured => self.add(CONNECTIONS_CONFIGURED),
-            Event::Set(i) if plan.reason != Reason::Forced && !before.is_own(i) => {
-                self.add(OPTIONS_LEFT_TO_PROGRAM + i)
-            }
-            _ => {}
-        }
-        if refused != 0 {
-            self.refused(refused);
-        }
+        keepalive_shim_policy::counts::counted(event, before, plan, refused, |i| self.add(i));
     }
 }
 

@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod cases;
 pub mod config;
+pub mod counts;
 pub mod decide;
 pub mod options;
 pub mod preload;
