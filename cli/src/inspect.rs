@@ -220,39 +220,7 @@ fn counters_text(views: &[ProcessView]) -> String {
                         Err(e) => {
                             let _ = writeln!(out, "    {e}");
                         }
-                        Ok(c) => {
-                            let by_option = |v: &[u64; keepalive_shim_policy::options::N]| {
-                                let named: Vec<String> = keepalive_shim_policy::options::OPTIONS
-                                    .iter()
-                                    .zip(v)
-                                    .filter(|(_, n)| **n > 0)
-                                    .map(|(o, n)| format!("{} {n}", o.label))
-                                    .collect();
-                                if named.is_empty() {
-                                    "0".to_owned()
-                                } else {
-                                    named.join(", ")
-                                }
-                            };
-                            for (what, value) in [
-                                ("TCP sockets configured", c.sockets_configured.to_string()),
-                                (
-                                    "connections configured (connect() calls)",
-                                    c.connections_configured.to_string(),
-                                ),
-                                (
-                                    "connections the rules excluded",
-                                    c.connections_excluded.to_string(),
-                                ),
-                                (
-                                    "options left to the program",
-                                    by_option(&c.options_left_to_program),
-                                ),
-                                ("options the kernel refused", by_option(&c.options_refused)),
-                            ] {
-                                let _ = writeln!(out, "    {what:<42} {value}");
-                            }
-                        }
+                        Ok(c) => write_counts(&mut out, c, "connect() calls", true),
                     }
                 }
                 if p.copies.len() > 1 {
@@ -276,35 +244,7 @@ fn counters_text(views: &[ProcessView]) -> String {
                 Err(e) => {
                     let _ = writeln!(out, "    {e}");
                 }
-                Ok(c) => {
-                    let by_option = |v: &[u64; keepalive_shim_policy::options::N]| {
-                        let named: Vec<String> = keepalive_shim_policy::options::OPTIONS
-                            .iter()
-                            .zip(v)
-                            .filter(|(_, n)| **n > 0)
-                            .map(|(o, n)| format!("{} {n}", o.label))
-                            .collect();
-                        if named.is_empty() {
-                            "0".to_owned()
-                        } else {
-                            named.join(", ")
-                        }
-                    };
-                    for (what, value) in [
-                        ("TCP sockets configured", c.sockets_configured.to_string()),
-                        (
-                            "connections configured (--trap connect)",
-                            c.connections_configured.to_string(),
-                        ),
-                        (
-                            "options left to the program",
-                            by_option(&c.options_left_to_program),
-                        ),
-                        ("options the kernel refused", by_option(&c.options_refused)),
-                    ] {
-                        let _ = writeln!(out, "    {what:<42} {value}");
-                    }
-                }
+                Ok(c) => write_counts(&mut out, c, "--trap connect", false),
             }
         }
         let netns = v.netns.map_or_else(|| "?".to_owned(), |n| n.to_string());
@@ -322,6 +262,52 @@ fn counters_text(views: &[ProcessView]) -> String {
 }
 
 /// The TCP sockets of `pid`, and why its sockets could not be taken, when they could not.
+/// The rows of one block of counts (a copy of the library's, or a supervisor's), indented under
+/// its heading: `connect` says what the connections counted are; `excluded` whether the
+/// destination rules' row is shown (the supervisor applies none).
+fn write_counts(out: &mut String, c: &crate::metrics::Counts, connect: &str, excluded: bool) {
+    let by_option = |v: &[u64; keepalive_shim_policy::options::N]| {
+        let named: Vec<String> = keepalive_shim_policy::options::OPTIONS
+            .iter()
+            .zip(v)
+            .filter(|(_, n)| **n > 0)
+            .map(|(o, n)| format!("{} {n}", o.label))
+            .collect();
+        if named.is_empty() {
+            "0".to_owned()
+        } else {
+            named.join(", ")
+        }
+    };
+    let mut rows = vec![
+        (
+            "TCP sockets configured".to_owned(),
+            c.sockets_configured.to_string(),
+        ),
+        (
+            format!("connections configured ({connect})"),
+            c.connections_configured.to_string(),
+        ),
+    ];
+    if excluded {
+        rows.push((
+            "connections the rules excluded".to_owned(),
+            c.connections_excluded.to_string(),
+        ));
+    }
+    rows.push((
+        "options left to the program".to_owned(),
+        by_option(&c.options_left_to_program),
+    ));
+    rows.push((
+        "options the kernel refused".to_owned(),
+        by_option(&c.options_refused),
+    ));
+    for (what, value) in rows {
+        let _ = writeln!(out, "    {what:<42} {value}");
+    }
+}
+
 fn connections(pid: i32, proc_only: bool) -> Result<(Vec<Connection>, Option<String>), String> {
     let base = format!("/proc/{pid}");
     let command = std::fs::read_to_string(format!("{base}/comm"))

@@ -208,14 +208,12 @@ fn setgroups(groups: &[u32]) -> io::Result<()> {
 
 /// What the socket trap last read of one thread: its owner as `stat` of `/proc/TID` shows it
 /// (the effective uid and gid, which every setuid call carries into the filesystem ids), its
-/// credentials, whether its cgroup and label were this process's (read again at every call all
-/// the same), and when that was read.
+/// credentials, and when they were read. Its cgroup and label are compared at every call.
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub tid: i32,
     pub owner: (u32, u32),
     pub creds: Creds,
-    pub same_context: bool,
     pub at: std::time::Instant,
 }
 

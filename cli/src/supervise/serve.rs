@@ -347,7 +347,6 @@ impl Server {
             tid: call.tid,
             owner,
             creds: creds.clone(),
-            same_context: context == self.context,
             at: std::time::Instant::now(),
         });
         if context != self.context {
@@ -371,9 +370,6 @@ impl Server {
                 let _ = self.listener.proceed(call.id);
                 return Err(Trouble::Identity(what));
             }
-        }
-        if let Some(seen) = &mut self.seen[slot] {
-            seen.same_context = true;
         }
         self.make_for(call, &tid, creds, domain, ty, protocol)
     }
