@@ -179,14 +179,15 @@ fn copy_into(source: &Path, dir: &Path) -> Result<PathBuf, String> {
     if let Some(why) = unfit(target.as_os_str().as_bytes()) {
         return Err(why);
     }
-    write_new(&target, &bytes, 0o644)
+    write_new(&target, &bytes, 0o644, None)
         .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
     Ok(target)
 }
 
-/// Puts `bytes` at `path` with `mode`: a new file beside it (never followed if it is a link),
-/// written, `fsync`ed, renamed over `path`, and the folder `fsync`ed.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// Puts `bytes` at `path` with `mode` (and `owner`, uid and gid, when given): a new file beside it
+/// (never followed if it is a link), written, `fsync`ed, renamed over `path`, and the folder
+/// `fsync`ed.
+fn write_new(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
@@ -202,6 +203,9 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)?;
         file.write_all(bytes)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -575,40 +579,11 @@ fn lock(dir: &Path) -> io::Result<Lock> {
 /// Replaces `path` with `text`: a new file in the same folder (the old file's mode and owner,
 /// else 0644 root), written, `fsync`ed, renamed over `path`, and the folder `fsync`ed.
 fn replace(path: &Path, text: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
     let old = fs::metadata(path).ok();
     let mode = old
         .as_ref()
         .map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    let name = format!(
-        ".{}.keepalive-shim-{}",
-        path.file_name()
-            .unwrap_or(OsStr::new("tmp"))
-            .to_string_lossy(),
-        std::process::id()
-    );
-    let tmp = dir.join(name);
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(text)?;
-        if let Some(old) = &old {
-            std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()))?;
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_new(path, text, mode, old.map(|m| (m.uid(), m.gid())))
 }
 
 /// Removes `path` and syncs its folder.
