@@ -4,9 +4,13 @@
 //! how long a dead peer would take to be noticed, and the user-timeout rule for programs that
 //! set their own keepalive.
 
-use crate::config::{self, EX_CONFIG, FileUse, Loaded, Origin};
+use crate::library;
+use crate::reach::{self, Mode};
+use keepalive_shim_policy::config::{self, EX_CONFIG, FileUse, Loaded, Origin};
 use keepalive_shim_policy::options::user_timeout_for;
+use keepalive_shim_supervisor::{Trap, kernel};
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Check the configuration in this environment before deploying it.
@@ -28,38 +32,79 @@ pub struct Args {
     command: Vec<std::ffi::OsString>,
 }
 
+/// Everything `check` says, gathered before a line is printed.
+struct Check {
+    /// The configuration as the library would read it here.
+    loaded: Loaded,
+    /// What a setuid program would read (the file alone).
+    secure: Loaded,
+    /// The library `run` would preload, or why there is none to preload.
+    library: Result<PathBuf, String>,
+    fleet: String,
+    /// Which mode `run` gives the command, and why.
+    mode: (String, Option<Mode>),
+    /// What the socket trap changes that the program could see, when it would run under it.
+    trace: Option<String>,
+}
+
+impl Check {
+    fn gather(args: &Args) -> Check {
+        // The same reading as the library's constructor, and what a setuid program would read.
+        let loaded = config::from_process();
+        let secure = config::load_system(
+            &config::read_system_file(),
+            std::iter::empty::<(&str, &str)>(),
+            true,
+        );
+        let mode = reach::check_section(&args.command, &loaded.settings);
+        let trace = (mode.1 == Some(Mode::Seccomp)
+            && kernel::choose(kernel::running()) == Ok(Trap::Socket))
+        .then(|| kernel::trace_section(kernel::running()));
+        Check {
+            library: library::for_preload(),
+            fleet: crate::fleet::check_section(&loaded.settings),
+            mode,
+            trace,
+            loaded,
+            secure,
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let preloads = self.mode.1 != Some(Mode::Seccomp);
+        match &self.library {
+            Ok(path) if preloads => {
+                let _ = writeln!(
+                    out,
+                    "Library: `keepalive-shim run` preloads {}.\n",
+                    path.display()
+                );
+            }
+            Err(why) if preloads => {
+                let _ = writeln!(
+                    out,
+                    "Warning: {why}: `keepalive-shim run` cannot preload the library here.\n"
+                );
+            }
+            _ => {}
+        }
+        out.push_str(&report(&self.loaded, &self.secure));
+        out.push('\n');
+        out.push_str(&self.fleet);
+        out.push('\n');
+        out.push_str(&self.mode.0);
+        if let Some(trace) = &self.trace {
+            out.push_str(trace);
+        }
+        out
+    }
+}
+
 pub fn main(args: Args) -> ExitCode {
-    // The same reading as the library's constructor, and what a setuid program would read.
-    let loaded = config::from_process();
-    let secure = config::load_system(
-        &config::read_system_file(),
-        std::iter::empty::<(&str, &str)>(),
-        true,
-    );
-    let unfit = crate::run::unfit_library()
-        .map(|why| format!("Warning: {why}\n\n"))
-        .unwrap_or_default();
-    let text = format!(
-        "{unfit}{}\n{}\n{}",
-        report(&loaded, &secure),
-        crate::fleet::check_section(&loaded.settings),
-        crate::reach::check_section(&args.command, &loaded.settings)
-    );
-    // What the socket trap changes that the program could see, when it would run under it.
-    let text = if !args.command.is_empty()
-        && text.contains("would use the seccomp supervisor")
-        && crate::supervise::kernel::choose(crate::supervise::kernel::running())
-            == Ok(crate::supervise::Trap::Socket)
-    {
-        format!(
-            "{text}{}",
-            crate::supervise::kernel::trace_section(crate::supervise::kernel::running())
-        )
-    } else {
-        text
-    };
-    crate::output::write_all(1, text.as_bytes());
-    if loaded.problems.is_empty() {
+    let check = Check::gather(&args);
+    keepalive_shim_sys::output::write_all(1, check.text().as_bytes());
+    if check.loaded.problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EX_CONFIG as u8)
@@ -68,7 +113,7 @@ pub fn main(args: Args) -> ExitCode {
 
 /// Seconds with up to one decimal: `60`, `4.5`.
 fn secs(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)

@@ -1,15 +1,19 @@
 //! `keepalive-shim inspect`: the keepalive settings of a running process's TCP connections, read
 //! from the live sockets (`pidfd_open` + `pidfd_getfd` + `getsockopt`), or, without permission to
-//! take them, from what `/proc/PID/net/tcp` shows of each connection's timers. Beside them, for
-//! each process that has the library loaded, what each copy of it counted (read from the live
-//! process, `metrics.rs`), and the kernel's count of connections ended after a timeout in the
-//! process's network namespace.
+//! take them, from what `/proc/PID/net/tcp` shows of each connection's timers (read once per
+//! network namespace). Beside them, for each process that has the library loaded, what each copy
+//! of it counted (read from the live process by `keepalive_shim_observe`), and the kernel's count
+//! of connections ended after a timeout in the process's network namespace. Names a process
+//! gives itself are printed with their control characters escaped.
 
-use crate::say;
+use keepalive_shim_observe::counts::Counts;
+use keepalive_shim_observe::process::{Process, Reader, Supervisor};
+use keepalive_shim_sys::output::printable;
+use keepalive_shim_sys::{pidfd, proc, say, sockopt};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 /// Show the keepalive settings of a process's TCP connections.
@@ -65,23 +69,24 @@ pub fn main(args: Args) -> ExitCode {
     };
     let mut found = Vec::new();
     let mut views = Vec::new();
-    let mut reader = crate::metrics::Reader::default();
+    let mut reader = Reader::default();
+    let mut tables = Tables::default();
     let mut failed = false;
     let mut unreadable = 0;
     let mut fallback_said = false;
     let mut read_any = false;
     for pid in pids {
-        match connections(pid, args.proc_only) {
+        match connections(pid, args.proc_only, &mut tables) {
             Ok((conns, fallback)) => {
                 read_any = true;
-                if let Some(reason) = fallback.filter(|_| !args.proc_only) {
-                    if explicit || !fallback_said {
-                        say!(
-                            "cannot take the sockets of process {pid} ({reason}): showing what \
-                             /proc shows (keepalive timer on or off, and when it fires)"
-                        );
-                        fallback_said = true;
-                    }
+                if let Some(reason) = fallback.filter(|_| !args.proc_only)
+                    && (explicit || !fallback_said)
+                {
+                    say!(
+                        "cannot take the sockets of process {pid} ({reason}): showing what \
+                         /proc shows (keepalive timer on or off, and when it fires)"
+                    );
+                    fallback_said = true;
                 }
                 found.extend(conns);
                 let view = ProcessView::read(&mut reader, pid);
@@ -94,7 +99,7 @@ pub fn main(args: Args) -> ExitCode {
                 failed = true;
             }
             // A process that exited during the scan is no process to read.
-            Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {}
+            Err(_) if !proc::exists(pid) => {}
             Err(_) => unreadable += 1,
         }
     }
@@ -111,16 +116,16 @@ pub fn main(args: Args) -> ExitCode {
         );
     }
     if args.json {
-        crate::output::out(format_args!("{}", json(&found, &views)));
+        keepalive_shim_sys::output::out(format_args!("{}", json(&found, &views)));
     } else {
         if found.is_empty() {
             if read_any {
-                crate::output::out(format_args!("no TCP connections"));
+                keepalive_shim_sys::output::out(format_args!("no TCP connections"));
             }
         } else {
-            crate::output::write_all(1, table(&found).as_bytes());
+            keepalive_shim_sys::output::write_all(1, table(&found).as_bytes());
         }
-        crate::output::write_all(1, counters_text(&views).as_bytes());
+        keepalive_shim_sys::output::write_all(1, counters_text(&views).as_bytes());
     }
     if failed {
         ExitCode::FAILURE
@@ -131,9 +136,27 @@ pub fn main(args: Args) -> ExitCode {
 
 fn all_pids() -> Vec<i32> {
     let me = std::process::id() as i32;
-    let mut pids = crate::metrics::all_pids();
+    let mut pids = proc::pids();
     pids.retain(|&pid| pid != me);
     pids
+}
+
+/// The TCP tables of each network namespace met, read once per namespace (not once per process:
+/// a node's thousands of processes share a few namespaces).
+#[derive(Default)]
+struct Tables(HashMap<u64, std::rc::Rc<Vec<proc::TcpRow>>>);
+
+impl Tables {
+    fn of(&mut self, pid: i32) -> std::rc::Rc<Vec<proc::TcpRow>> {
+        match proc::netns(pid) {
+            Some(ns) => self
+                .0
+                .entry(ns)
+                .or_insert_with(|| std::rc::Rc::new(proc::tcp_rows(pid)))
+                .clone(),
+            None => std::rc::Rc::new(proc::tcp_rows(pid)),
+        }
+    }
 }
 
 /// What the library counted in one process, and its network namespace's count of connections
@@ -142,15 +165,15 @@ struct ProcessView {
     pid: i32,
     command: Option<String>,
     /// The library's copies (`None`: not loaded), or why the process could not be read.
-    library: Result<Option<crate::metrics::Process>, String>,
+    library: Result<Option<Process>, String>,
     netns: Option<u64>,
     timed_out: Option<u64>,
     /// The seccomp supervisor it runs under (or is), and what that counted for its tree.
-    supervisor: Option<crate::metrics::Supervisor>,
+    supervisor: Option<Supervisor>,
 }
 
 impl ProcessView {
-    fn read(reader: &mut crate::metrics::Reader, pid: i32) -> ProcessView {
+    fn read(reader: &mut Reader, pid: i32) -> ProcessView {
         let library = reader.process(pid).map_err(|e| match e.kind() {
             ErrorKind::NotFound => "the process exited before its counters were read".to_owned(),
             ErrorKind::PermissionDenied => {
@@ -159,15 +182,15 @@ impl ProcessView {
             }
             _ => format!("cannot read its memory maps: {e}"),
         });
-        let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        let command = proc::comm(pid)
             .ok()
-            .map(|c| c.trim_end().to_owned());
+            .map(|c| String::from_utf8_lossy(&c).into_owned());
         ProcessView {
             pid,
             command,
             library,
-            netns: crate::metrics::netns_of(pid),
-            timed_out: crate::metrics::aborts_on_timeout(pid).ok(),
+            netns: proc::netns(pid),
+            timed_out: proc::aborts_on_timeout(pid).ok(),
             supervisor: reader.supervisor_of(pid),
         }
     }
@@ -175,7 +198,7 @@ impl ProcessView {
     fn json(&self) -> serde_json::Value {
         use serde_json::{Value, json};
         let mut record = match &self.library {
-            Ok(Some(p)) => crate::metrics::process_json(p),
+            Ok(Some(p)) => process_json(p),
             Ok(None) => json!({
                 "kind": "process", "pid": self.pid, "command": self.command, "libraries": [],
             }),
@@ -189,11 +212,11 @@ impl ProcessView {
                 json!({
                     "inode": self.netns,
                     "connections_timed_out": self.timed_out,
-                    "counts": crate::metrics::TIMED_OUT_MEANS,
+                    "counts": keepalive_shim_observe::TIMED_OUT_MEANS,
                 }),
             );
             if let Some(sup) = &self.supervisor {
-                map.insert("supervisor".into(), crate::metrics::supervisor_json(sup));
+                map.insert("supervisor".into(), supervisor_json(sup));
             }
         }
         record
@@ -213,9 +236,9 @@ fn counters_text(views: &[ProcessView]) -> String {
                 let _ = writeln!(out, ": keepalive-shim is not loaded");
             }
             Ok(Some(p)) => {
-                let _ = writeln!(out, " ({}):", p.command);
+                let _ = writeln!(out, " ({}):", printable(&p.command));
                 for copy in &p.copies {
-                    let _ = writeln!(out, "  keepalive-shim {}:", copy.path);
+                    let _ = writeln!(out, "  keepalive-shim {}:", printable(&copy.name));
                     match &copy.counts {
                         Err(e) => {
                             let _ = writeln!(out, "    {e}");
@@ -223,12 +246,17 @@ fn counters_text(views: &[ProcessView]) -> String {
                         Ok(c) => write_counts(&mut out, c, "connect() calls", true),
                     }
                 }
-                if p.copies.len() > 1 {
+                let copies = p.copies.len() + p.more_copies;
+                if copies > 1 {
                     let _ = writeln!(
                         out,
-                        "  ({} copies are loaded: only the first in the loader's order acts; the \
-                         others count nothing)",
-                        p.copies.len()
+                        "  ({copies} copies are loaded: only the first in the loader's order acts; \
+                         the others count nothing{})",
+                        if p.more_copies > 0 {
+                            format!("; {} not read", p.more_copies)
+                        } else {
+                            String::new()
+                        }
                     );
                 }
             }
@@ -237,7 +265,11 @@ fn counters_text(views: &[ProcessView]) -> String {
             let whose = if sup.pid == v.pid {
                 "this process is a seccomp supervisor".to_owned()
             } else {
-                format!("under the seccomp supervisor {} ({})", sup.pid, sup.command)
+                format!(
+                    "under the seccomp supervisor {} ({})",
+                    sup.pid,
+                    printable(&sup.command)
+                )
             };
             let _ = writeln!(out, "  {whose}, for its whole tree:");
             match &sup.counts {
@@ -265,7 +297,7 @@ fn counters_text(views: &[ProcessView]) -> String {
 /// The rows of one block of counts (a copy of the library's, or a supervisor's), indented under
 /// its heading: `connect` says what the connections counted are; `excluded` whether the
 /// destination rules' row is shown (the supervisor applies none).
-fn write_counts(out: &mut String, c: &crate::metrics::Counts, connect: &str, excluded: bool) {
+fn write_counts(out: &mut String, c: &Counts, connect: &str, excluded: bool) {
     let by_option = |v: &[u64; keepalive_shim_policy::options::N]| {
         let named: Vec<String> = keepalive_shim_policy::options::OPTIONS
             .iter()
@@ -308,46 +340,31 @@ fn write_counts(out: &mut String, c: &crate::metrics::Counts, connect: &str, exc
     }
 }
 
-fn connections(pid: i32, proc_only: bool) -> Result<(Vec<Connection>, Option<String>), String> {
-    let base = format!("/proc/{pid}");
-    let command = std::fs::read_to_string(format!("{base}/comm"))
-        .map(|c| c.trim_end().to_owned())
+fn connections(
+    pid: i32,
+    proc_only: bool,
+    tables: &mut Tables,
+) -> Result<(Vec<Connection>, Option<String>), String> {
+    let command = proc::comm(pid)
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => format!("no process {pid}"),
             _ => format!("cannot read process {pid}: {e}"),
         })?;
-    let fds = std::fs::read_dir(format!("{base}/fd")).map_err(|e| match e.kind() {
+    let inodes = proc::socket_fds(pid).map_err(|e| match e.kind() {
         ErrorKind::NotFound => format!("no process {pid}"),
         ErrorKind::PermissionDenied => format!(
-            "cannot read the descriptors of process {pid} ({command}): permission denied \
-             (run as root or as the user it runs as)"
+            "cannot read the descriptors of process {pid} ({}): permission denied \
+             (run as root or as the user it runs as)",
+            printable(&command)
         ),
         _ => format!("cannot read the descriptors of process {pid}: {e}"),
     })?;
-    // Socket inode → descriptor.
-    let mut inodes = HashMap::new();
-    for entry in fds.flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let target = target.to_string_lossy();
-        let inode = target
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse::<u64>().ok());
-        let fd = entry
-            .file_name()
-            .to_str()
-            .and_then(|f| f.parse::<i32>().ok());
-        if let (Some(inode), Some(fd)) = (inode, fd) {
-            inodes.insert(inode, fd);
-        }
-    }
-    let mut rows = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("{base}/net/{table}")).unwrap_or_default();
-        rows.extend(text.lines().skip(1).filter_map(parse_proc_line));
-    }
+    let rows = if inodes.is_empty() {
+        std::rc::Rc::new(Vec::new())
+    } else {
+        tables.of(pid)
+    };
     let mut out = Vec::new();
     let mut fallback = None;
     let pidfd = if proc_only || inodes.is_empty() {
@@ -361,7 +378,7 @@ fn connections(pid: i32, proc_only: bool) -> Result<(Vec<Connection>, Option<Str
             }
         }
     };
-    for row in rows {
+    for row in rows.iter() {
         let Some(&fd) = inodes.get(&row.inode) else {
             continue;
         };
@@ -371,10 +388,10 @@ fn connections(pid: i32, proc_only: bool) -> Result<(Vec<Connection>, Option<Str
             fd,
             local: row.local,
             peer: row.peer,
-            state: row.state,
+            state: row.state_name(),
             keepalive: None,
             options: None,
-            next_probe_s: (row.timer == 2).then_some(row.timer_s),
+            next_probe_s: (row.timer == 2).then_some(row.timer_seconds()),
             source: "proc",
         };
         let read = pidfd.as_ref().map(|p| p.options(fd));
@@ -386,9 +403,9 @@ fn connections(pid: i32, proc_only: bool) -> Result<(Vec<Connection>, Option<Str
             }
             Some(Err(e)) => {
                 fallback.get_or_insert_with(|| e.to_string());
-                conn.keepalive = infer_keepalive(&row);
+                conn.keepalive = infer_keepalive(row);
             }
-            None => conn.keepalive = infer_keepalive(&row),
+            None => conn.keepalive = infer_keepalive(row),
         }
         if conn.keepalive == Some(false) {
             conn.next_probe_s = None;
@@ -401,8 +418,8 @@ fn connections(pid: i32, proc_only: bool) -> Result<(Vec<Connection>, Option<Str
 
 /// What /proc's timer says: a keepalive timer means keepalive is on; an idle established
 /// connection with no timer has it off; anything else (data in flight, listening) is unknown.
-fn infer_keepalive(row: &ProcRow) -> Option<bool> {
-    match (row.timer, row.state) {
+fn infer_keepalive(row: &proc::TcpRow) -> Option<bool> {
+    match (row.timer, row.state_name()) {
         (2, "ESTABLISHED") => Some(true),
         (0, "ESTABLISHED") => Some(false),
         _ => None,
@@ -414,83 +431,15 @@ struct PidFd(std::os::fd::OwnedFd);
 
 impl PidFd {
     fn open(pid: i32) -> std::io::Result<PidFd> {
-        crate::os::pidfd_open(pid, 0).map(PidFd)
+        pidfd::open(pid, 0).map(PidFd)
     }
 
     /// Takes a copy of the process's descriptor `fd` and reads keepalive and the four values.
     fn options(&self, fd: i32) -> std::io::Result<(bool, [i32; 4])> {
-        let ours = crate::os::pidfd_getfd(&self.0, fd)?;
+        let ours = pidfd::getfd(&self.0, fd)?;
         let [on, idle, interval, count, user_timeout] =
-            crate::os::options(std::os::fd::AsRawFd::as_raw_fd(&ours))?;
+            sockopt::options(std::os::fd::AsRawFd::as_raw_fd(&ours))?;
         Ok((on != 0, [idle, interval, count, user_timeout]))
-    }
-}
-
-/// One line of `/proc/PID/net/tcp` or `tcp6`.
-#[derive(Debug, PartialEq)]
-struct ProcRow {
-    local: SocketAddr,
-    peer: SocketAddr,
-    state: &'static str,
-    /// 0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero-window probe.
-    timer: u8,
-    timer_s: f64,
-    inode: u64,
-}
-
-fn parse_proc_line(line: &str) -> Option<ProcRow> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (timer, when) = f.get(5)?.split_once(':')?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(ProcRow {
-        local: parse_addr(f.get(1)?)?,
-        peer: parse_addr(f.get(2)?)?,
-        state: state_name(u8::from_str_radix(f.get(3)?, 16).ok()?),
-        timer: u8::from_str_radix(timer, 16).ok()?,
-        timer_s: u64::from_str_radix(when, 16).ok()? as f64 / ticks,
-        inode: f.get(9)?.parse().ok()?,
-    })
-}
-
-/// `0100007F:1F90` → 127.0.0.1:8080; IPv6 as four 32-bit words, each in host order.
-fn parse_addr(text: &str) -> Option<SocketAddr> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
-            .ok()
-            .map(u32::to_le_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            let v6 = Ipv6Addr::from(bytes);
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-fn state_name(code: u8) -> &'static str {
-    match code {
-        0x01 => "ESTABLISHED",
-        0x02 => "SYN_SENT",
-        0x03 => "SYN_RECV",
-        0x04 => "FIN_WAIT1",
-        0x05 => "FIN_WAIT2",
-        0x06 => "TIME_WAIT",
-        0x07 => "CLOSE",
-        0x08 => "CLOSE_WAIT",
-        0x09 => "LAST_ACK",
-        0x0A => "LISTEN",
-        0x0B => "CLOSING",
-        _ => "UNKNOWN",
     }
 }
 
@@ -531,7 +480,7 @@ fn table(conns: &[Connection]) -> String {
             );
             vec![
                 c.pid.to_string(),
-                c.command.clone(),
+                printable(&c.command).into_owned(),
                 c.fd.to_string(),
                 c.local.to_string(),
                 c.peer.to_string(),
@@ -607,30 +556,45 @@ fn json(conns: &[Connection], views: &[ProcessView]) -> String {
     serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_lines_parse() {
-        let v4 = "   0: 0100007F:1F90 0200007F:D431 01 00000000:00000000 02:00000B86 00000000     0        0 123456 1 0000000000000000 20 4 30 10 -1";
-        let row = parse_proc_line(v4).unwrap();
-        assert_eq!(row.local, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(row.peer, "127.0.0.2:54321".parse().unwrap());
-        assert_eq!(
-            (row.state, row.timer, row.inode),
-            ("ESTABLISHED", 2, 123456)
-        );
-        assert!((row.timer_s - 29.5).abs() < 0.01);
-        let v6 = "   1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1";
-        let row = parse_proc_line(v6).unwrap();
-        assert_eq!(row.local, "[::1]:8080".parse().unwrap());
-        assert_eq!(row.state, "LISTEN");
-        let mapped = "   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 7 1";
-        assert_eq!(
-            parse_proc_line(mapped).unwrap().local,
-            "127.0.0.1:8080".parse().unwrap()
-        );
-        assert_eq!(parse_proc_line("garbage"), None);
+/// A process's record for `--json`: its counters under the metrics' keys, and each copy's.
+fn process_json(p: &Process) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let mut map = serde_json::Map::new();
+    map.insert("kind".into(), "process".into());
+    map.insert("pid".into(), p.pid.into());
+    map.insert("command".into(), p.command.clone().into());
+    if let Some(total) = p.total() {
+        map.extend(total.json());
     }
+    let copies: Vec<Value> = p
+        .copies
+        .iter()
+        .map(|c| match &c.counts {
+            Ok(counts) => json!({"path": c.name, "counters": Value::Object(counts.json())}),
+            Err(e) => json!({"path": c.name, "counters": null, "error": e}),
+        })
+        .collect();
+    map.insert("libraries".into(), copies.into());
+    if p.more_copies > 0 {
+        map.insert("libraries_not_read".into(), p.more_copies.into());
+    }
+    Value::Object(map)
+}
+
+/// A supervisor's record for `--json`: its PID and its counters under the metrics' keys.
+fn supervisor_json(s: &Supervisor) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    map.insert("pid".into(), s.pid.into());
+    map.insert("command".into(), s.command.clone().into());
+    match &s.counts {
+        Ok(c) => {
+            map.extend(c.json());
+            // The supervisor applies no destination rules.
+            map.remove("connections_excluded");
+        }
+        Err(e) => {
+            map.insert("error".into(), e.clone().into());
+        }
+    }
+    serde_json::Value::Object(map)
 }

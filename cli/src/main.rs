@@ -1,20 +1,22 @@
 //! keepalive-shim's command-line tool: run a program under the preload library, check a
 //! configuration before deploying it, and inspect the keepalive settings of live connections.
 
-// The library's own configuration code, from the policy crate both use (linking the library
-// itself would put its socket()/connect() exports into this program).
-use keepalive_shim_policy::config;
-
+// The commands, one module each; a command imports engines (the crates), `sys`, and the shared
+// modules below, never another command.
 mod check;
+mod copy_library;
 mod fleet;
 mod inspect;
 mod metrics;
-mod os;
-mod output;
-mod reach;
 mod run;
-mod supervise;
 mod system;
+
+// What several commands share: the library's one finder, the preload file's text, which mode
+// reaches a program, and the metrics endpoint.
+mod endpoint;
+mod library;
+mod preload_file;
+mod reach;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,7 +41,7 @@ struct Cli {
 enum Command {
     Run(run::Args),
     Check(check::Args),
-    CopyLibrary(system::CopyLibraryArgs),
+    CopyLibrary(copy_library::Args),
     Inspect(inspect::Args),
     Fleet(fleet::Args),
     Metrics(metrics::Args),
@@ -50,16 +52,10 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
-        Command::CopyLibrary(args) => system::copy_library(args),
+        Command::CopyLibrary(args) => copy_library::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Fleet(args) => fleet::main(args),
         Command::Metrics(args) => metrics::main(args),
         Command::System(args) => system::main(args),
     }
 }
-
-/// Prints `keepalive-shim: MESSAGE` to stderr; a failing stderr is no panic (`output.rs`).
-macro_rules! say {
-    ($($arg:tt)*) => { $crate::output::err(format_args!("keepalive-shim: {}", format_args!($($arg)*))) };
-}
-pub(crate) use say;

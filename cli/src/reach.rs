@@ -3,6 +3,8 @@
 //! system calls without libc, and a setuid or setgid binary runs in the loader's secure mode.
 
 use keepalive_shim_policy::config::Settings;
+use keepalive_shim_supervisor as supervisor;
+use keepalive_shim_sys::elf::{Elf, HOST_MACHINE, machine_name};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -232,9 +234,13 @@ pub fn choose(requested: Mode, obstacles: &[Obstacle], privileged: bool) -> (Mod
 }
 
 /// `keepalive-shim check`'s section on modes: which one `run` would give `command` (when one
-/// is given) and why, and whether the seccomp supervisor can work here.
-pub fn check_section(command: &[std::ffi::OsString], settings: &Settings) -> String {
-    use crate::supervise::kernel;
+/// is given) and why, and whether the seccomp supervisor can work here; with the mode chosen
+/// (`None` without a command, or when it is not found).
+pub fn check_section(
+    command: &[std::ffi::OsString],
+    settings: &Settings,
+) -> (String, Option<Mode>) {
+    use supervisor::kernel;
     let mut out = String::new();
     let version = kernel::running();
     let here = match (kernel::choose(version), version) {
@@ -262,15 +268,15 @@ pub fn check_section(command: &[std::ffi::OsString], settings: &Settings) -> Str
              linked programs and starts the seccomp supervisor for statically linked and Go \
              programs; {here}. `keepalive-shim check -- COMMAND` says which a command gets.{rules}\n"
         ));
-        return out;
+        return (out, None);
     };
     let name = program.to_string_lossy();
     let Some(path) = resolve(&name) else {
         out.push_str(&format!("Mode for {name}: command not found.\n"));
-        return out;
+        return (out, None);
     };
     let obstacles = obstacles(&path);
-    let (mode, why) = choose(Mode::Auto, &obstacles, crate::supervise::privileged());
+    let (mode, why) = choose(Mode::Auto, &obstacles, supervisor::privileged());
     let mechanism = match mode {
         Mode::Seccomp => "the seccomp supervisor",
         _ => "the preload library",
@@ -288,121 +294,7 @@ pub fn check_section(command: &[std::ffi::OsString], settings: &Settings) -> Str
     {
         out.push_str(&format!("  warning: {o}\n"));
     }
-    out
-}
-
-/// `e_machine` of the architecture this tool (and the library shipped with it) is built for.
-#[cfg(target_arch = "aarch64")]
-const HOST_MACHINE: u16 = 183;
-#[cfg(not(target_arch = "aarch64"))]
-const HOST_MACHINE: u16 = 62;
-
-fn machine_name(machine: u16) -> String {
-    match machine {
-        62 => "x86_64".to_owned(),
-        183 => "aarch64".to_owned(),
-        3 => "i386".to_owned(),
-        40 => "32-bit ARM".to_owned(),
-        other => format!("ELF machine {other}"),
-    }
-}
-
-/// What matters here of an ELF file.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Elf {
-    pub class64: bool,
-    /// `e_machine`: 62 for x86_64, 183 for aarch64.
-    pub machine: u16,
-    /// `PT_INTERP`: the dynamic loader; `None` for a statically linked program.
-    pub interpreter: Option<String>,
-    /// A Go build: a `.go.buildinfo` or `.note.go.buildid` section.
-    pub go: bool,
-}
-
-impl Elf {
-    /// Parses a little-endian ELF file (the only kind on the machines this library runs on).
-    /// `None` when `bytes` is not one, or is truncated.
-    pub fn parse(bytes: &[u8]) -> Option<Elf> {
-        if bytes.get(..4)? != b"\x7fELF" || *bytes.get(5)? != 1 {
-            return None;
-        }
-        let class64 = *bytes.get(4)? == 2;
-        // Every offset comes from the file: all arithmetic on them is checked.
-        let field = |o: usize, n: usize| bytes.get(o..o.checked_add(n)?);
-        let u16_at = |o: usize| Some(u16::from_le_bytes(field(o, 2)?.try_into().ok()?));
-        let u32_at = |o: usize| Some(u32::from_le_bytes(field(o, 4)?.try_into().ok()?));
-        let u64_at = |o: usize| Some(u64::from_le_bytes(field(o, 8)?.try_into().ok()?));
-        let word = |o: usize| -> Option<usize> {
-            if class64 {
-                u64_at(o).map(|v| v as usize)
-            } else {
-                u32_at(o).map(|v| v as usize)
-            }
-        };
-        // ELF header fields, by class.
-        let (phoff, shoff, phentsize, phnum, shentsize, shnum, shstrndx) = if class64 {
-            (
-                word(0x20)?,
-                word(0x28)?,
-                u16_at(0x36)?,
-                u16_at(0x38)?,
-                u16_at(0x3a)?,
-                u16_at(0x3c)?,
-                u16_at(0x3e)?,
-            )
-        } else {
-            (
-                word(0x1c)?,
-                word(0x20)?,
-                u16_at(0x2a)?,
-                u16_at(0x2c)?,
-                u16_at(0x2e)?,
-                u16_at(0x30)?,
-                u16_at(0x32)?,
-            )
-        };
-        let mut elf = Elf {
-            class64,
-            machine: u16_at(0x12)?,
-            ..Elf::default()
-        };
-        for i in 0..usize::from(phnum) {
-            let ph = phoff.checked_add(i * usize::from(phentsize))?;
-            let at = |delta: usize| ph.checked_add(delta);
-            if u32_at(ph)? == 3 {
-                // PT_INTERP: p_offset and p_filesz locate the loader's path.
-                let (offset, size) = if class64 {
-                    (word(at(0x08)?)?, word(at(0x20)?)?)
-                } else {
-                    (word(at(0x04)?)?, word(at(0x10)?)?)
-                };
-                let raw = field(offset, size)?;
-                let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
-                elf.interpreter = Some(String::from_utf8_lossy(raw).into_owned());
-            }
-        }
-        // Section names, from the section-name string table.
-        let section = |i: usize| shoff.checked_add(i * usize::from(shentsize));
-        let names_at = section(usize::from(shstrndx))
-            .and_then(|s| s.checked_add(if class64 { 0x18 } else { 0x10 }))
-            .and_then(word);
-        if let Some(names) = names_at {
-            for i in 0..usize::from(shnum) {
-                let Some(name_offset) = section(i).and_then(u32_at) else {
-                    break;
-                };
-                let start = names.saturating_add(name_offset as usize);
-                let name = bytes
-                    .get(start..)
-                    .and_then(|s| s.split(|&b| b == 0).next())
-                    .unwrap_or_default();
-                if name == b".go.buildinfo" || name == b".note.go.buildid" {
-                    elf.go = true;
-                }
-            }
-        }
-        Some(elf)
-    }
+    (out, Some(mode))
 }
 
 #[cfg(test)]
@@ -410,12 +302,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dynamic_program_has_an_interpreter_and_nothing_in_the_way() {
+    fn a_dynamic_program_has_nothing_in_the_way() {
         let sh = resolve("sh").expect("sh on PATH");
-        let elf = Elf::parse(&std::fs::read(std::fs::canonicalize(&sh).unwrap()).unwrap()).unwrap();
-        assert!(elf.class64 && !elf.go);
-        assert_eq!(elf.machine, HOST_MACHINE);
-        assert!(elf.interpreter.unwrap().contains("ld-linux"));
         assert!(obstacles(&sh).is_empty());
     }
 
@@ -448,40 +336,5 @@ mod tests {
         // Asked for, given.
         assert_eq!(choose(Mode::Both, &[], false).0, Mode::Both);
         assert_eq!(choose(Mode::Preload, &arch, false).0, Mode::Preload);
-    }
-
-    #[test]
-    fn garbage_is_not_elf_and_never_panics() {
-        assert_eq!(Elf::parse(b""), None);
-        assert_eq!(Elf::parse(b"\x7fELF"), None);
-        let mut truncated = std::fs::read("/bin/sh").unwrap();
-        truncated.truncate(100);
-        let _ = Elf::parse(&truncated);
-        let mut bogus = vec![0u8; 64];
-        bogus[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        bogus[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
-        bogus[0x38] = 5;
-        assert_eq!(Elf::parse(&bogus), None);
-    }
-
-    #[test]
-    fn mutated_headers_of_a_real_binary_never_panic() {
-        let original = std::fs::read("/bin/sh").unwrap();
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..3000 {
-            let mut bytes = original.clone();
-            for _ in 0..4 {
-                // Mostly the ELF header and the first program headers, where the offsets are.
-                let at = (next() % 0x200) as usize;
-                bytes[at] = next() as u8;
-            }
-            let _ = Elf::parse(&bytes);
-        }
     }
 }

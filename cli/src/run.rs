@@ -3,17 +3,15 @@
 //! then `exec`), through the seccomp supervisor (`supervise/`) for programs the library cannot
 //! enter, or both; `--mode auto` (the default) chooses from the command's executable.
 
-use crate::config::{self, EX_CONFIG};
+use crate::library;
 use crate::reach::{self, Kind, Mode};
-use crate::supervise::{self, Trap, kernel};
-use crate::{say, supervise::Plan};
+use keepalive_shim_policy::config::{self, EX_CONFIG};
+use keepalive_shim_supervisor::{self as supervise, Plan, Trap, kernel};
+use keepalive_shim_sys::{proc, say};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-
-/// The library's file name.
-const LIBRARY: &str = "libkeepalive_shim.so";
 
 /// Set by `run` for the command it supervises: the supervisor's PID. A nested `run` that sees
 /// it (and is under that supervisor's filter) is covered already: the kernel allows one
@@ -23,8 +21,9 @@ const SUPERVISED: &str = "KEEPALIVE_SHIM_SUPERVISED";
 /// Run a program with keepalive on every TCP connection.
 ///
 /// Options set the matching KEEPALIVE_* variables; where one is not given, the environment's own
-/// value is used. The library is found next to this executable, in ../lib/, or where
-/// KEEPALIVE_SHIM_LIBRARY says.
+/// value is used. The library is found where KEEPALIVE_SHIM_LIBRARY says, else next to this
+/// executable (an archive, a checkout), in ../lib/keepalive-shim/ (the packages, the image),
+/// in ../lib/, or in /usr/lib/keepalive-shim/.
 ///
 /// Modes: `preload` puts the library in LD_PRELOAD and execs the command (same PID). `seccomp`
 /// starts the command under a seccomp supervisor that configures every TCP socket of every
@@ -154,7 +153,7 @@ pub fn main(args: Args) -> ExitCode {
         }
     }
 
-    let library = match find_library() {
+    let library = match library::for_preload() {
         Ok(path) => path,
         Err(message) => {
             say!("{message}");
@@ -309,7 +308,7 @@ fn supervised(
         }
     }
     if mode == Mode::Both {
-        let library = find_library()?;
+        let library = library::for_preload()?;
         set(
             &mut vars,
             "LD_PRELOAD",
@@ -337,34 +336,16 @@ fn supervised(
 /// a seccomp filter (`Seccomp_filters:` in /proc/self/status; a container runtime's filter
 /// alone has no listener, and then the variable is missing or names no ancestor).
 fn covered() -> Option<u32> {
-    let pid: u32 = std::env::var(SUPERVISED).ok()?.trim().parse().ok()?;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let filters: u32 = field(&status, "Seccomp_filters:")?.parse().ok()?;
-    if filters == 0 {
+    let pid: i32 = std::env::var(SUPERVISED).ok()?.trim().parse().ok()?;
+    if proc::Status::read("self").ok()?.number("Seccomp_filters")? == 0 {
         return None;
     }
     // An ancestor, alive: the supervisor is a subreaper that outlives its whole tree, so every
     // process of the tree stays its descendant; a PID reused by another process is not ours.
-    let mut at = std::os::unix::process::parent_id();
-    for _ in 0..4096 {
-        if at == pid {
-            return Some(pid);
-        }
-        if at <= 1 {
-            return None;
-        }
-        let status = std::fs::read_to_string(format!("/proc/{at}/status")).ok()?;
-        at = field(&status, "PPid:")?.parse().ok()?;
-    }
-    None
-}
-
-/// The value of `name` (with its colon) in a /proc status file.
-fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map(str::trim)
+    let me = std::process::id() as i32;
+    proc::ancestors(me, 4096)
+        .contains(&pid)
+        .then_some(pid as u32)
 }
 
 /// The command with nothing of keepalive-shim in its way (KEEPALIVE_ENABLE off): `exec`, with
@@ -376,7 +357,7 @@ fn exec_plain(args: &Args, mode: Mode, flags: &[(&str, String)]) -> ExitCode {
         for (name, value) in flags {
             cmd.env(name, value);
         }
-        if let Ok(library) = find_library() {
+        if let Ok(library) = library::for_preload() {
             cmd.env(
                 "LD_PRELOAD",
                 with_library(std::env::var_os("LD_PRELOAD").as_deref(), &library),
@@ -405,58 +386,6 @@ pub fn with_library(current: Option<&OsStr>, library: &Path) -> OsString {
         }
     }
     entries.join(OsStr::new(":"))
-}
-
-/// The library: `KEEPALIVE_SHIM_LIBRARY` when set, else next to this executable, else in
-/// `../lib/` from it. The error says where it looked, or which character of its path
-/// `LD_PRELOAD` cannot carry.
-fn find_library() -> Result<PathBuf, String> {
-    let path = find_library_file()?;
-    match keepalive_shim_policy::preload::unfit_char(&path.to_string_lossy()) {
-        None => Ok(path),
-        Some(c) => Err(format!(
-            "the library's path {} has {} ({c:?}), on which LD_PRELOAD splits: the program would \
-             run without it; install it in a directory whose path has no spaces or colons",
-            path.display(),
-            keepalive_shim_policy::preload::char_name(c)
-        )),
-    }
-}
-
-/// For `check`: why the library `run` would use cannot be put in `LD_PRELOAD`, if it cannot.
-pub fn unfit_library() -> Option<String> {
-    let path = find_library_file().ok()?;
-    keepalive_shim_policy::preload::unfit_char(&path.to_string_lossy())?;
-    find_library().err()
-}
-
-fn find_library_file() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(config::SHIM_LIBRARY) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "{}={} does not name a file",
-                config::SHIM_LIBRARY,
-                path.display()
-            ))
-        };
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [dir.join(LIBRARY), dir.join("../lib").join(LIBRARY)];
-    for candidate in &candidates {
-        if candidate.is_file() {
-            return Ok(std::fs::canonicalize(candidate).unwrap_or_else(|_| candidate.clone()));
-        }
-    }
-    Err(format!(
-        "cannot find {LIBRARY}: looked in {} and {}; set {} to its path",
-        candidates[0].display(),
-        candidates[1].display(),
-        config::SHIM_LIBRARY
-    ))
 }
 
 #[cfg(test)]

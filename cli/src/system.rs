@@ -24,28 +24,23 @@
 //! `--root DIR` works on `DIR/etc/ld.so.preload` (and `DIR/etc/keepalive-shim.conf`, and
 //! `DIR/var/lib/keepalive-shim/`), with the probe run chrooted into DIR.
 //!
-//! `keepalive-shim copy-library DIR` (a command of its own, here for the library lookup it
-//! shares with `enable`) copies the library into a folder, atomically: the default command of
-//! the init-container image (`scripts/dist.sh`), which has no `cp`.
 
-use crate::config;
-use crate::say;
+use crate::library;
+use crate::preload_file::{PRELOAD, add, named, remove, unfit};
+use keepalive_shim_policy::config;
+use keepalive_shim_policy::preload::LIBRARY_NAME as LIBRARY;
+use keepalive_shim_sys::fs::{lock, read_if_present, remove_synced, replace};
+use keepalive_shim_sys::say;
 use std::ffi::{CString, OsStr};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// The library's file name.
-const LIBRARY: &str = "libkeepalive_shim.so";
-/// Where the packages install the library.
-pub const INSTALLED: &str = "/usr/lib/keepalive-shim/libkeepalive_shim.so";
-/// The loader's machine-wide preload list.
-const PRELOAD: &str = "/etc/ld.so.preload";
 /// Present while `/etc/ld.so.preload` is a file that `enable` created.
 const STATE_DIR: &str = "/var/lib/keepalive-shim";
 const CREATED: &str = "/var/lib/keepalive-shim/ld.so.preload.created";
@@ -119,220 +114,6 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Copy the library into a folder, atomically: for an init container's shared volume.
-///
-/// Writes DIR/libkeepalive_shim.so (mode 0644) through a temporary file in DIR and a rename, so
-/// a program starting meanwhile sees the old file or the new one, never a part; then prints
-/// that path. DIR must exist (the volume's mount point: a missing one is a mistake in the pod's
-/// spec, not a folder to make), and the path must be one LD_PRELOAD can carry (no space or
-/// ':'). The default command of the keepalive-shim image, which has no `cp`.
-#[derive(clap::Args)]
-#[command(after_help = "Examples:\n  \
-    keepalive-shim copy-library /keepalive-shim    # the image's default command\n  \
-    LD_PRELOAD=$(keepalive-shim copy-library /opt/ka) myapp")]
-pub struct CopyLibraryArgs {
-    /// The folder to copy the library into; it must exist.
-    #[arg(value_name = "DIR")]
-    dir: PathBuf,
-    /// The library to copy [default: KEEPALIVE_SHIM_LIBRARY, else the library next to this
-    /// executable (., ../lib/keepalive-shim/, ../lib/), else /usr/lib/keepalive-shim/].
-    #[arg(long, value_name = "PATH")]
-    library: Option<PathBuf>,
-}
-
-pub fn copy_library(args: CopyLibraryArgs) -> ExitCode {
-    let source = match args.library {
-        Some(path) => path,
-        None => match default_library(&Root::new(None)) {
-            Ok(path) => path,
-            Err(e) => return fail(format_args!("copy-library: {e}; nothing written")),
-        },
-    };
-    match copy_into(&source, &args.dir) {
-        Ok(path) => {
-            crate::output::out(format_args!("{}", path.display()));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format_args!("copy-library: {e}; nothing written")),
-    }
-}
-
-/// Copies the library `source` to `dir/libkeepalive_shim.so` (see [`CopyLibraryArgs`]); the
-/// absolute path written.
-fn copy_into(source: &Path, dir: &Path) -> Result<PathBuf, String> {
-    let bytes = fs::read(source).map_err(|e| format!("{}: {e}", source.display()))?;
-    if !bytes.starts_with(b"\x7fELF") {
-        return Err(format!("{} is not an ELF file", source.display()));
-    }
-    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    match fs::metadata(&dir) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(format!("{} is not a folder", dir.display())),
-        Err(e) => {
-            return Err(format!(
-                "{}: {e} (mount the shared volume there, or make the folder first)",
-                dir.display()
-            ));
-        }
-    }
-    let target = dir.join(LIBRARY);
-    if let Some(why) = unfit(target.as_os_str().as_bytes()) {
-        return Err(why);
-    }
-    write_new(&target, &bytes, 0o644, None)
-        .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
-    Ok(target)
-}
-
-/// Puts `bytes` at `path` with `mode` (and `owner`, uid and gid, when given): a new file beside it
-/// (never followed if it is a link), written, `fsync`ed, renamed over `path`, and the folder
-/// `fsync`ed.
-fn write_new(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .unwrap_or(OsStr::new("tmp"))
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.keepalive-shim-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-// ---- the file's lines: pure functions ----
-
-/// One entry of the loader's list: split on what glibc's rtld splits `/etc/ld.so.preload` on
-/// (space, tab, newline, ':'), after cutting `#` comments to the end of their line.
-fn entries(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let line = match line.iter().position(|&b| b == b'#') {
-        Some(at) => &line[..at],
-        None => line,
-    };
-    line.split(|b| matches!(b, b' ' | b'\t' | b'\n' | b':'))
-        .filter(|e| !e.is_empty())
-}
-
-/// The file's lines, each with its `\n` (the last one may have none).
-fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split_inclusive(|&b| b == b'\n')
-}
-
-/// Whether `line` names one file called libkeepalive_shim.so and nothing else: a line of ours.
-fn ours(line: &[u8]) -> Option<&[u8]> {
-    let mut it = entries(line);
-    let only = it.next()?;
-    (it.next().is_none() && is_library(only)).then_some(only)
-}
-
-fn is_library(entry: &[u8]) -> bool {
-    entry.rsplit(|&b| b == b'/').next() == Some(LIBRARY.as_bytes())
-}
-
-/// The text with `path` added: `None` when the loader already reads `path` from it (on any
-/// line). Otherwise `path` and a newline go first and every byte of `text` follows unchanged,
-/// so that [`remove`] gives back exactly `text`.
-pub fn add(text: &[u8], path: &[u8]) -> Option<Vec<u8>> {
-    if lines(text).any(|line| entries(line).any(|e| e == path)) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(path.len() + 1 + text.len());
-    out.extend_from_slice(path);
-    out.push(b'\n');
-    out.extend_from_slice(text);
-    Some(out)
-}
-
-/// What [`remove`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Removed {
-    /// The text without our lines; every other line byte for byte.
-    pub text: Vec<u8>,
-    /// The paths of the lines removed.
-    pub paths: Vec<Vec<u8>>,
-    /// Lines (numbered from 1) that name the library among other entries: kept.
-    pub mixed: Vec<usize>,
-}
-
-/// The text without the lines of ours (see [`ours`]).
-pub fn remove(text: &[u8]) -> Removed {
-    let mut out = Removed {
-        text: Vec::with_capacity(text.len()),
-        paths: Vec::new(),
-        mixed: Vec::new(),
-    };
-    for (n, line) in lines(text).enumerate() {
-        if let Some(path) = ours(line) {
-            out.paths.push(path.to_vec());
-        } else {
-            if entries(line).any(is_library) {
-                out.mixed.push(n + 1);
-            }
-            out.text.extend_from_slice(line);
-        }
-    }
-    out
-}
-
-/// Every entry naming the library: (line number from 1, path).
-fn named(text: &[u8]) -> Vec<(usize, Vec<u8>)> {
-    lines(text)
-        .enumerate()
-        .flat_map(|(n, line)| {
-            entries(line)
-                .filter(|e| is_library(e))
-                .map(move |e| (n + 1, e.to_vec()))
-        })
-        .collect()
-}
-
-/// Why `path` cannot go in `/etc/ld.so.preload`, naming the character.
-pub fn unfit(path: &[u8]) -> Option<String> {
-    let shown = String::from_utf8_lossy(path);
-    let shown = shown.escape_debug();
-    if path.first() != Some(&b'/') {
-        return Some(format!(
-            "the library path \"{shown}\" is not absolute: the loader would look for it \
-             relative to each program's working directory"
-        ));
-    }
-    for (at, &b) in path.iter().enumerate() {
-        let what = match b {
-            b' ' => "a space",
-            b'\t' => "a tab",
-            b'\n' => "a newline",
-            b':' => "a ':'",
-            b'#' => "a '#' (the loader reads the rest of the line as a comment)",
-            b'$' => "a '$' (the loader expands $LIB, $PLATFORM and $ORIGIN)",
-            0..0x20 | 0x7f => "a control character",
-            _ => continue,
-        };
-        return Some(format!(
-            "the library path \"{shown}\" has {what} at byte {at}: the loader splits \
-             {PRELOAD} and LD_PRELOAD on spaces, tabs, newlines and ':', and would load \
-             nothing; install the library under a path without them"
-        ));
-    }
-    None
-}
-
 // ---- the machine (or the tree under --root) ----
 
 /// The tree the command works on: `/`, or `--root DIR`.
@@ -362,32 +143,10 @@ impl Root {
 
 /// The library `enable` writes when no `--library` is given.
 fn default_library(root: &Root) -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(config::SHIM_LIBRARY) {
-        return Ok(PathBuf::from(path));
+    match &root.dir {
+        None => library::find(),
+        Some(dir) => library::find_in(dir),
     }
-    let mut candidates = Vec::new();
-    if root.dir.is_none()
-        && let Ok(exe) = std::env::current_exe()
-    {
-        let dir = exe.parent().unwrap_or(Path::new("/"));
-        for sub in [".", "../lib/keepalive-shim", "../lib"] {
-            candidates.push(dir.join(sub).join(LIBRARY));
-        }
-    }
-    candidates.push(PathBuf::from(INSTALLED));
-    for candidate in &candidates {
-        if root.host(candidate).is_file() {
-            return Ok(match root.dir {
-                None => fs::canonicalize(candidate).unwrap_or_else(|_| candidate.clone()),
-                Some(_) => candidate.clone(),
-            });
-        }
-    }
-    let list: Vec<String> = candidates.iter().map(|c| root.show(c)).collect();
-    Err(format!(
-        "cannot find {LIBRARY}: looked at {}; give --library PATH",
-        list.join(", ")
-    ))
 }
 
 /// The file and each folder above it must be root's and writable by no one else: the library
@@ -545,53 +304,6 @@ fn judge_probe(
     Ok(())
 }
 
-fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(io::Error::other(
-                "it is a symbolic link (not replaced; edit the file it points to)",
-            ));
-        }
-        Ok(meta) if !meta.is_file() => {
-            return Err(io::Error::other("it is not a regular file"));
-        }
-        Ok(_) => {}
-    }
-    fs::read(path).map(Some)
-}
-
-/// Holds an exclusive lock on the file's folder while the file is read and replaced.
-struct Lock {
-    _dir: File,
-}
-
-fn lock(dir: &Path) -> io::Result<Lock> {
-    let file = File::open(dir)?;
-    // SAFETY: flock on a descriptor we own; the lock goes with the descriptor.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Lock { _dir: file })
-}
-
-/// Replaces `path` with `text`: a new file in the same folder (the old file's mode and owner,
-/// else 0644 root), written, `fsync`ed, renamed over `path`, and the folder `fsync`ed.
-fn replace(path: &Path, text: &[u8]) -> io::Result<()> {
-    let old = fs::metadata(path).ok();
-    let mode = old
-        .as_ref()
-        .map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    write_new(path, text, mode, old.map(|m| (m.uid(), m.gid())))
-}
-
-/// Removes `path` and syncs its folder.
-fn remove_synced(path: &Path) -> io::Result<()> {
-    fs::remove_file(path)?;
-    File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-}
-
 /// Records that `enable` made the file (the folder made if needed).
 fn mark_created(root: &Root) -> io::Result<()> {
     let dir = root.host(STATE_DIR);
@@ -675,7 +387,7 @@ fn enable(args: &EnableArgs) -> ExitCode {
         Err(e) => return fail(format_args!("system enable: {}: {e}", path.display())),
     };
     let Some(text) = add(old.as_deref().unwrap_or_default(), bytes) else {
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "keepalive-shim is already on: {} names {} (it loads)",
             path.display(),
             library.display()
@@ -704,7 +416,7 @@ fn enable(args: &EnableArgs) -> ExitCode {
             path.display()
         ));
     }
-    crate::output::out(format_args!(
+    keepalive_shim_sys::output::out(format_args!(
         "keepalive-shim is on: {} names {}; programs started from now on load it (running \
          ones are unchanged); `keepalive-shim system disable` switches it off",
         path.display(),
@@ -724,7 +436,7 @@ fn disable(root: &Root) -> ExitCode {
         Ok(Some(old)) => old,
         Ok(None) => {
             let _ = unmark(root);
-            crate::output::out(format_args!(
+            keepalive_shim_sys::output::out(format_args!(
                 "keepalive-shim is off: there is no {}",
                 path.display()
             ));
@@ -761,7 +473,7 @@ fn disable(root: &Root) -> ExitCode {
         say!("system disable: {}: {e}", root.show(CREATED));
     }
     if removed.paths.is_empty() {
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "keepalive-shim is off: {} does not name {LIBRARY}; nothing changed",
             path.display()
         ));
@@ -772,7 +484,7 @@ fn disable(root: &Root) -> ExitCode {
         } else {
             "kept every other line".to_owned()
         };
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "keepalive-shim is off: removed {} from {}; {what}; programs started from now on do \
              not load it",
             paths.join(", "),
@@ -787,14 +499,14 @@ fn status(root: &Root) -> ExitCode {
     let old = match read_if_present(&path) {
         Ok(Some(old)) => old,
         Ok(None) => {
-            crate::output::out(format_args!("off: there is no {}", path.display()));
+            keepalive_shim_sys::output::out(format_args!("off: there is no {}", path.display()));
             return ExitCode::from(EXIT_OFF);
         }
         Err(e) => return fail(format_args!("system status: {}: {e}", path.display())),
     };
     let named = named(&old);
     if named.is_empty() {
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "off: {} does not name {LIBRARY}",
             path.display()
         ));
@@ -818,7 +530,7 @@ fn status(root: &Root) -> ExitCode {
         ));
     }
     out.push('\n');
-    crate::output::write_all(1, out.as_bytes());
+    keepalive_shim_sys::output::write_all(1, out.as_bytes());
     if all_load {
         ExitCode::SUCCESS
     } else {
@@ -829,195 +541,10 @@ fn status(root: &Root) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-
-    /// Bytes shown as a path, for the messages.
-    fn os(bytes: &[u8]) -> OsString {
-        OsString::from_vec(bytes.to_vec())
-    }
-
-    const LIB: &[u8] = b"/usr/lib/keepalive-shim/libkeepalive_shim.so";
-
-    #[test]
-    fn add_puts_the_line_first_and_keeps_every_other_byte() {
-        assert_eq!(add(b"", LIB).unwrap(), [LIB, b"\n"].concat());
-        let other = b"/opt/other.so\n# a comment\n\n  /lib/x.so:/lib/y.so";
-        let added = add(other, LIB).unwrap();
-        assert_eq!(added, [LIB, b"\n", other].concat());
-        assert!(added.ends_with(other), "every other byte, in order");
-    }
-
-    #[test]
-    fn add_is_idempotent_wherever_the_loader_reads_the_path() {
-        let once = add(b"/opt/other.so\n", LIB).unwrap();
-        assert_eq!(add(&once, LIB), None);
-        // Already named on a line of its own, or among others: nothing to add.
-        assert_eq!(add(&[b"/a.so ", LIB, b" /b.so\n"].concat(), LIB), None);
-        assert_eq!(add(&[b"/a.so:", LIB].concat(), LIB), None);
-        // In a comment the loader does not read it: added.
-        assert!(add(&[b"# ", LIB, b"\n"].concat(), LIB).is_some());
-        // Another copy is another path.
-        assert!(add(b"/opt/ka/libkeepalive_shim.so\n", LIB).is_some());
-    }
-
-    #[test]
-    fn remove_undoes_add_byte_for_byte() {
-        for before in [
-            &b""[..],
-            b"\n",
-            b"/opt/other.so",
-            b"/opt/other.so\n",
-            b"# comment\r\n/opt/other.so  \n\n\t/x.so\n",
-        ] {
-            let added = add(before, LIB).unwrap();
-            let removed = remove(&added);
-            assert_eq!(removed.text, before, "{:?}", os(before));
-            assert_eq!(removed.paths, [LIB.to_vec()]);
-            assert!(removed.mixed.is_empty());
-            // Removing again changes nothing.
-            let again = remove(&removed.text);
-            assert_eq!(again.text, before);
-            assert!(again.paths.is_empty());
-        }
-    }
-
-    #[test]
-    fn remove_takes_every_line_of_ours_and_nothing_else() {
-        let text = b"/a.so\n/opt/ka/libkeepalive_shim.so\n  /usr/lib/libkeepalive_shim.so \t\n\
-            /b.so /usr/lib/libkeepalive_shim.so\n# /c/libkeepalive_shim.so\n\
-            /d/libkeepalive_shim.so.1\n/e/libkeepalive_shim.so";
-        let removed = remove(text);
-        assert_eq!(
-            removed.text,
-            b"/a.so\n/b.so /usr/lib/libkeepalive_shim.so\n# /c/libkeepalive_shim.so\n\
-              /d/libkeepalive_shim.so.1\n"
-        );
-        assert_eq!(
-            removed.paths,
-            [
-                b"/opt/ka/libkeepalive_shim.so".to_vec(),
-                b"/usr/lib/libkeepalive_shim.so".to_vec(),
-                b"/e/libkeepalive_shim.so".to_vec(),
-            ]
-        );
-        assert_eq!(removed.mixed, [4], "the line with another entry is kept");
-    }
-
-    #[test]
-    fn a_file_of_ours_alone_ends_up_empty() {
-        assert!(remove(&[LIB, b"\n"].concat()).text.is_empty());
-        assert!(remove(LIB).text.is_empty());
-        assert!(remove(&[LIB, b"\n", LIB, b"\n"].concat()).text.is_empty());
-        let removed = remove(b"");
-        assert!(removed.text.is_empty() && removed.paths.is_empty());
-    }
-
-    #[test]
-    fn named_lists_every_entry_the_loader_reads() {
-        let text = [
-            b"/a.so\n",
-            LIB,
-            b"\n/b.so:/x/libkeepalive_shim.so # /y/libkeepalive_shim.so\n",
-        ]
-        .concat();
-        assert_eq!(
-            named(&text),
-            [(2, LIB.to_vec()), (3, b"/x/libkeepalive_shim.so".to_vec())]
-        );
-    }
-
-    #[test]
-    fn unfit_names_the_character() {
-        assert_eq!(unfit(LIB), None);
-        for (path, what) in [
-            (
-                &b"/opt/my libs/libkeepalive_shim.so"[..],
-                "a space at byte 7",
-            ),
-            (b"/opt/a:b/libkeepalive_shim.so", "a ':' at byte 6"),
-            (b"/opt/a\tb/libkeepalive_shim.so", "a tab at byte 6"),
-            (b"/opt/a\nb/libkeepalive_shim.so", "a newline at byte 6"),
-            (b"/opt/#/libkeepalive_shim.so", "a '#'"),
-            (b"/opt/$LIB/libkeepalive_shim.so", "a '$'"),
-            (b"libkeepalive_shim.so", "not absolute"),
-            (b"./libkeepalive_shim.so", "not absolute"),
-        ] {
-            let why = unfit(path).unwrap_or_default();
-            assert!(why.contains(what), "{:?}: {why}", os(path));
-        }
-    }
-
-    /// A new empty folder for one test, removed first if a killed run left it.
-    fn folder(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ks-system-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// The folder's entries, sorted.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn copy_library_writes_the_file_0644_and_replaces_it() {
-        let base = folder("copy");
-        let source = base.join("source.so");
-        fs::write(&source, b"\x7fELF first").unwrap();
-        fs::set_permissions(&source, fs::Permissions::from_mode(0o700)).unwrap();
-        let volume = base.join("volume");
-        fs::create_dir(&volume).unwrap();
-        let written = copy_into(&source, &volume).unwrap();
-        assert_eq!(written, volume.join(LIBRARY));
-        assert_eq!(fs::read(&written).unwrap(), b"\x7fELF first");
-        let mode = fs::metadata(&written).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o644);
-        // Again, with new contents: replaced, nothing else left in the folder.
-        fs::write(&source, b"\x7fELF second").unwrap();
-        assert_eq!(copy_into(&source, &volume).unwrap(), written);
-        assert_eq!(fs::read(&written).unwrap(), b"\x7fELF second");
-        assert_eq!(listing(&volume), [LIBRARY]);
-        fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn copy_library_refuses_and_writes_nothing() {
-        let base = folder("refuse");
-        let source = base.join("source.so");
-        fs::write(&source, b"\x7fELF").unwrap();
-        let why = copy_into(&source, &base.join("missing")).unwrap_err();
-        assert!(why.contains("mount the shared volume"), "{why}");
-        assert!(
-            !base.join("missing").exists(),
-            "a missing folder is not made"
-        );
-        let why = copy_into(&source, &source).unwrap_err();
-        assert!(why.contains("is not a folder"), "{why}");
-        let spaced = base.join("my volume");
-        fs::create_dir(&spaced).unwrap();
-        let why = copy_into(&source, &spaced).unwrap_err();
-        assert!(why.contains("a space"), "{why}");
-        let text = base.join("text.so");
-        fs::write(&text, b"not a library").unwrap();
-        let volume = base.join("volume");
-        fs::create_dir(&volume).unwrap();
-        let why = copy_into(&text, &volume).unwrap_err();
-        assert!(why.contains("not an ELF file"), "{why}");
-        let why = copy_into(&base.join("absent.so"), &volume).unwrap_err();
-        assert!(why.contains("absent.so"), "{why}");
-        assert!(listing(&volume).is_empty() && listing(&spaced).is_empty());
-        fs::remove_dir_all(&base).unwrap();
-    }
 
     #[test]
     fn the_probe_needs_exit_0_and_the_constructor() {
-        let lib = LIB;
+        let lib: &[u8] = b"/usr/lib/keepalive-shim/libkeepalive_shim.so";
         let init = b"      12:\tcalling init: /usr/lib/keepalive-shim/libkeepalive_shim.so\n";
         assert_eq!(judge_probe("/bin/true", lib, Some(0), init), Ok(()));
         let why = judge_probe("/bin/true", lib, Some(78), b"KEEPALIVE_STRICT is on\n").unwrap_err();

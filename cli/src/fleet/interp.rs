@@ -197,7 +197,7 @@ impl<'s> Run<'s> {
     /// Counter `i` of the counts map, for an 8-byte access at `addr`.
     fn counter(&mut self, addr: u64, size: usize) -> &mut u64 {
         let off = (addr & 0xffff_ffff) as usize;
-        assert!(size == 8 && off % 8 == 0, "counters are u64s");
+        assert!(size == 8 && off.is_multiple_of(8), "counters are u64s");
         &mut self.sock.counts[off / 8]
     }
 

@@ -19,11 +19,11 @@ use super::insn::Insn;
 use super::preflight::{self, Cgroup};
 use super::program::{self, Maps};
 use super::sys;
-use crate::config::{self, EX_CONFIG, Settings};
-use crate::metrics::{FleetCounts, FleetSeries, FleetSource};
-use crate::say;
+use keepalive_shim_observe::fleet::{FleetCounts, FleetSeries, FleetSource};
+use keepalive_shim_policy::config::{self, EX_CONFIG, Settings};
 use keepalive_shim_policy::decide::{Defaults, KERNEL_DEFAULTS};
 use keepalive_shim_policy::options::{COUNT, IDLE, INTERVAL};
+use keepalive_shim_sys::say;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -335,7 +335,7 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
         Err(e) => return fail(e),
     };
     // Bound before anything is attached: an address in use stops here.
-    let listener = match metrics.map(crate::metrics::listen).transpose() {
+    let listener = match metrics.map(crate::endpoint::listen).transpose() {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -363,11 +363,11 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
         ),
         None => "held by this process: detached when it stops".to_string(),
     };
-    crate::output::out(format_args!("attached to {}, {how}", cg.path.display()));
+    keepalive_shim_sys::output::out(format_args!("attached to {}, {how}", cg.path.display()));
     for line in &built.summary {
-        crate::output::out(format_args!("  {line}"));
+        keepalive_shim_sys::output::out(format_args!("  {line}"));
     }
-    crate::output::out(format_args!("  settings: {}", describe(&settings_json(&s))));
+    keepalive_shim_sys::output::out(format_args!("  settings: {}", describe(&settings_json(&s))));
     let ids = |in_place: bool| -> Vec<String> {
         existing
             .iter()
@@ -377,13 +377,13 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
     };
     let (updated, removed) = (ids(true), ids(false));
     if !updated.is_empty() {
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "  replaced the programs of the pinned links in place (link {})",
             updated.join(", ")
         ));
     }
     if !removed.is_empty() {
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "  detached keepalive-shim's earlier attachment (link {})",
             removed.join(", ")
         ));
@@ -497,7 +497,7 @@ fn attach_held(
 /// links are still attached (another `fleet attach` or `fleet detach`, or the cgroup's
 /// removal, ends them); then detaches and exits.
 fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)>) -> ExitCode {
-    crate::output::out(format_args!(
+    keepalive_shim_sys::output::out(format_args!(
         "running in the foreground; stop with SIGTERM or SIGINT"
     ));
     // SAFETY: a zeroed sigset_t is a valid argument to sigemptyset.
@@ -525,7 +525,14 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)
                 .collect()
         });
         std::thread::spawn(move || {
-            crate::metrics::serve_forever(listener, DEFAULT_MAX_PROCESSES, Some(read))
+            crate::endpoint::serve_forever(
+                listener,
+                keepalive_shim_observe::scrape::Budget {
+                    series: DEFAULT_MAX_PROCESSES,
+                    ..Default::default()
+                },
+                Some(read),
+            )
         });
     }
     let every = Duration::from_secs(2);
@@ -540,7 +547,7 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)
             for link in &links {
                 let _ = sys::link_detach(link.as_raw_fd());
             }
-            crate::output::out(format_args!(
+            keepalive_shim_sys::output::out(format_args!(
                 "detached from {} (signal {sig})",
                 cg.path.display()
             ));
@@ -631,12 +638,12 @@ pub fn detach(path: Option<&Path>, pin: Option<&Path>) -> ExitCode {
         }
     }
     if done.is_empty() {
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "nothing of keepalive-shim's was attached there"
         ));
     }
     for line in done {
-        crate::output::out(format_args!("{line}"));
+        keepalive_shim_sys::output::out(format_args!("{line}"));
     }
     ExitCode::SUCCESS
 }
@@ -711,16 +718,16 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
         .collect();
     let others = cg.as_ref().map(other_programs).unwrap_or_default();
     if as_json {
-        crate::output::out(format_args!("{}", Value::Array(rows)));
+        keepalive_shim_sys::output::out(format_args!("{}", Value::Array(rows)));
         return ExitCode::SUCCESS;
     }
     if rows.is_empty() {
         match &cg {
-            Some(cg) => crate::output::out(format_args!(
+            Some(cg) => keepalive_shim_sys::output::out(format_args!(
                 "No keepalive-shim program is attached to {} or above it.",
                 cg.path.display()
             )),
-            None => crate::output::out(format_args!(
+            None => keepalive_shim_sys::output::out(format_args!(
                 "No keepalive-shim program is attached on this machine."
             )),
         }
@@ -748,14 +755,14 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                 .map(|r| format!(" — {r}"))
                 .unwrap_or_default()
         };
-        crate::output::out(format_args!("{name} (cgroup id {id}){state}"));
+        keepalive_shim_sys::output::out(format_args!("{name} (cgroup id {id}){state}"));
         for r in &rows {
             let held = match (r["pin"].as_str(), r["pid"].as_u64()) {
                 (Some(pin), _) => format!("pinned under {pin}"),
                 (None, Some(pid)) => format!("held by process {pid}"),
                 _ => "held".to_string(),
             };
-            crate::output::out(format_args!(
+            keepalive_shim_sys::output::out(format_args!(
                 "  {:<11} link {:<5} program {:<5} {} instructions, {held}",
                 r["hook"].as_str().unwrap_or("?"),
                 r["link_id"],
@@ -763,7 +770,7 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                 r["instructions"]
             ));
         }
-        crate::output::out(format_args!(
+        keepalive_shim_sys::output::out(format_args!(
             "  settings: {}",
             describe(&rows[0]["settings"])
         ));
@@ -779,7 +786,7 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                         .collect()
                 })
                 .unwrap_or_default();
-            crate::output::out(format_args!(
+            keepalive_shim_sys::output::out(format_args!(
                 "  counted: {} outgoing and {} accepted connections configured, {} excluded; \
                  options left to the program: {}",
                 n("connections_configured"),
@@ -791,7 +798,7 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                     own.join(", ")
                 }
             ));
-            crate::output::out(format_args!(
+            keepalive_shim_sys::output::out(format_args!(
                 "  ended: {} by a retransmission timeout (exact), {} aborted from established \
                  (keepalive probes unanswered, or a reset: not told apart)",
                 n("connections_timed_out"),
@@ -800,7 +807,7 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
         }
     }
     for line in others {
-        crate::output::out(format_args!("{line}"));
+        keepalive_shim_sys::output::out(format_args!("{line}"));
     }
     ExitCode::SUCCESS
 }

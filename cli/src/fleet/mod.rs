@@ -17,7 +17,7 @@ mod preflight;
 mod program;
 mod sys;
 
-use crate::config::Settings;
+use keepalive_shim_policy::config::Settings;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

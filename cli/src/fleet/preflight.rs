@@ -23,7 +23,7 @@ pub const READ_BACK: (u32, u32) = (6, 1);
 
 /// The running kernel's version (major, minor), from `uname`.
 pub fn kernel() -> io::Result<(u32, u32)> {
-    let release = crate::os::kernel_release()?;
+    let release = keepalive_shim_sys::kernel::release()?;
     parse_release(&release).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -32,7 +32,7 @@ pub fn kernel() -> io::Result<(u32, u32)> {
     })
 }
 
-pub use crate::os::parse_release;
+pub use keepalive_shim_sys::kernel::parse_release;
 
 /// Why this kernel cannot run fleet mode with `force` (or `None`).
 pub fn kernel_problem(version: (u32, u32), force: bool) -> Option<String> {

@@ -16,6 +16,9 @@ pub const VERSION: u32 = 1;
 pub const LIBRARY_MAGIC: u64 = u64::from_le_bytes(*b"KASHCTRS");
 /// The supervisor's: "KASHSUPV".
 pub const SUPERVISOR_MAGIC: u64 = u64::from_le_bytes(*b"KASHSUPV");
+/// The name of the memfd the supervisor keeps its block in, as `/proc/PID/maps` shows it after
+/// `/memfd:`.
+pub const SUPERVISOR_MEMFD: &str = "keepalive-shim-supervisor-counters";
 
 /// TCP sockets on which the options were set (once per socket: where it was first met).
 pub const SOCKETS_CONFIGURED: usize = 0;

@@ -19,7 +19,7 @@ use keepalive_shim_policy::options::N;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The memfd's name, as `/proc/PID/maps` shows it after `/memfd:`.
-pub const NAME: &str = "keepalive-shim-supervisor-counters";
+pub use keepalive_shim_policy::counts::SUPERVISOR_MEMFD as NAME;
 
 #[repr(C)]
 struct Block {
@@ -81,6 +81,12 @@ impl Counters {
     /// mechanism counts by (`counts::counted`).
     pub fn applied(&self, event: Event<'_>, before: Known, plan: &Plan, refused: u8) {
         keepalive_shim_policy::counts::counted(event, before, plan, refused, |i| self.add(i));
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters::new()
     }
 }
 

@@ -26,32 +26,27 @@ fn fourth(value: &str) -> Option<u32> {
 
 /// The credentials in the text of a `/proc/TID/status` file.
 pub fn parse_status(status: &str) -> Option<Creds> {
-    let (mut fsuid, mut fsgid, mut groups) = (None, None, Vec::new());
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("Uid:") {
-            fsuid = fourth(v);
-        } else if let Some(v) = line.strip_prefix("Gid:") {
-            fsgid = fourth(v);
-        } else if let Some(v) = line.strip_prefix("Groups:") {
-            groups = v
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect();
-            // The last of the three lines: nothing else is needed.
-            break;
-        }
-    }
+    let status = keepalive_shim_sys::proc::Status::parse(status);
+    let groups = status
+        .field("Groups")?
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+        .collect();
     Some(Creds {
-        fsuid: fsuid?,
-        fsgid: fsgid?,
+        fsuid: fourth(status.field("Uid")?)?,
+        fsgid: fourth(status.field("Gid")?)?,
         groups,
     })
 }
 
 /// The credentials of thread `tid` (`thread-self` for this one).
 pub fn creds(tid: &str) -> io::Result<Creds> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
-    parse_status(&status).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+    let status = keepalive_shim_sys::proc::read_capped(
+        &format!("/proc/{tid}/status"),
+        keepalive_shim_sys::proc::SMALL,
+    )?;
+    parse_status(&String::from_utf8_lossy(&status))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
 /// What of a task's identity this thread cannot take: its cgroups (`/proc/TID/cgroup`, every
@@ -103,14 +98,14 @@ struct PidfdInfo {
 /// `PIDFD_INFO_CGROUPID`, and `PIDFD_GET_INFO` = `_IOWR(0xFF, 11, struct pidfd_info)`.
 const PIDFD_INFO_CGROUPID: u64 = 1 << 2;
 const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
-/// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread.
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+use keepalive_shim_sys::pidfd::PIDFD_THREAD;
+use keepalive_shim_sys::proc::read_small;
 
 /// The cgroup v2 id of thread `tid` (`PIDFD_GET_INFO`, Linux 6.13): one ioctl on a pidfd, where
 /// reading `/proc/TID/cgroup` makes the kernel write a path per hierarchy. `Err` on a kernel
 /// without it (ENOTTY, EINVAL) or for a thread that is gone.
 pub fn cgroup_id(tid: i32) -> io::Result<u64> {
-    let pidfd = crate::os::pidfd_open(tid, PIDFD_THREAD)?;
+    let pidfd = keepalive_shim_sys::pidfd::open(tid, PIDFD_THREAD)?;
     let mut info = PidfdInfo {
         mask: PIDFD_INFO_CGROUPID,
         ..PidfdInfo::default()
@@ -155,34 +150,6 @@ pub fn same_cgroup(tid: i32, mine: &str) -> io::Result<bool> {
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut buf = [0u8; CGROUP_MAX];
     Ok(read_small(path, &mut buf)? == mine.as_bytes())
-}
-
-/// The contents of a small file (`path` NUL-terminated) read into `buf` with raw calls; a file
-/// that fills the buffer is an error (it might go on).
-fn read_small<'a>(path: &str, buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
-    // SAFETY: `path` ends in NUL; a plain read-only open.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut len = 0;
-    let result = loop {
-        // SAFETY: the rest of `buf` is valid for writes.
-        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
-        if n < 0 {
-            break Err(io::Error::last_os_error());
-        }
-        if n == 0 {
-            break Ok(len);
-        }
-        len += n as usize;
-        if len == buf.len() {
-            break Err(io::Error::from_raw_os_error(libc::EFBIG));
-        }
-    };
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(fd) };
-    result.map(|len| &buf[..len])
 }
 
 fn setfsuid(uid: u32) -> u32 {
@@ -251,7 +218,7 @@ pub fn as_creds<T>(want: &Creds, mine: &Creds, f: impl FnOnce() -> T) -> io::Res
     setfsgid(mine.fsgid);
     if groups && setgroups(&mine.groups).is_err() {
         // This thread keeps the program's groups: every later socket would carry them.
-        crate::output::err(format_args!(
+        keepalive_shim_sys::output::err(format_args!(
             "keepalive-shim[{}]: cannot restore its own supplementary groups: {}",
             std::process::id(),
             io::Error::last_os_error()

@@ -20,8 +20,8 @@ mod serve;
 
 pub use filter::Trap;
 
-use crate::say;
 use keepalive_shim_policy::config::Settings;
+use keepalive_shim_sys::say;
 use notify::Listener;
 use serve::Server;
 use std::ffi::{CString, OsString};
@@ -30,6 +30,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
+
+/// The capability's bit number (`linux/capability.h`).
+const CAP_SYS_ADMIN: u32 = 21;
 
 /// How long the child may take to install its filter and make its probe call.
 const HANDSHAKE_MS: libc::c_int = 10_000;
@@ -52,12 +55,10 @@ pub struct Plan<'a> {
 /// `CAP_SYS_ADMIN` in its user namespace. Then setuid programs in the tree keep their
 /// privileges; without it, `no_new_privs` is set and they run without them.
 pub fn privileged() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 21) != 0)
+    keepalive_shim_sys::proc::Status::read("self")
+        .ok()
+        .and_then(|s| s.hex("CapEff"))
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// Why the child could not set up the filter, for the person: what to do instead.

@@ -41,8 +41,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 
-/// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread, not only a thread-group leader.
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+use keepalive_shim_sys::pidfd::PIDFD_THREAD;
+use keepalive_shim_sys::proc::namespace_inode;
 
 /// What went wrong in a way the person running the program should know (said once each).
 #[derive(Debug)]
@@ -136,7 +136,7 @@ pub struct Server {
     counters: Counters,
 }
 
-use crate::os::{fd_is_tcp, options as current, set_int as set};
+use keepalive_shim_sys::sockopt::{fd_is_tcp, options as current, set_int as set};
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
@@ -155,41 +155,6 @@ fn apply(fd: RawFd, plan: &Plan, skip: Option<usize>) -> u8 {
         }
     }
     failed
-}
-
-/// The `int` at `addr` in the memory of thread `tid`, read through the kernel.
-fn read_int(tid: i32, addr: u64) -> io::Result<c_int> {
-    let mut value: c_int = 0;
-    let local = libc::iovec {
-        iov_base: (&raw mut value).cast(),
-        iov_len: std::mem::size_of::<c_int>(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: std::mem::size_of::<c_int>(),
-    };
-    // SAFETY: `local` points at `value`, valid for writes of its size; the kernel checks
-    // `remote` against the other process's memory.
-    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
-    if n == std::mem::size_of::<c_int>() as isize {
-        Ok(value)
-    } else if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Err(io::Error::from_raw_os_error(libc::EFAULT))
-    }
-}
-
-/// The network-namespace inode of `path` (`/proc/self/ns/net`, `/proc/TID/ns/net`).
-fn netns_inode(path: &str) -> io::Result<u64> {
-    // The link reads `net:[INODE]`: half the cost of a stat of the namespace it names.
-    let link = std::fs::read_link(path)?;
-    link.to_str()
-        .and_then(|l| l.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok())
-        .map_or_else(
-            || std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
-            Ok,
-        )
 }
 
 impl Server {
@@ -241,7 +206,7 @@ impl Server {
 
     fn debug(&self, line: std::fmt::Arguments) {
         if self.settings.log >= LogLevel::Debug && !self.quiet {
-            crate::output::err(format_args!("keepalive-shim[{}]: {line}", self.me));
+            keepalive_shim_sys::output::err(format_args!("keepalive-shim[{}]: {line}", self.me));
         }
     }
 
@@ -255,7 +220,7 @@ impl Server {
             Trouble::Identity(_) => 4,
         };
         if !self.said[i] && self.settings.log >= LogLevel::Warn {
-            crate::output::err(format_args!(
+            keepalive_shim_sys::output::err(format_args!(
                 "keepalive-shim[{}]: warning: {trouble}",
                 self.me
             ));
@@ -392,7 +357,7 @@ impl Server {
         }
         // Made here, the socket would belong to this process's network namespace: it must be
         // the calling thread's.
-        let theirs = netns_inode(&format!("/proc/{tid}/ns/net"));
+        let theirs = namespace_inode(&format!("/proc/{tid}/ns/net"));
         let made = identity::as_creds(&creds, &self.mine, || match theirs {
             Ok(ino) if ino == self.netns.0 => Ok(make(domain, ty, protocol)),
             Ok(_) => self.make_in(call.tid, domain, ty, protocol),
@@ -532,7 +497,7 @@ impl Server {
         // SAFETY: back to the namespace this process started in.
         if unsafe { libc::setns(self.netns.1.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             // Every later socket would be made in the wrong place: better to stop here.
-            crate::output::err(format_args!(
+            keepalive_shim_sys::output::err(format_args!(
                 "keepalive-shim[{}]: cannot return to its own network namespace: {}",
                 self.me,
                 io::Error::last_os_error()
@@ -550,13 +515,13 @@ impl Server {
         if !self.listener.valid(id) {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        crate::os::pidfd_getfd(&pidfd, fd)
+        keepalive_shim_sys::pidfd::getfd(&pidfd, fd)
     }
 
     /// A pidfd for thread `tid`: `PIDFD_THREAD` where the kernel has it (6.9), else one for its
     /// thread group (whose leader shares the descriptor table of an ordinary thread).
     fn pidfd(&mut self, tid: i32) -> io::Result<OwnedFd> {
-        let open = crate::os::pidfd_open;
+        let open = keepalive_shim_sys::pidfd::open;
         if self.thread_pidfds {
             match open(tid, PIDFD_THREAD) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.thread_pidfds = false,
@@ -642,7 +607,7 @@ impl Server {
                 return Ok(None);
             }
             let now = current(raw)?;
-            let value = read_int(call.tid, call.args[3])?;
+            let value = keepalive_shim_sys::remote::read_int(call.tid, call.args[3])?;
             if value < opt.min || value > opt.max {
                 // The kernel refuses it, with the program's own errno: nothing follows.
                 return Ok(None);
@@ -826,24 +791,6 @@ mod tests {
         assert_eq!(
             text,
             "SO_KEEPALIVE=1 TCP_KEEPINTVL=10 TCP_KEEPCNT=3 (refused) TCP_USER_TIMEOUT=45000ms"
-        );
-    }
-
-    #[test]
-    fn a_namespace_inode_reads_from_its_link() {
-        use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        assert_eq!(netns_inode("/proc/self/ns/net").unwrap(), ino);
-    }
-
-    #[test]
-    fn the_programs_value_is_read_through_the_kernel() {
-        let value: c_int = 4242;
-        let me = std::process::id() as i32;
-        assert_eq!(read_int(me, (&raw const value) as u64).unwrap(), 4242);
-        assert!(
-            read_int(me, 8).is_err(),
-            "an unmapped address is an error, not a fault"
         );
     }
 }

@@ -7,7 +7,7 @@ use super::filter::Trap;
 
 /// This kernel's `(major, minor)`, or `None` when `uname` says something unexpected.
 pub fn running() -> Option<(u32, u32)> {
-    crate::os::kernel()
+    keepalive_shim_sys::kernel::version()
 }
 
 /// The oldest kernel each trap works on: `SECCOMP_ADDFD_FLAG_SEND` (5.14) for the socket trap;

@@ -31,6 +31,14 @@ pub fn out(args: fmt::Arguments) {
     line(1, args);
 }
 
+/// Prints `keepalive-shim: MESSAGE` to stderr; a failing stderr is no panic.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::err(format_args!("keepalive-shim: {}", format_args!($($arg)*)))
+    };
+}
+
 fn line(fd: libc::c_int, args: fmt::Arguments) {
     let mut text = String::new();
     let _ = text.write_fmt(args);
@@ -38,9 +46,43 @@ fn line(fd: libc::c_int, args: fmt::Arguments) {
     write_all(fd, text.as_bytes());
 }
 
+/// `text` with its control characters (C0, DEL, C1) and Unicode's direction overrides escaped:
+/// for names a process gives itself, which a terminal would otherwise obey (a colour, a cursor
+/// move, a forged line).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = match u32::from(c) {
+                n if n < 0x100 => write!(out, "\\x{n:02x}"),
+                n => write!(out, "\\u{{{n:x}}}"),
+            };
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_print_without_their_control_characters() {
+        assert_eq!(printable("python3"), "python3");
+        assert_eq!(
+            printable("x\x1b[31mred\nforged"),
+            "x\\x1b[31mred\\x0aforged"
+        );
+        assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(printable("caf\u{e9}"), "caf\u{e9}");
+    }
 
     #[test]
     fn a_closed_or_full_output_is_no_panic() {
