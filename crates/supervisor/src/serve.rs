@@ -29,13 +29,13 @@
 //!   on a TCP socket the call returns success without changing anything, so the configured
 //!   values stand.
 
-use super::counters::{self, Counters};
+use super::counters::Counters;
 use super::filter::Trap;
 use super::identity::{self, Context, Creds};
 use super::notify::{Call, Listener};
 use keepalive_shim_policy::config::{LogLevel, Settings};
-use keepalive_shim_policy::decide::{self, ALL, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
-use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index, values};
+use keepalive_shim_policy::decide::{self, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
+use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index};
 use libc::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -102,7 +102,6 @@ pub struct Server {
     pub listener: Listener,
     trap: Trap,
     settings: Settings,
-    values: [c_int; N],
     /// A fresh TCP socket's values here: what a socket has when nobody set an option.
     defaults: Defaults,
     /// This process's network namespace: its inode, and a descriptor to come back to it.
@@ -179,7 +178,6 @@ impl Server {
         Ok(Server {
             listener,
             trap,
-            values: values(&settings),
             settings,
             defaults: Defaults { fresh },
             netns: (ino, ns.into()),
@@ -388,12 +386,15 @@ impl Server {
                 return Ok(());
             }
         };
-        let mut failed = 0u8;
-        for (i, opt) in OPTIONS.iter().enumerate() {
-            if !set(fd.as_raw_fd(), opt.level, opt.name, self.values[i]) {
-                failed |= 1 << i;
-            }
-        }
+        // A socket nobody has set an option on: the decision every mechanism takes at socket().
+        let plan = decide::decide(
+            &self.settings,
+            Event::Made,
+            Known::FRESH,
+            &self.defaults,
+            |i| self.defaults.fresh[i],
+        );
+        let failed = apply(fd.as_raw_fd(), &plan, None);
         let cloexec = ty & libc::SOCK_CLOEXEC != 0;
         let installed = if self.killable {
             // Two steps: the program's thread, woken by the ADDFD, now waits for the answer
@@ -416,14 +417,9 @@ impl Server {
         };
         match installed {
             Ok(number) => {
-                // One atomic add (every option refused: not configured, as the library counts).
                 if !self.quiet {
-                    if failed != ALL {
-                        self.counters.add(counters::SOCKETS_CONFIGURED);
-                    }
-                    if failed != 0 {
-                        self.counters.refused(failed);
-                    }
+                    self.counters
+                        .applied(Event::Made, Known::FRESH, &plan, failed);
                 }
                 self.debug(format_args!(
                     "pid {}: fd {number}: new TCP socket ({}{}): {}",
@@ -438,7 +434,7 @@ impl Server {
                     } else {
                         format!(", uid {} gid {}", creds.fsuid, creds.fsgid)
                     },
-                    Shown(self.values.map(Some), failed)
+                    Shown(plan.set, failed)
                 ));
                 Ok(())
             }
