@@ -9,7 +9,7 @@ use crate::error::{Error, cut, shown};
 use crate::pod::{Skip, mutate_pod};
 use crate::{Config, Mutation};
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The only AdmissionReview version answered (the webhook configuration asks for it alone).
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -68,13 +68,13 @@ pub fn review(body: &[u8], cfg: &Config) -> Reviewed {
         .get("request")
         .and_then(|r| r.get("uid"))
         .and_then(Value::as_str);
-    let checked = check(&request);
+    let envelope = envelope(&request);
     let Some(uid) = uid else {
-        // Without a uid nothing can be answered; a wrong kind of document says more than that.
-        return fail(checked.err().unwrap_or(Error::NoUid));
+        // Nothing can be answered; a wrong kind of document says more than the missing uid.
+        return fail(envelope.err().unwrap_or(Error::NoUid));
     };
     let pod = name(&request);
-    let object = match checked {
+    let object = match envelope.and_then(pod_created) {
         Ok(object) => object,
         Err(error) => {
             let warnings = bounded(vec![format!(
@@ -112,8 +112,8 @@ pub fn review(body: &[u8], cfg: &Config) -> Reviewed {
     }
 }
 
-/// The pod in an AdmissionReview for a pod being created, or what is wrong with it.
-fn check(review: &Value) -> Result<&Value, Error> {
+/// The request of an `admission.k8s.io/v1` AdmissionReview, or what is wrong with the body.
+fn envelope(review: &Value) -> Result<&Map<String, Value>, Error> {
     let Some(fields) = review.as_object() else {
         return Err(Error::NotAdmissionReview(format!(
             "the body is {}, not an object",
@@ -129,9 +129,14 @@ fn check(review: &Value) -> Result<&Value, Error> {
             shown(text("kind"), 64)
         )));
     }
-    let Some(request) = fields.get("request").and_then(Value::as_object) else {
-        return Err(Error::NotAdmissionReview("it has no request object".into()));
-    };
+    fields
+        .get("request")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::NotAdmissionReview("it has no request object".into()))
+}
+
+/// The pod of a request about a pod being created, or what the request is about instead.
+fn pod_created(request: &Map<String, Value>) -> Result<&Value, Error> {
     let field = |outer: &str, inner: &str| {
         request
             .get(outer)
