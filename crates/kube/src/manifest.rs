@@ -205,6 +205,21 @@ fn documents(yaml: &str) -> Vec<Document<'_>> {
         }
         offset += line.len();
     }
+    // Directives (`%YAML 1.2`) come before the `---` of the document they belong to.
+    let mut i = 1;
+    while i < starts.len() {
+        let head = &yaml[starts[i - 1].0..starts[i].0];
+        let is_prefix = head.lines().any(|l| l.starts_with('%'))
+            && head.lines().all(|l| {
+                let l = l.trim();
+                l.is_empty() || l.starts_with('#') || l.starts_with('%')
+            });
+        if is_prefix {
+            starts.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     let mut out = Vec::with_capacity(starts.len());
     for (i, &(start, line)) in starts.iter().enumerate() {
         let end = starts.get(i + 1).map_or(yaml.len(), |&(next, _)| next);
@@ -274,5 +289,8 @@ mod tests {
         assert_eq!(docs[0].body(), "--- !!map\na: 1\n");
         assert!(documents("----\n")[0].marker.is_empty());
         assert_eq!(documents("").len(), 1);
+        let docs = documents("%YAML 1.2\n---\na: 1\n---\nb: 2\n");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].body(), "%YAML 1.2\n---\na: 1\n");
     }
 }
