@@ -20,9 +20,9 @@ pub const IMAGE_LIBRARY_DIR: &str = "usr/lib/keepalive-shim";
 /// The tool in the keepalive-shim image: the init container runs `TOOL copy-library MOUNT_PATH`.
 pub const IMAGE_TOOL: &str = "/usr/bin/keepalive-shim";
 
-/// The init container's user when none is configured: non-zero, as the restricted Pod Security
-/// Standard asks (the image is `FROM scratch` and names none); the `emptyDir` it writes into is
-/// writable by every user.
+/// The init container's user by default: non-zero, as the restricted Pod Security Standard asks
+/// (the image is `FROM scratch` and names none); the `emptyDir` it writes into is writable by
+/// every user.
 pub const DEFAULT_RUN_AS_USER: u32 = 65532;
 
 /// The largest AdmissionReview body read by default. The API server stores objects of at most
@@ -125,8 +125,11 @@ pub struct Config {
     pub delivery: Delivery,
     /// The init container's requests and limits ([`Delivery::Copy`] only).
     pub resources: Resources,
-    /// The init container's user ([`Delivery::Copy`] only); never 0.
-    pub run_as_user: u32,
+    /// The init container's user and group ([`Delivery::Copy`] only); never 0. `None` leaves
+    /// them to the platform: OpenShift's `restricted-v2` SCC refuses a user outside the
+    /// namespace's range and assigns one itself (the pod must then run on an image that names a
+    /// non-root user, or with such an SCC; `runAsNonRoot` stays).
+    pub run_as_user: Option<u32>,
     /// Where the volume is mounted in every container (and the init container).
     pub mount_path: String,
     /// The library's file name: what `copy-library` writes (always `libkeepalive_shim.so` for
@@ -143,7 +146,7 @@ impl Default for Config {
             pull_policy: PullPolicy::IfNotPresent,
             delivery: Delivery::Copy,
             resources: Resources::default(),
-            run_as_user: DEFAULT_RUN_AS_USER,
+            run_as_user: Some(DEFAULT_RUN_AS_USER),
             mount_path: DEFAULT_MOUNT_PATH.into(),
             library: LIBRARY_NAME.into(),
             max_body: DEFAULT_MAX_BODY,
@@ -193,7 +196,25 @@ impl Config {
                 return Err(Error::config(field, value, ACCEPT_QUANTITY));
             }
         }
-        if self.run_as_user == 0 {
+        // The API server refuses a pod whose request is above its limit: every pod would fail.
+        let r = &self.resources;
+        for (field, request, limit) in [
+            ("init container cpu request", &r.cpu_request, &r.cpu_limit),
+            (
+                "init container memory request",
+                &r.memory_request,
+                &r.memory_limit,
+            ),
+        ] {
+            if quantity(request) > quantity(limit) {
+                return Err(Error::config(
+                    field,
+                    request,
+                    &format!("at most the limit, {limit}"),
+                ));
+            }
+        }
+        if self.run_as_user == Some(0) {
             return Err(Error::config(
                 "init container user",
                 "0",
@@ -242,6 +263,38 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The value of a quantity [`is_quantity`] accepts (`10m` is 0.01, `16Mi` 16777216); 0 for
+/// anything else.
+fn quantity(text: &str) -> f64 {
+    let number = text
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b'.')
+        .count();
+    let (digits, suffix) = text.split_at(number);
+    let value: f64 = digits.parse().unwrap_or(0.0);
+    let scale = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => suffix
+            .get(1..)
+            .and_then(|e| e.parse::<i32>().ok())
+            .map_or(0.0, |e| 10f64.powi(e)),
+    };
+    value * scale
 }
 
 /// Whether `text` is a Kubernetes quantity without a sign: a number (`1`, `0.5`, `.5`, `1.`)
@@ -311,14 +364,14 @@ mod tests {
     #[test]
     fn every_bad_field_is_named_with_its_value() {
         type Change = fn(&mut Config);
-        let cases: [(Change, &str); 9] = [
+        let cases: [(Change, &str); 11] = [
             (|c| c.image = "a b".into(), "image \"a b\""),
             (|c| c.image = String::new(), "image \"\""),
             (
                 |c| c.resources.memory_limit = "32MB".into(),
                 "init container memory limit \"32MB\"",
             ),
-            (|c| c.run_as_user = 0, "init container user \"0\""),
+            (|c| c.run_as_user = Some(0), "init container user \"0\""),
             (|c| c.mount_path = "ka".into(), "mount path \"ka\""),
             (|c| c.mount_path = "/".into(), "mount path \"/\""),
             (
@@ -327,6 +380,14 @@ mod tests {
             ),
             (|c| c.library = "x/y.so".into(), "library \"x/y.so\""),
             (|c| c.max_body = 0, "largest request body \"0\""),
+            (
+                |c| c.resources.cpu_request = "0.2".into(),
+                "init container cpu request \"0.2\" is not at most the limit, 100m",
+            ),
+            (
+                |c| c.resources.memory_limit = "1e6".into(),
+                "init container memory request \"16Mi\" is not at most the limit, 1e6",
+            ),
         ];
         for (change, expected) in cases {
             let mut config = Config::default();

@@ -45,6 +45,9 @@ pub enum Skip {
     OptedOut,
     /// `spec.os.name: windows` or node selector `kubernetes.io/os: windows`. Not touched.
     Windows,
+    /// A node selector `kubernetes.io/arch` other than `amd64` or `arm64`, the architectures
+    /// the keepalive-shim image is built for (its init container could not start). Not touched.
+    Architecture,
     /// A volume named [`VOLUME`] or a container named [`INIT_CONTAINER`] that keepalive-shim did
     /// not add (for example the hand-made setup of `examples/kubernetes/deployment.yaml`). Not
     /// touched.
@@ -65,6 +68,7 @@ impl Skip {
         match self {
             Skip::OptedOut => "opted_out",
             Skip::Windows => "windows",
+            Skip::Architecture => "architecture",
             Skip::Conflict => "conflict",
             Skip::NoContainer => "no_container",
             Skip::AlreadyInjected => "already_injected",
@@ -141,6 +145,14 @@ fn mutate(pod: &mut Value, cfg: &Config, warnings: &mut Vec<String>) -> (Statuse
     };
     if windows(spec) {
         return skip(Skip::Windows);
+    }
+    if let Some(arch) = foreign_architecture(spec) {
+        warnings.push(format!(
+            "keepalive-shim left this pod alone: it selects nodes of architecture {}, and the \
+             keepalive-shim image has amd64 and arm64 only",
+            shown(arch, 32)
+        ));
+        return skip(Skip::Architecture);
     }
     let (Ok(volumes), Ok(inits), Ok(ephemeral)) = (
         array(spec.get("volumes")),
@@ -255,6 +267,15 @@ fn windows(spec: &Map<String, Value>) -> bool {
             spec.get("nodeSelector")
                 .and_then(|s| s.get("kubernetes.io/os")),
         )
+}
+
+/// The architecture the pod's node selector asks for, when the image has none for it.
+fn foreign_architecture(spec: &Map<String, Value>) -> Option<&str> {
+    let arch = spec
+        .get("nodeSelector")
+        .and_then(|s| s.get("kubernetes.io/arch"))
+        .and_then(Value::as_str)?;
+    (arch != "amd64" && arch != "arm64").then_some(arch)
 }
 
 /// Names the pod already uses for something keepalive-shim did not add, if any: our volume
@@ -394,10 +415,12 @@ fn inject_container(
         ));
     }
 
-    if !mounts
-        .iter()
-        .any(|m| named(m, VOLUME) && m.get("mountPath").and_then(Value::as_str) == Some(mount))
-    {
+    let at_mount = |m: &Value| {
+        m.get("mountPath")
+            .and_then(Value::as_str)
+            .is_some_and(|p| p.trim_end_matches('/') == mount)
+    };
+    if !mounts.iter().any(|m| named(m, VOLUME) && at_mount(m)) {
         mounts.push(json!({ "name": VOLUME, "mountPath": mount, "readOnly": true }));
     }
     fields.insert("env".into(), Value::Array(env));
@@ -430,19 +453,28 @@ fn init_container(cfg: &Config) -> Value {
             "requests": { "cpu": r.cpu_request, "memory": r.memory_request },
             "limits": { "cpu": r.cpu_limit, "memory": r.memory_limit },
         },
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": cfg.run_as_user,
-            "runAsGroup": cfg.run_as_user,
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
+        "securityContext": security_context(cfg.run_as_user),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{ "name": VOLUME, "mountPath": mount }],
     })
+}
+
+/// What the restricted Pod Security Standard asks of a container, and the user when one is
+/// configured.
+fn security_context(user: Option<u32>) -> Value {
+    let mut context = json!({
+        "runAsNonRoot": true,
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    });
+    if let Some(user) = user {
+        context["runAsUser"] = json!(user);
+        context["runAsGroup"] = json!(user);
+    }
+    context
 }
 
 /// Writes the status annotation: each container's status, as a JSON object by name.
@@ -472,5 +504,160 @@ fn write_status(pod: &mut Value, statuses: &Statuses) {
     }
     if let Some(annotations) = annotations.as_object_mut() {
         annotations.insert(STATUS.into(), Value::String(text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(container: Value) -> Value {
+        json!({ "metadata": { "name": "p" }, "spec": { "containers": [container] } })
+    }
+
+    fn env_of(mutation: &Mutation) -> Vec<(String, String)> {
+        mutation.pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let value = e["value"].as_str().unwrap_or("(valueFrom)");
+                (e["name"].as_str().unwrap().to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    fn status(mutation: &Mutation) -> String {
+        mutation.containers[0].1.to_string()
+    }
+
+    #[test]
+    fn ld_preload_gets_ours_first_once_and_the_last_entry_is_the_one() {
+        let config = Config::default();
+        let ours = config.library_path();
+        for (given, expected) in [
+            ("", ours.clone()),
+            ("  ", ours.clone()),
+            ("/a.so", format!("{ours}:/a.so")),
+            ("/a.so /b.so", format!("{ours}:/a.so /b.so")),
+            ("$(EXTRA)", format!("{ours}:$(EXTRA)")),
+            (&format!("/a.so:{ours}"), format!("/a.so:{ours}")),
+        ] {
+            let m = mutate_pod(
+                &pod(json!({ "name": "c", "env": [{ "name": "LD_PRELOAD", "value": given }] })),
+                &config,
+            );
+            assert_eq!(env_of(&m)[0], ("LD_PRELOAD".into(), expected), "{given:?}");
+        }
+        // Two entries of the same name: the kubelet uses the last, so that one is changed.
+        let m = mutate_pod(
+            &pod(json!({ "name": "c", "env": [
+                { "name": "LD_PRELOAD", "valueFrom": { "configMapKeyRef": { "name": "x", "key": "y" } } },
+                { "name": "LD_PRELOAD", "value": "/a.so" },
+            ] })),
+            &config,
+        );
+        assert_eq!(env_of(&m)[1].1, format!("{ours}:/a.so"));
+        // Another copy of the library, set up by hand: left to it.
+        let m = mutate_pod(
+            &pod(json!({ "name": "c", "env": [
+                { "name": "LD_PRELOAD", "value": "/opt/ka/libkeepalive_shim.so" }] })),
+            &config,
+        );
+        assert_eq!(m.skipped, Some(Skip::NoContainer));
+        assert_eq!(
+            status(&m),
+            "skipped: its LD_PRELOAD already names /opt/ka/libkeepalive_shim.so"
+        );
+    }
+
+    #[test]
+    fn mounts_are_never_doubled_nor_stacked() {
+        let config = Config::default();
+        // Ours already there, written with a trailing slash: not added again.
+        let ours = pod(json!({ "name": "c",
+            "env": [{ "name": "LD_PRELOAD", "value": config.library_path() }],
+            "volumeMounts": [{ "name": VOLUME, "mountPath": "/keepalive-shim/" }] }));
+        let m = mutate_pod(&ours, &config);
+        assert_eq!(
+            m.pod["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Another volume at our path, or below it: the container is left alone.
+        for path in ["/keepalive-shim", "/keepalive-shim/", "/keepalive-shim/sub"] {
+            let m = mutate_pod(
+                &pod(json!({ "name": "c",
+                    "volumeMounts": [{ "name": "data", "mountPath": path }] })),
+                &config,
+            );
+            assert_eq!(m.skipped, Some(Skip::NoContainer), "{path}");
+            assert!(status(&m).starts_with("skipped: another volume is mounted at"));
+        }
+        // Beside it is fine.
+        let m = mutate_pod(
+            &pod(json!({ "name": "c",
+                "volumeMounts": [{ "name": "data", "mountPath": "/keepalive-shim-data" }] })),
+            &config,
+        );
+        assert_eq!(m.skipped, None);
+    }
+
+    #[test]
+    fn names_in_use_leave_the_pod_alone() {
+        let config = Config::default();
+        let mut taken = pod(json!({ "name": INIT_CONTAINER }));
+        let m = mutate_pod(&taken, &config);
+        assert_eq!((m.skipped, m.changed), (Some(Skip::Conflict), false));
+        taken = pod(json!({ "name": "c" }));
+        taken["spec"]["initContainers"] = json!([{ "name": INIT_CONTAINER, "image": "x" }]);
+        assert_eq!(mutate_pod(&taken, &config).skipped, Some(Skip::Conflict));
+        taken = pod(json!({ "name": "c" }));
+        taken["spec"]["volumes"] = json!([{ "name": VOLUME, "configMap": { "name": "x" } }]);
+        assert_eq!(mutate_pod(&taken, &config).skipped, Some(Skip::Conflict));
+        // With an image volume, our emptyDir is someone else's.
+        let image = Config {
+            delivery: Delivery::ImageVolume,
+            ..Config::default()
+        };
+        taken["spec"]["volumes"] = json!([{ "name": VOLUME, "emptyDir": {} }]);
+        assert_eq!(mutate_pod(&taken, &image).skipped, Some(Skip::Conflict));
+    }
+
+    #[test]
+    fn platforms_without_an_image_are_left_alone() {
+        let config = Config::default();
+        for (selector, skip) in [
+            (
+                json!({ "kubernetes.io/os": "windows" }),
+                Some(Skip::Windows),
+            ),
+            (
+                json!({ "kubernetes.io/arch": "s390x" }),
+                Some(Skip::Architecture),
+            ),
+            (json!({ "kubernetes.io/arch": "arm64" }), None),
+            (json!({ "kubernetes.io/os": "linux" }), None),
+        ] {
+            let mut p = pod(json!({ "name": "c" }));
+            p["spec"]["nodeSelector"] = selector.clone();
+            let m = mutate_pod(&p, &config);
+            assert_eq!(m.skipped, skip, "{selector}");
+            assert_eq!(m.changed, skip.is_none());
+        }
+    }
+
+    #[test]
+    fn the_user_may_be_left_to_the_platform() {
+        let config = Config {
+            run_as_user: None,
+            ..Config::default()
+        };
+        let m = mutate_pod(&pod(json!({ "name": "c" })), &config);
+        let context = &m.pod["spec"]["initContainers"][0]["securityContext"];
+        assert_eq!(context["runAsNonRoot"], true);
+        assert!(context.get("runAsUser").is_none() && context.get("runAsGroup").is_none());
     }
 }
