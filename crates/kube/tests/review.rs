@@ -329,3 +329,18 @@ fn schema_validation_refuses_what_kubernetes_would() {
     let failures = validate(&[("image-volume".into(), image)], &["1.29.0"]).unwrap();
     assert!(failures.contains("image"), "{failures}");
 }
+
+/// For log lines: the namespace from the request (the pod's own may be empty), the name or the
+/// `generateName` the API server will complete.
+#[test]
+fn the_pod_is_named_for_logs_as_the_api_server_will_name_it() {
+    for (fixture, expected) in [
+        ("plain-replicaset", "shop/web-7d4b9c6f5d-*"),
+        ("no-volumes", "tools/debug"),
+    ] {
+        let reviewed = review(&read(&format!("{fixture}.json")), &Config::default());
+        assert_eq!(reviewed.pod, expected);
+    }
+    let reviewed = review(b"{", &Config::default());
+    assert_eq!(reviewed.pod, "");
+}
