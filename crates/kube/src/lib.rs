@@ -10,6 +10,12 @@
 //! volume mounted read-only at `/keepalive-shim`, `LD_PRELOAD` naming the library first, and the
 //! `KEEPALIVE_*` variables of the pod's `keepalive-shim.io/*` annotations. The annotation
 //! [`STATUS`] says what each container got. Pure computation: no I/O, no clock, no threads.
+//!
+//! For the entry points: build the [`Config`] from flags and call [`Config::check`] once (its
+//! error names the field, the value and what is accepted); then per request [`review`] (HTTP 200
+//! with [`Reviewed::response`], or 400 with the error when it is `None`) or per file [`inject`].
+//! Counters: [`Outcome::Injected`], [`Outcome::Skipped`] by [`Skip::reason`],
+//! [`Outcome::Failed`] by [`Error::kind`], and `Reviewed::warnings.len()`.
 
 mod annotations;
 mod config;
