@@ -6,6 +6,7 @@
 mod check;
 mod copy_library;
 mod fleet;
+mod inject;
 mod inspect;
 mod metrics;
 mod run;
@@ -15,6 +16,7 @@ mod system;
 // reaches a program, and the metrics endpoint.
 mod endpoint;
 mod library;
+mod mutation;
 mod preload_file;
 mod reach;
 
@@ -42,6 +44,7 @@ enum Command {
     Run(run::Args),
     Check(check::Args),
     CopyLibrary(copy_library::Args),
+    Inject(inject::Args),
     Inspect(inspect::Args),
     Fleet(fleet::Args),
     Metrics(metrics::Args),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
         Command::CopyLibrary(args) => copy_library::main(args),
+        Command::Inject(args) => inject::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Fleet(args) => fleet::main(args),
         Command::Metrics(args) => metrics::main(args),

@@ -18,6 +18,7 @@
 //! [`Outcome::Failed`] by [`Error::kind`], and `Reviewed::warnings.len()`.
 
 mod annotations;
+pub mod certs;
 mod config;
 mod error;
 mod manifest;
