@@ -229,7 +229,7 @@ fn run_warns_about_go_and_setuid_programs() {
     assert!(stderr(&out).contains("is a Go program"), "{}", stderr(&out));
 
     if !is_root() {
-        eprintln!("skipped the setuid case: needs root to give a file to another user");
+        unavailable::<()>("the setuid case: giving a file to another user needs root");
         return;
     }
     let setuid = c_program_with(&dir, "hi-setuid", false, "");
@@ -592,7 +592,7 @@ fn inspect_errors_are_clear() {
     );
 
     if !is_root() {
-        eprintln!("skipped the other-user case: needs root to switch user");
+        unavailable::<()>("the other-user case: switching user needs root");
         return;
     }
     // This (root) process, inspected by user nobody: its descriptors are not readable.
