@@ -67,8 +67,9 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     echo "dist.sh: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq -o DPkg::Lock::Timeout=600
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+        "${missing[@]}" >/dev/null
 fi
 installed=$(rustup target list --installed)
 for target in aarch64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do

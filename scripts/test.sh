@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests drive (curl, wget,
-# iproute2, gcc, python3 requests) when it is missing, then `cargo test` over the workspace.
-# Arguments are passed on to cargo test (for example a test name).
+# iproute2, gcc, python3 and requests, Docker, ...) when it is missing, then `cargo test` over the
+# workspace. Every test binary runs, also after one fails; the run fails at the end, and cargo's
+# last lines name the binaries that failed. Arguments are passed on to cargo test (for example a
+# test name).
+#
+# On a minimal Debian 12 (debootstrap minbase) the installs of this script, scripts/dist.sh,
+# scripts/rootfs.sh and scripts/dockerd.sh come to about 490 packages (535 MB downloaded, 2.3 GB
+# on disk; `apt-get -s` against that system's package list), and the caches under target/ (the
+# builds, a Debian bullseye tree, a Docker data root) to about 2.5 GB: run it in a VM or a
+# container of its own, as root. apt waits up to 10 minutes for another package manager's lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +22,13 @@ if ! echo 'int main(void){return 0;}' | gcc -static -x c - -o /dev/null 2>/dev/n
     || ! command -v nm >/dev/null; then
     missing+=(gcc libc6-dev binutils)
 fi
-command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v python3 >/dev/null || missing+=(python3)
+# requests, the one Python module the tests use that is not in the standard library: Debian's
+# package where python3 is Debian's (whose pip, when there is one, refuses to install into it).
+if ! python3 -c 'import requests' 2>/dev/null \
+    && { ! command -v python3 >/dev/null || [ "$(command -v python3)" = /usr/bin/python3 ]; }; then
+    missing+=(python3-requests)
+fi
 # PHP loads its curl extension with RTLD_DEEPBIND (tests/deepbind.rs). grep without -q reads
 # all of php -m, which pipefail would otherwise fail on SIGPIPE.
 command -v php >/dev/null && php -m 2>/dev/null | grep -x curl >/dev/null || missing+=(php-cli php-curl)
@@ -42,14 +56,23 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     echo "test.sh: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Waits for another apt or dpkg (unattended-upgrades on a fresh VM) instead of failing.
+    apt-get update -qq -o DPkg::Lock::Timeout=600
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+        "${missing[@]}" >/dev/null
 fi
 if ! python3 -c 'import requests' 2>/dev/null; then
-    echo "test.sh: installing python3 requests"
-    python3 -m pip install --quiet requests 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages requests
+    # A python3 that is not Debian's (pyenv, a virtual environment): its own pip.
+    python=$(command -v python3)
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "test.sh: $python cannot import requests and has no pip: install requests for it," \
+            "or put Debian's /usr/bin/python3 (apt-get install python3-requests) first on PATH" >&2
+        exit 1
+    fi
+    echo "test.sh: installing requests for $python with its pip"
+    python3 -m pip install --quiet requests
 fi
 
 scripts/dist.sh # the release artifacts, checked by tests/portable.rs (and the tools it uses)
-exec cargo test --workspace "$@"
+# --no-fail-fast: every test binary runs; cargo then exits non-zero and lists the failed ones.
+exec cargo test --workspace --no-fail-fast "$@"

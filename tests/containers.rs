@@ -5,8 +5,12 @@
 //! copies its files from that image) and the commands of `docs/image-check.md` run on it as
 //! printed, the dead-peer seed scenario with that image's unmodified entrypoint in the lab of
 //! `scripts/lab.sh`, and the Kubernetes pattern of `examples/kubernetes/` (the init container
-//! copies the library into a shared volume). Every test runs the same program with and without
-//! the library. They need root (and, the first time, the Debian mirror) and target/dist
+//! copies the library into a shared volume). Every command of the tool (`run` with python3 and a
+//! static program, `check -- python3`, `inspect`, `metrics`, `system status`;
+//! `tests/common/layout.rs`) runs inside two images: the example image (the tool in
+//! /usr/local/bin, the library in /usr/local/lib) and one holding the init-container image's own
+//! /usr/bin/keepalive-shim and /usr/lib/keepalive-shim/. Every test runs the same program with
+//! and without the library. They need root (and, the first time, the Debian mirror) and target/dist
 //! (`scripts/dist.sh`): without, they are skipped, except under `CI=true`. Containers get no
 //! network but `--network none`, plus the lab's link in the seed scenario.
 
@@ -14,6 +18,7 @@ mod common;
 
 use common::docker::{BASE_IMAGE, Container, Docker, docker};
 use common::lab::{FAST_KEEPALIVE, Lab};
+use common::layout::Layout;
 use common::rootfs::{Chroot, glibc_versions};
 use common::*;
 use std::ffi::OsStr;
@@ -29,6 +34,9 @@ const INIT_IMAGE: &str = concat!("keepalive-shim:", env!("CARGO_PKG_VERSION"));
 /// The init-container image with the library under test in place of the shipped one: what the
 /// example image copies its files from.
 const UNDER_TEST_IMAGE: &str = "keepalive-shim/under-test:test";
+/// The bullseye image with the init-container image's /usr copied in: its own layout,
+/// /usr/bin/keepalive-shim and /usr/lib/keepalive-shim/libkeepalive_shim.so.
+const INIT_LAYOUT_IMAGE: &str = "keepalive-shim/init-layout:test";
 
 const BOUND: f64 = 4.0;
 
@@ -755,4 +763,109 @@ fn image_check_commands_work_as_printed() {
             );
         }
     }
+}
+
+/// Every command of the tool inside a container of `image`, whose tool must find the library
+/// at `library` (`tests/common/layout.rs`): one container (`--network none`, the image's
+/// `LD_PRELOAD` emptied so that each program runs without the library unless under `run`),
+/// each command a `docker exec` in it, as a user types it there. `inspect` and `metrics` read
+/// other processes (`pidfd_getfd`, `process_vm_readv`), which Docker's default seccomp profile
+/// allows with CAP_SYS_PTRACE only; and `metrics` finds the library's counters through
+/// `/proc/PID/map_files`, which needs CAP_SYS_ADMIN (until the library publishes a locator
+/// mapping, Linux 5.17): the container gets both, as a user's would for these two commands.
+/// From the node, as root, they need nothing added.
+fn every_command_in(docker: &'static Docker, what: &str, image: &str, library: &str) {
+    let dir = scratch().join(docker.name("layout"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let client = build_c("options_client.c", &["-O2", "-static"]);
+    let _ = std::fs::copy(client, dir.join("options_client_static"));
+    let mount = format!("type=bind,source={},target=/ka,readonly", dir.display());
+    let container = docker.container("layout");
+    let label = docker.label();
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &container.name,
+        "--label",
+        &label,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_PTRACE",
+        "--cap-add",
+        "SYS_ADMIN",
+        "-e",
+        "LD_PRELOAD=",
+        "--mount",
+        &mount,
+        "--entrypoint",
+        "sleep",
+        image,
+        "infinity",
+    ]);
+    let exec = |args: &[&str]| {
+        let mut cmd = docker.cmd();
+        cmd.args(["exec", "-i", &container.name]).args(args);
+        cmd
+    };
+    Layout {
+        what,
+        tool: "keepalive-shim",
+        library,
+        static_client: "/ka/options_client_static",
+        dynamic_client: None,
+        exec: &exec,
+    }
+    .every_command();
+}
+
+/// The example image (`examples/docker/Dockerfile`: the tool in /usr/local/bin, the library in
+/// /usr/local/lib): every command.
+#[test]
+fn docker_example_image_every_command() {
+    let _t = Timer::new("docker_example_image_every_command");
+    let Some(docker) = docker() else { return };
+    let Some(image) = example_image(docker) else {
+        return;
+    };
+    every_command_in(
+        docker,
+        "the example image",
+        image,
+        "/usr/local/lib/libkeepalive_shim.so",
+    );
+}
+
+/// The init-container image's own layout (/usr/bin/keepalive-shim, and the library in
+/// /usr/lib/keepalive-shim/, as the packages install them), copied whole into the bullseye
+/// image: every command. Before the tool had one finder of the library, `run` exited 78 here.
+#[test]
+fn docker_init_image_layout_every_command() {
+    let _t = Timer::new("docker_init_image_layout_every_command");
+    let Some(docker) = docker() else { return };
+    let Some(init) = init_image(docker) else {
+        return;
+    };
+    let context = root().join("target/docker/init-layout");
+    let _ = std::fs::remove_dir_all(&context);
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {init} AS shim\nFROM {BASE_IMAGE}\nCOPY --from=shim /usr/ /usr/\n"),
+    )
+    .unwrap();
+    build(
+        docker,
+        &context.join("Dockerfile"),
+        &[],
+        INIT_LAYOUT_IMAGE,
+        &context,
+    );
+    every_command_in(
+        docker,
+        "the init image's layout",
+        INIT_LAYOUT_IMAGE,
+        "/usr/lib/keepalive-shim/libkeepalive_shim.so",
+    );
 }

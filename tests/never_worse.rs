@@ -392,7 +392,11 @@ fn psql_keepalives_0_with_an_exclusion_keeps_keepalive_off_while_other_connectio
     // library, not merely keepalive off.
     let tool = tool_beside_library();
     if !tool.is_file() {
-        eprintln!("keepalive-shim not built beside the library: options not read from the sockets");
+        unavailable::<()>(&format!(
+            "{} is missing (KEEPALIVE_SHIM_TEST_LIBRARY names a library built without the tool): \
+             the options not read from the sockets",
+            tool.display()
+        ));
         return;
     }
     let alone = options(&tool, pid(&without), DB);

@@ -5,14 +5,18 @@
 //! enable`, python3, a C client, `/bin/sh`, a setuid program and `su` run with the options,
 //! `system disable`, removal and purge: `/etc/ld.so.preload` ends as it was before, byte for
 //! byte (with a line of the site's own, and with no file at all), and nothing of the package is
-//! left. Also: what `enable` refuses (nothing written), and the packages' metadata (`dpkg-deb
-//! -I`, `rpm -qpi`, their file lists and scripts, lintian).
+//! left. Right after installing, every command of the tool as a user types it (`run` with python3,
+//! a C client and a static one, `check -- python3`, `inspect`, `metrics`, `system status`;
+//! `tests/common/layout.rs`), from each package and from the archive unpacked in `/opt`. Also:
+//! what `enable` refuses (nothing written), and the packages' metadata (`dpkg-deb -I`, `rpm
+//! -qpi`, their file lists and scripts, lintian).
 //!
 //! Needs root and target/dist (`scripts/dist.sh`, which also installs rpm and lintian): without,
 //! each test is skipped with a message, except under CI=true, where it fails.
 
 mod common;
 
+use common::layout::{Layout, PYTHON_CLIENT};
 use common::rootfs::{TreeCopy, gcc};
 use common::*;
 use std::collections::BTreeSet;
@@ -32,6 +36,8 @@ const STATE: &str = "/var/lib/keepalive-shim";
 const SITE_PRELOAD: &[u8] = b"# the site's own preload list\n/lib/x86_64-linux-gnu/libdl.so.2";
 /// `nobody`.
 const NOBODY: u32 = 65534;
+/// options_client.c linked statically (the host's gcc), in the tree.
+const STATIC_CLIENT: &str = "/tmp/options_client_static";
 
 /// Prints how long a test took, when it ends (also on failure).
 struct Timer(&'static str, Instant);
@@ -122,17 +128,8 @@ fn clients() -> &'static [PathBuf; 2] {
     })
 }
 
-/// A python3 client: the five options of a connected loopback socket, as JSON.
-const PYTHON_CLIENT: &str = "import json, socket
-s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)
-c = socket.create_connection(s.getsockname())
-T = socket.IPPROTO_TCP
-print(json.dumps(dict(keepalive=c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-    idle=c.getsockopt(T, socket.TCP_KEEPIDLE), interval=c.getsockopt(T, socket.TCP_KEEPINTVL),
-    count=c.getsockopt(T, socket.TCP_KEEPCNT), user_timeout=c.getsockopt(T, 18))))";
-
-/// A copy of the bullseye tree with the clients in /tmp (secure_probe setuid root) and, when
-/// given, the site's own /etc/ld.so.preload.
+/// A copy of the bullseye tree with the clients in /tmp (secure_probe setuid root, and
+/// options_client built static too) and, when given, the site's own /etc/ld.so.preload.
 struct Machine {
     tree: TreeCopy,
 }
@@ -144,6 +141,8 @@ impl Machine {
         std::fs::copy(client, tree.host("/tmp/options_client")).unwrap();
         std::fs::copy(secure, tree.host("/tmp/secure_probe")).unwrap();
         set_mode(&tree.host("/tmp/secure_probe"), 0o4755);
+        let static_client = build_c("options_client.c", &["-O2", "-static"]);
+        std::fs::copy(static_client, tree.host(STATIC_CLIENT)).unwrap();
         if let Some(text) = preload {
             std::fs::write(tree.host(PRELOAD), text).unwrap();
         }
@@ -318,6 +317,26 @@ impl Machine {
         std::fs::remove_file(&conf).unwrap();
     }
 
+    /// Every command of the tool at `tool` (a path or a name on PATH), which must find the
+    /// library at `library`, chrooted with /proc mounted, as a user runs them on this machine
+    /// (`tests/common/layout.rs`).
+    fn every_command(&self, what: &str, tool: &str, library: &str) {
+        let exec = |args: &[&str]| {
+            let mut cmd = self.tree.command_with_proc(args[0]);
+            cmd.args(&args[1..]);
+            cmd
+        };
+        Layout {
+            what,
+            tool,
+            library,
+            static_client: STATIC_CLIENT,
+            dynamic_client: Some("/tmp/options_client"),
+            exec: &exec,
+        }
+        .every_command();
+    }
+
     /// Paths of the tree (not /proc, /sys, /dev, /tmp, nor the package managers' own records).
     fn paths(&self) -> BTreeSet<PathBuf> {
         const SKIP: [&str; 9] = [
@@ -393,6 +412,15 @@ fn lifecycle(test: &'static str, kind: Kind, before: Option<&[u8]>) {
         assert!(m.host(file).is_file(), "{file} is not installed");
     }
     m.untouched("after installing");
+    if before.is_none() {
+        // Every command, as a user types it right after installing (`keepalive-shim run --
+        // python3` exited 78 from the packages before the tool had one finder of the library).
+        let what = match kind {
+            Kind::Deb => "the .deb",
+            Kind::Rpm => "the .rpm",
+        };
+        m.every_command(what, "keepalive-shim", LIB);
+    }
 
     // Inside the machine, as its administrator would: off.
     let status = run(m.cmd(TOOL, &["system", "status"]));
@@ -472,6 +500,44 @@ fn rpm_lifecycle_keeps_the_sites_own_preload_line() {
         Kind::Rpm,
         Some(SITE_PRELOAD),
     );
+}
+
+/// The archive as a user installs it by hand: unpacked in /opt, the tool linked into
+/// /usr/local/bin (on PATH); every command finds the library next to the tool's real file.
+#[test]
+fn archive_in_opt_every_command() {
+    let _t = timer("archive_in_opt_every_command");
+    // The archives come with the packages (and need no rpm).
+    let Some(dist) = dist(Some(Kind::Deb)) else {
+        return;
+    };
+    let Some(m) = Machine::new("archive_in_opt", None) else {
+        return;
+    };
+    let name = format!("keepalive-shim-{VERSION}-x86_64-linux");
+    std::fs::copy(
+        dist.join(format!("{name}.tar.gz")),
+        m.host("/tmp/keepalive-shim.tar.gz"),
+    )
+    .unwrap();
+    ok(
+        "tar -xzf",
+        m.cmd("tar", &["-xzf", "/tmp/keepalive-shim.tar.gz", "-C", "/opt"]),
+    );
+    let folder = format!("/opt/{name}");
+    ok(
+        "ln -s",
+        m.cmd(
+            "ln",
+            &["-s", &format!("{folder}/keepalive-shim"), "/usr/local/bin/"],
+        ),
+    );
+    let lib = format!("{folder}/libkeepalive_shim.so");
+    assert!(
+        std::fs::read(m.host(&lib)).unwrap() == std::fs::read(library()).unwrap(),
+        "the archive's library is not the tested one"
+    );
+    m.every_command("the archive in /opt", "keepalive-shim", &lib);
 }
 
 /// What `system enable` refuses, each time with a message naming the reason and nothing

@@ -7,6 +7,7 @@ use crate::library;
 use crate::reach::{self, Kind, Mode};
 use keepalive_shim_policy::config::{self, EX_CONFIG};
 use keepalive_shim_supervisor::{self as supervise, Plan, Trap, kernel};
+use keepalive_shim_sys::output::printable;
 use keepalive_shim_sys::{proc, say};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
@@ -168,6 +169,7 @@ pub fn main(args: Args) -> ExitCode {
         return ExitCode::from(EX_CONFIG as u8);
     }
 
+    notice(&program, &flags, Mode::Preload);
     let mut cmd = std::process::Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
     for (name, value) in &flags {
@@ -243,6 +245,7 @@ fn supervised(
     }
     if !s.enabled {
         // Nothing to do: the command runs as it is (with the library in `both`, which is off).
+        notice(&program.to_string_lossy(), flags, mode);
         return Ok(exec_plain(args, mode, flags));
     }
     if args.mode == Mode::Auto
@@ -321,6 +324,7 @@ fn supervised(
     // This process becomes the supervisor (the command its child): a nested `run` knows it is
     // covered.
     set(&mut vars, SUPERVISED, std::process::id().to_string().into());
+    notice(&program.to_string_lossy(), flags, mode);
     supervise::run(Plan {
         path,
         argv: &args.command,
@@ -329,6 +333,68 @@ fn supervised(
         trap,
         sync_wake_up: !args.no_sync_wake_up,
     })
+}
+
+/// One line on stderr saying what the program's connections get, so that a person who types
+/// `run` sees that it works: only when stderr is a terminal and the log level is not off.
+/// Pipes, scripts and log collectors get nothing from it: the program's stderr stays its own.
+fn notice(program: &str, flags: &[(&str, String)], mode: Mode) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    // The configuration as the library (and the supervisor) read it: the environment with the
+    // options given, then the system file.
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !flags.iter().any(|(name, _)| k == name))
+        .collect();
+    vars.extend(flags.iter().map(|(k, v)| (k.into(), v.into())));
+    let s = config::load_system(
+        &config::read_system_file(),
+        vars.iter()
+            .map(|(k, v)| (k.as_encoded_bytes(), v.as_encoded_bytes())),
+        false,
+    )
+    .settings;
+    if let Some(line) = notice_text(&printable(program), &s, mode) {
+        say!("{line}");
+    }
+}
+
+/// The notice's text for these settings (`None` when the log level is off).
+fn notice_text(program: &str, s: &config::Settings, mode: Mode) -> Option<String> {
+    if s.log < config::LogLevel::Warn {
+        return None;
+    }
+    if !s.enabled {
+        return Some(format!(
+            "{program}: KEEPALIVE_ENABLE is off: its connections are left as they are"
+        ));
+    }
+    let how = match mode {
+        Mode::Seccomp => "the seccomp supervisor",
+        Mode::Both => "the preload library and the seccomp supervisor",
+        _ => "the preload library",
+    };
+    let which = if s.has_rules() && mode != Mode::Seccomp {
+        "every TCP connection that KEEPALIVE_EXCLUDE and KEEPALIVE_INCLUDE do not leave alone"
+    } else {
+        "every TCP connection"
+    };
+    let user_timeout = match s.user_timeout_ms {
+        0 => "no user timeout (KEEPALIVE_USER_TIMEOUT=0)".to_owned(),
+        ms if ms % 1000 == 0 => format!("a {} s user timeout", ms / 1000),
+        ms => format!("a {ms} ms user timeout"),
+    };
+    let force = if s.force {
+        ", over the program's own settings"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{program}: {which} gets keepalive {} s + {} s x {} and {user_timeout}{force} ({how})",
+        s.idle_s, s.interval_s, s.count
+    ))
 }
 
 /// The PID of the supervisor whose filter this process is under, when `run` is nested in a
@@ -407,6 +473,31 @@ mod tests {
             with_library(Some(OsStr::new("")), lib),
             "/opt/ka/libkeepalive_shim.so"
         );
+    }
+
+    #[test]
+    fn the_notice_says_what_every_connection_gets() {
+        let mut s = config::Settings::default();
+        assert_eq!(
+            notice_text("python3", &s, Mode::Preload).unwrap(),
+            "python3: every TCP connection gets keepalive 30 s + 10 s x 3 and a 60 s user \
+             timeout (the preload library)"
+        );
+        s.user_timeout_ms = 1500;
+        s.force = true;
+        assert_eq!(
+            notice_text("./static", &s, Mode::Seccomp).unwrap(),
+            "./static: every TCP connection gets keepalive 30 s + 10 s x 3 and a 1500 ms user \
+             timeout, over the program's own settings (the seccomp supervisor)"
+        );
+        s.enabled = false;
+        assert!(
+            notice_text("x", &s, Mode::Both)
+                .unwrap()
+                .contains("KEEPALIVE_ENABLE is off")
+        );
+        s.log = config::LogLevel::Off;
+        assert_eq!(notice_text("x", &s, Mode::Both), None);
     }
 
     #[test]

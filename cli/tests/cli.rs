@@ -1,7 +1,8 @@
 //! The command-line tool against real processes: `run` with python3 and a statically linked C
 //! program, `check` against what the library itself prints (and against a system file, in a
 //! private mount namespace), `inspect` on python3 and curl with and without the library, and its
-//! errors for a missing PID and another user's process.
+//! errors for a missing PID and another user's process; what `run` says on a terminal (a
+//! pseudo-terminal) and in a pipe.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -104,6 +105,116 @@ fn run_rejects_bad_options_before_running_anything() {
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
     assert!(stderr(&out).contains("no-such-program-here: command not found"));
+}
+
+/// `cmd` run with its stderr on a new pseudo-terminal, as in a person's shell, stdout a pipe:
+/// its exit status, its stdout, and what it wrote on the terminal (`\r\n` read as `\n`).
+fn on_a_terminal(cmd: &mut Command) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: posix_openpt has no preconditions; the descriptor it returns is owned here.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(
+        master >= 0,
+        "posix_openpt: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `master` is a new descriptor that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `master` is an open pseudo-terminal master; `name` is writable for its length.
+    let ok = unsafe {
+        libc::grantpt(master.as_raw_fd()) == 0
+            && libc::unlockpt(master.as_raw_fd()) == 0
+            && libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) == 0
+    };
+    assert!(ok, "pseudo-terminal: {}", std::io::Error::last_os_error());
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name`.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path.to_str().unwrap())
+        .expect("open the terminal");
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(terminal.try_clone().unwrap())
+        .output()
+        .expect("run");
+    // The terminal is still open here (`terminal`): what was written waits, unread, in the
+    // master; read it without blocking.
+    // SAFETY: fcntl on a descriptor owned here.
+    unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut master = std::fs::File::from(master);
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        said.extend_from_slice(&buf[..n]);
+    }
+    drop(terminal);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&said).replace("\r\n", "\n"),
+    )
+}
+
+/// On a terminal, `run` says in one line what every connection gets, and by which mechanism,
+/// before the program's own stderr; with `KEEPALIVE_LOG=off`, and wherever stderr is not a
+/// terminal (a pipe, a log file), it says nothing and the program's stderr is its own.
+#[test]
+fn run_says_what_it_does_on_a_terminal_and_nothing_in_a_pipe() {
+    let own = ["sh", "-c", "echo mine >&2"];
+    let (status, _, said) = on_a_terminal(&mut cli(&[&["run", "--"][..], &own].concat(), &[]));
+    assert!(status.success(), "{said}");
+    assert_eq!(
+        said,
+        "keepalive-shim: sh: every TCP connection gets keepalive 30 s + 10 s x 3 and a 60 s user \
+         timeout (the preload library)\nmine\n"
+    );
+    let (_, _, said) = on_a_terminal(&mut cli(
+        &[&["run", "--idle", "45", "--"][..], &own].concat(),
+        &[],
+    ));
+    assert_eq!(
+        said,
+        "keepalive-shim: sh: every TCP connection gets keepalive 45 s + 10 s x 3 and a 75 s user \
+         timeout (the preload library)\nmine\n"
+    );
+    let (_, _, said) = on_a_terminal(&mut cli(
+        &[&["run", "--"][..], &own].concat(),
+        &[("KEEPALIVE_LOG", "off")],
+    ));
+    assert_eq!(said, "mine\n", "KEEPALIVE_LOG=off");
+    let out = cli(&[&["run", "--"][..], &own].concat(), &[])
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&out), "mine\n", "stderr a pipe");
+
+    // A static program: the supervisor.
+    let dir = tempdir("notice");
+    let stat = c_program(&dir, true);
+    let (status, stdout, said) =
+        on_a_terminal(&mut cli(&["run", "--", stat.to_str().unwrap()], &[]));
+    assert_eq!(
+        (status.code(), stdout.as_str()),
+        (Some(7), "hi\n"),
+        "{said}"
+    );
+    assert_eq!(
+        said,
+        format!(
+            "keepalive-shim: {}: every TCP connection gets keepalive 30 s + 10 s x 3 and a 60 s \
+             user timeout (the seccomp supervisor)\n",
+            stat.display()
+        )
+    );
 }
 
 #[test]
@@ -229,7 +340,7 @@ fn run_warns_about_go_and_setuid_programs() {
     assert!(stderr(&out).contains("is a Go program"), "{}", stderr(&out));
 
     if !is_root() {
-        eprintln!("skipped the setuid case: needs root to give a file to another user");
+        unavailable::<()>("the setuid case: giving a file to another user needs root");
         return;
     }
     let setuid = c_program_with(&dir, "hi-setuid", false, "");
@@ -592,7 +703,7 @@ fn inspect_errors_are_clear() {
     );
 
     if !is_root() {
-        eprintln!("skipped the other-user case: needs root to switch user");
+        unavailable::<()>("the other-user case: switching user needs root");
         return;
     }
     // This (root) process, inspected by user nobody: its descriptors are not readable.

@@ -235,7 +235,9 @@ fn gos_net_tests_pass_the_same_under_the_supervisor() {
     let Some((exe, dir)) = nettest() else { return };
     let netns = own_netns();
     if !netns {
-        eprintln!("no network namespace of its own (not root, or no unshare/ip): -test.short only");
+        unavailable::<()>(
+            "Go's tests beyond -test.short: a network namespace of their own needs root, unshare and ip",
+        );
     }
     let suite = Suite { exe, dir, netns };
     let (bare, bare_out, _) = suite.run(None, ".");

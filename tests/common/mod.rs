@@ -544,6 +544,7 @@ pub fn assert_between(what: &str, seconds: f64, low: f64, high: f64) {
 pub mod cgroup;
 pub mod docker;
 pub mod lab;
+pub mod layout;
 pub mod prometheus;
 pub mod rootfs;
 pub mod stress;

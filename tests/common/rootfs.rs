@@ -240,6 +240,19 @@ impl TreeCopy {
     /// `program` run chrooted into the copy with only `PATH` in its environment; as `uid` (and
     /// its group, no supplementary groups) when given.
     pub fn command(&self, uid: Option<u32>, program: impl AsRef<OsStr>) -> Command {
+        self.chrooted(uid, program, false)
+    }
+
+    /// `program` run chrooted into the copy as root, as on a booted machine: with `/proc`
+    /// mounted, in a private mount namespace of its own (entered between fork and exec, gone
+    /// with the last process in it), so that nothing is mounted on the host or left behind.
+    /// What needs it: the tool finds itself through `/proc/self/exe`, and `inspect`, `metrics`
+    /// and the supervisor read other processes there.
+    pub fn command_with_proc(&self, program: impl AsRef<OsStr>) -> Command {
+        self.chrooted(None, program, true)
+    }
+
+    fn chrooted(&self, uid: Option<u32>, program: impl AsRef<OsStr>, proc: bool) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_clear()
             .env(
@@ -248,10 +261,32 @@ impl TreeCopy {
             )
             .current_dir("/");
         let tree = CString::new(self.path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: chroot, chdir, setgroups, setgid and setuid are async-signal-safe, and the
-        // closure allocates nothing (the path was made before the fork).
+        let proc_dir = CString::new(self.host("/proc").as_os_str().as_bytes()).unwrap();
+        // SAFETY: unshare, mount, chroot, chdir, setgroups, setgid and setuid are
+        // async-signal-safe, and the closure allocates nothing (the paths were made before the
+        // fork).
         unsafe {
             cmd.pre_exec(move || {
+                if proc {
+                    let private = libc::MS_REC | libc::MS_PRIVATE;
+                    let null = std::ptr::null();
+                    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                    // After the first mount nothing mounted propagates back to the host's
+                    // namespace.
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(c"none".as_ptr(), c"/".as_ptr(), null, private, null.cast())
+                            != 0
+                        || libc::mount(
+                            c"proc".as_ptr(),
+                            proc_dir.as_ptr(),
+                            c"proc".as_ptr(),
+                            flags,
+                            null.cast(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::chroot(tree.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
