@@ -108,6 +108,8 @@ pub fn load() {
     // SAFETY: only the thread that won LOADING gets here, and no reader looks before `ready`.
     unsafe { *SETTINGS.value.get() = crate::copies::settings_for_this_copy(loaded.settings) };
     SETTINGS.ready.store(true, Ordering::Release);
+    #[cfg(not(test))]
+    crate::locator::publish();
 }
 
 /// Whether this process's own `LD_PRELOAD` names the library (its first occurrence counts, as

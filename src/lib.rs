@@ -5,7 +5,8 @@
 //! Layout: `hooks` (the exported detours, thin), `sockets` (deciding and applying the options),
 //! `descriptors` (what is known of each descriptor), `deepbind` (libraries loaded with
 //! `RTLD_DEEPBIND`), `copies` (two copies in one process), `log` (stderr lines without
-//! allocation), `init` (the load-time constructor), `real` (libc's functions behind the hooks),
+//! allocation), `init` (the load-time constructor), `locator` (where another process finds the
+//! counters), `real` (libc's functions behind the hooks),
 //! `errno`, `heap` (the host's malloc as the allocator of the `no_std` build). The configuration
 //! and the rules every mechanism shares are in the `keepalive-shim-policy` crate.
 
@@ -37,6 +38,10 @@ mod hooked;
 #[cfg(not(test))]
 mod hooks;
 mod init;
+// Where another process finds the counters: a named anonymous page (left out of unit-test
+// builds, which do not link as the library).
+#[cfg(not(test))]
+mod locator;
 pub mod log;
 mod quiet;
 mod real;
