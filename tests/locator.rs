@@ -27,16 +27,19 @@ use std::time::Duration;
 const PAGE: u64 = 4096;
 
 /// Makes one TCP socket (the library counts it), optionally forks, says `ready PID` (and the
-/// child `child PID`), prints whether keepalive is on, and waits for its stdin to close.
+/// child `child PID`), says whether keepalive is on, and waits for its stdin to close. Each line
+/// is one `write` (parent and child share the pipe).
 const PROGRAM: &str = r#"
 import os, socket, sys
+def say(*words):
+    os.write(1, (" ".join(map(str, words)) + "\n").encode())
 s = socket.socket()
-print("keepalive", s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), flush=True)
+say("keepalive", s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
 if "fork" in sys.argv and os.fork() == 0:
-    print("child", os.getpid(), flush=True)
+    say("child", os.getpid())
     sys.stdin.read()
     os._exit(0)
-print("ready", os.getpid(), flush=True)
+say("ready", os.getpid())
 sys.stdin.read()
 "#;
 
