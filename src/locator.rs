@@ -14,6 +14,7 @@
 
 use crate::counters::Counters;
 use keepalive_shim_policy::counts::{LOCATOR_LEN, LOCATOR_NAME, locator};
+use libc::c_long;
 
 /// The page's length (the kernel rounds a mapping up to whole pages).
 const PAGE: usize = 4096;
@@ -31,17 +32,19 @@ pub fn publish() {
     let _errno = crate::errno::Saved::now();
     let block = &raw const keepalive_shim_counters_of_this_copy;
     let bytes = locator(block as u64, core::mem::size_of::<Counters>() as u64);
+    // Every argument as a full machine word: `syscall` is variadic, and an `int` passed for a
+    // `long` parameter leaves the upper half of its register undefined.
     // SAFETY: a new private anonymous mapping at an address the kernel chooses; nothing else is
     // touched.
     let page = unsafe {
         libc::syscall(
             libc::SYS_mmap,
-            core::ptr::null_mut::<libc::c_void>(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
+            0 as c_long,
+            PAGE as c_long,
+            (libc::PROT_READ | libc::PROT_WRITE) as c_long,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as c_long,
+            -1 as c_long,
+            0 as c_long,
         )
     };
     if page == -1 || page == 0 {
@@ -52,14 +55,14 @@ pub fn publish() {
     // written; nothing else refers to it yet.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), page as *mut u8, LOCATOR_LEN) };
     // SAFETY: read-only from now on: the page is this module's alone.
-    unsafe { libc::syscall(libc::SYS_mprotect, page, PAGE, libc::PROT_READ) };
+    unsafe { libc::syscall(libc::SYS_mprotect, page, PAGE, libc::PROT_READ as c_long) };
     // SAFETY: names the mapping made above; the name is a NUL-terminated constant the kernel
     // copies.
     let named = unsafe {
         libc::syscall(
             libc::SYS_prctl,
-            libc::PR_SET_VMA,
-            libc::PR_SET_VMA_ANON_NAME,
+            libc::PR_SET_VMA as c_long,
+            libc::PR_SET_VMA_ANON_NAME as c_long,
             page,
             PAGE,
             LOCATOR_NAME.as_ptr(),

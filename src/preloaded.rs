@@ -66,10 +66,10 @@ impl CPath {
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_newfstatat,
-                libc::AT_FDCWD,
+                libc::AT_FDCWD as libc::c_long,
                 self.bytes.as_ptr(),
                 &raw mut st,
-                0,
+                0 as libc::c_long,
             )
         };
         (rc == 0).then_some(FileId {

@@ -369,7 +369,7 @@ pub(super) struct Slots {
 /// Changes the protection of whole pages: the caller owns what that does to their contents.
 pub(super) unsafe fn protect(start: usize, len: usize, prot: c_int) -> Result<(), c_int> {
     // SAFETY: the caller's contract.
-    let rc = unsafe { libc::syscall(libc::SYS_mprotect, start, len, prot) };
+    let rc = unsafe { libc::syscall(libc::SYS_mprotect, start, len, prot as libc::c_long) };
     if rc == 0 {
         Ok(())
     } else {
