@@ -370,12 +370,13 @@ fn main() {
         let r = compare(
             rounds,
             n,
-            // SAFETY: both are socket() and close() with libc's contracts.
             &mut || {
+                // SAFETY: socket() and close() with libc's contracts.
                 unsafe { (ours.close)(black_box((ours.socket)(domain, ty, 0))) };
                 0.0
             },
             &mut || {
+                // SAFETY: socket() with libc's contract.
                 close(black_box(unsafe { libc::socket(domain, ty, 0) }));
                 0.0
             },
@@ -386,12 +387,13 @@ fn main() {
     let r = compare(
         rounds,
         n,
-        // SAFETY: dup and close of stdin's descriptor, with libc's contracts.
         &mut || {
+            // SAFETY: dup and close of stdin's descriptor, with libc's contracts.
             unsafe { (ours.close)(black_box((ours.dup)(0))) };
             0.0
         },
         &mut || {
+            // SAFETY: as above, libc's own.
             unsafe { libc::close(black_box(libc::dup(0))) };
             0.0
         },
@@ -400,12 +402,13 @@ fn main() {
     let r = compare(
         rounds,
         n,
-        // SAFETY: F_GETFL on stdin's descriptor.
         &mut || {
+            // SAFETY: F_GETFL on stdin's descriptor.
             black_box(unsafe { (ours.fcntl)(0, libc::F_GETFL, 0) });
             0.0
         },
         &mut || {
+            // SAFETY: as above, libc's own.
             black_box(unsafe { libc::fcntl(0, libc::F_GETFL) });
             0.0
         },

@@ -5,7 +5,8 @@
 # symbol versions it needs. Installs hyperfine, valgrind and Debian's libkeepalive0 (for the same
 # measurement of a peer) when missing. Prints Markdown on stdout, and on stderr what it is doing
 # before each long step. About four minutes on 2 cores.
-# KEEPALIVE_SHIM_BENCH_BEFORE=path/to/lib.so also measures an earlier build's per-call rows.
+# KEEPALIVE_SHIM_BENCH_BEFORE=path/to/lib.so also measures an earlier build: its per-call rows,
+# its /bin/true start-up and instructions, and its size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,10 +50,10 @@ echo
 echo "| program | without | with the library | difference |"
 echo "|---|---|---|---|"
 startup() {
-    local name=$1 runs=$2
+    local name=$1 runs=$2 lib=${STARTUP_LIB:-$LIB}
     shift 2
     hyperfine --style none --shell=none --warmup 20 --runs "$runs" --export-json "$WORK/h.json" \
-        "env LD_PRELOAD= $*" "env LD_PRELOAD=$LIB $*" >/dev/null 2>&1
+        "env LD_PRELOAD= $*" "env LD_PRELOAD=$lib $*" >/dev/null 2>&1
     python3 - "$WORK/h.json" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
@@ -65,6 +66,9 @@ PY
 }
 startup "/bin/true" 2000 /bin/true
 startup "python3 -c pass" 300 "$PYTHON" -c pass
+if [ -n "${KEEPALIVE_SHIM_BENCH_BEFORE:-}" ]; then
+    STARTUP_LIB=$KEEPALIVE_SHIM_BENCH_BEFORE startup "/bin/true, the earlier build" 2000 /bin/true
+fi
 
 echo
 say "instructions at start-up: about 20 s (callgrind)"
@@ -86,6 +90,10 @@ echo "|---|---|"
 echo "| /bin/true | $plain |"
 echo "| /bin/true with the library (loading, relocation, constructor) | $with (+$((with - plain))) |"
 echo "| the constructor alone (reads the environment and /etc/keepalive-shim.conf, resolves the real functions) | $ctor |"
+if [ -n "${KEEPALIVE_SHIM_BENCH_BEFORE:-}" ]; then
+    before=$(LD_PRELOAD=$KEEPALIVE_SHIM_BENCH_BEFORE count /bin/true)
+    echo "| /bin/true with the earlier build $KEEPALIVE_SHIM_BENCH_BEFORE | $before (+$((before - plain))) |"
+fi
 
 echo
 echo "## The release library"
@@ -97,6 +105,10 @@ needed=$(readelf -d "$LIB" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '
 echo "| size | exports | needs | newest glibc symbol version |"
 echo "|---|---|---|---|"
 echo "| $size bytes | $exports| $needed| $glibc |"
+if [ -n "${KEEPALIVE_SHIM_BENCH_BEFORE:-}" ]; then
+    echo
+    echo "The earlier build: $(stat -c %s "$KEEPALIVE_SHIM_BENCH_BEFORE") bytes."
+fi
 
 echo
 say "fleet mode: about 40 s (scripts/fleet-bench.sh)"
@@ -112,4 +124,5 @@ echo
 say "the seccomp supervisor: about 60 s (scripts/bench-supervise.sh)"
 echo "## keepalive-shim run --mode seccomp (the supervisor)"
 echo
-scripts/bench-supervise.sh
+# KEEPALIVE_SHIM_BENCH_BEFORE names an earlier library here, an earlier tool there: not passed on.
+env -u KEEPALIVE_SHIM_BENCH_BEFORE scripts/bench-supervise.sh

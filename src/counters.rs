@@ -4,9 +4,10 @@
 //!
 //! The counters are relaxed atomics in one static block (no allocation, no lock, no system
 //! call: one `lock add` on the paths that count), published under the exported symbol
-//! [`keepalive_shim_counters`] so another process can find and read them: `keepalive-shim
-//! inspect` and `keepalive-shim metrics` look the symbol up in the `.dynsym` of the library file
-//! `/proc/PID/maps` shows, and read the block at that address with `process_vm_readv`.
+//! [`keepalive_shim_counters`] so another process can find and read them with
+//! `process_vm_readv`: through the locator page `locator.rs` names `keepalive-shim-counters`
+//! (found in `/proc/PID/maps` by that name, no file opened), or, where the kernel cannot name it,
+//! by the symbol's value in the `.dynsym` of the library file `/proc/PID/maps` shows.
 //!
 //! The layout is fixed (`repr(C)`): [`MAGIC`], [`VERSION`], the number of counters that follow,
 //! then the counters, by the indices below. A counter added later goes at the end (`len` grows,
@@ -85,6 +86,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Counters, version), 8);
         assert_eq!(core::mem::offset_of!(Counters, len), 12);
         assert_eq!(core::mem::offset_of!(Counters, values), 16);
+        assert_eq!(core::mem::size_of::<Counters>(), counts::BLOCK_SIZE);
         assert_eq!(keepalive_shim_counters.magic, MAGIC);
         assert_eq!(keepalive_shim_counters.len as usize, LEN);
         assert_eq!(LEN, 13);

@@ -52,7 +52,8 @@ pub fn settings() -> Option<&'static Settings> {
 /// Reads the configuration (`/etc/keepalive-shim.conf`, and the environment unless the process
 /// runs in secure mode), reports its problems and publishes the settings, once per process.
 /// In strict mode a problem ends the process with status 78 before `main` runs, if the
-/// program's own `LD_PRELOAD` gave it the library: never through `/etc/ld.so.preload`.
+/// program's own `LD_PRELOAD` gave it the library (named this very file): never through
+/// `/etc/ld.so.preload`.
 pub fn load() {
     if LOADING.swap(true, Ordering::AcqRel) {
         return;
@@ -108,14 +109,16 @@ pub fn load() {
     // SAFETY: only the thread that won LOADING gets here, and no reader looks before `ready`.
     unsafe { *SETTINGS.value.get() = crate::copies::settings_for_this_copy(loaded.settings) };
     SETTINGS.ready.store(true, Ordering::Release);
+    #[cfg(not(test))]
+    crate::locator::publish();
 }
 
-/// Whether this process's own `LD_PRELOAD` names the library (its first occurrence counts, as
-/// with `getenv`).
+/// Whether this process's own `LD_PRELOAD` names this copy's file (its first occurrence counts,
+/// as with `getenv`): by device and inode (`preloaded.rs`).
 fn given_by_environment() -> bool {
     config::environ_entries()
         .find_map(|entry| entry.strip_prefix(b"LD_PRELOAD="))
-        .is_some_and(keepalive_shim_policy::preload::names_library)
+        .is_some_and(crate::preloaded::names_this_copy)
 }
 
 #[cfg(not(test))]

@@ -5,9 +5,11 @@
 //! Layout: `hooks` (the exported detours, thin), `sockets` (deciding and applying the options),
 //! `descriptors` (what is known of each descriptor), `deepbind` (libraries loaded with
 //! `RTLD_DEEPBIND`), `copies` (two copies in one process), `log` (stderr lines without
-//! allocation), `init` (the load-time constructor), `real` (libc's functions behind the hooks),
-//! `errno`, `heap` (the host's malloc as the allocator of the `no_std` build). The configuration
-//! and the rules every mechanism shares are in the `keepalive-shim-policy` crate.
+//! allocation), `init` (the load-time constructor), `locator` (where another process finds the
+//! counters), `preloaded` (whether the program's own `LD_PRELOAD` names this copy's file),
+//! `real` (libc's functions behind the hooks), `errno`, `heap` (the host's malloc as the
+//! allocator of the `no_std` build). The configuration and the rules every mechanism shares
+//! are in the `keepalive-shim-policy` crate.
 
 // The shipped library (built with panic = "abort") is no_std: std's panic machinery alone (a
 // backtrace symbolizer) was over half of its size. cargo builds the crate with unwinding for test
@@ -37,7 +39,13 @@ mod hooked;
 #[cfg(not(test))]
 mod hooks;
 mod init;
+// Where another process finds the counters: a named anonymous page (left out of unit-test
+// builds, which do not link as the library).
+#[cfg(not(test))]
+mod locator;
 pub mod log;
+// Whether the program's own LD_PRELOAD gave it this copy, by the file's device and inode.
+mod preloaded;
 mod quiet;
 mod real;
 pub mod sockets;

@@ -9,6 +9,10 @@
 //! (`Known::from_kernel`), as the supervisor and fleet mode do. The common paths decide from the
 //! table with atomic loads and no system call: `connect()` on a socket `socket()` configured,
 //! and every call on a UDP or UNIX socket.
+//!
+//! The debug lines' words for what a plan did are the policy crate's (`show.rs`), shared with the
+//! seccomp supervisor; only the destination (`Peer`, read from the program's memory) is
+//! formatted here.
 
 use crate::config::LogLevel;
 use crate::config::Settings;
@@ -22,8 +26,9 @@ use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use keepalive_shim_policy::decide::{
     self, ALL, Defaults, Event, KERNEL_DEFAULTS, Known, Plan, Reason,
 };
-use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index, values};
+use keepalive_shim_policy::options::{N, OPTIONS, is_tcp, option_index, values};
 use keepalive_shim_policy::rules::Destination;
+use keepalive_shim_policy::show::{Made, Outcome, Refused, SetRefused, Sets};
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 
 /// Asks the kernel whether `fd` is a TCP socket (for descriptors `socket()` never returned).
@@ -37,23 +42,6 @@ pub fn fd_is_tcp(fd: c_int) -> bool {
 /// The settings in force, or `None` when keepalive-shim is disabled or not yet loaded.
 fn active() -> Option<&'static Settings> {
     crate::init::settings().filter(|s| s.enabled)
-}
-
-/// The options a kernel refused, as a mask over [`OPTIONS`], and the errno of the last refusal
-/// (kept here because the caller puts the program's errno back before any debug line is
-/// written).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Refused {
-    pub mask: u8,
-    pub errno: c_int,
-}
-
-impl Refused {
-    pub const NONE: Refused = Refused { mask: 0, errno: 0 };
-
-    pub fn any(self) -> bool {
-        self.mask != 0
-    }
 }
 
 /// Sets the options of `mask` (bits over [`OPTIONS`]) to `values` on `fd`. A failure (EPERM
@@ -173,16 +161,11 @@ pub fn after_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     remember(fd, &plan, failed);
     counters::applied(Event::Made, Known::FRESH, &plan, failed.mask);
     debug!(
-        "fd {fd}: new TCP socket ({}): {}",
-        if domain == libc::AF_INET6 {
-            "IPv6"
-        } else {
-            "IPv4"
-        },
-        Applied {
-            values: values(s),
-            mask: plan.mask(),
-            failed,
+        "fd {fd}: {}",
+        Made {
+            ipv6: domain == libc::AF_INET6,
+            plan: &plan,
+            refused: failed,
         }
     );
 }
@@ -244,7 +227,7 @@ fn connect_slow(fd: c_int, s: &Settings, addr: *const sockaddr, len: socklen_t) 
         Outcome {
             plan: &plan,
             known,
-            failed
+            refused: failed,
         }
     );
 }
@@ -291,12 +274,14 @@ pub fn after_setsockopt(fd: c_int, level: c_int, name: c_int, rc: c_int, before:
 
 #[inline(never)]
 fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int, before: Before) {
-    let label = OPTIONS[index].label;
     let _errno = errno::Saved::now();
     if rc != 0 {
         debug!(
-            "fd {fd}: the program's {label} was refused by the kernel ({}); nothing changed",
-            Errno(errno::get())
+            "fd {fd}: {}",
+            SetRefused {
+                index,
+                errno: errno::get()
+            }
         );
         return;
     }
@@ -310,11 +295,11 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int, before: Bef
     }
     // The program's value, for the debug lines only: read before FORCE replaces it, and not
     // at all (no system call) when no debug line will be written.
-    let theirs = Shown(if log::enabled(LogLevel::Debug) {
-        real::get_int(fd, OPTIONS[index].level, OPTIONS[index].name)
+    let theirs = if log::enabled(LogLevel::Debug) {
+        real::get_int(fd, OPTIONS[index].level, OPTIONS[index].name).ok()
     } else {
-        Err(0)
-    });
+        None
+    };
     let plan = decide::decide(
         s,
         Event::Set(index),
@@ -325,28 +310,15 @@ fn setsockopt_slow(fd: c_int, s: &Settings, index: usize, rc: c_int, before: Bef
     let failed = apply_plan(fd, &plan);
     remember(fd, &plan, failed);
     counters::applied(Event::Set(index), known, &plan, failed.mask);
-    match plan.reason {
-        Reason::Forced => debug!(
-            "fd {fd}: the program sets {label}{theirs}; {}",
-            SetBack(values(s)[index], failed)
-        ),
-        Reason::Follows => debug!(
-            "fd {fd}: the program sets {label}{theirs}; its value stands, and {}",
-            Following(plan.set[USER_TIMEOUT].unwrap_or(0), failed)
-        ),
-        _ if plan.is_empty() => {
-            debug!("fd {fd}: the program sets {label}{theirs}; its value stands")
+    debug!(
+        "fd {fd}: {}",
+        Sets {
+            index,
+            theirs,
+            plan: &plan,
+            refused: failed,
         }
-        _ => debug!(
-            "fd {fd}: the program sets {label}{theirs}; its value stands; a TCP socket not \
-             configured yet: {}",
-            Applied {
-                values: plan.set.map(|v| v.unwrap_or(0)),
-                mask: plan.mask(),
-                failed
-            }
-        ),
-    }
+    );
 }
 
 /// After the real `accept()`/`accept4()`: the accepted socket inherited the listener's options,
@@ -392,7 +364,7 @@ fn accept_slow(fd: c_int) {
         Outcome {
             plan: &plan,
             known,
-            failed
+            refused: failed,
         }
     );
 }
@@ -440,141 +412,6 @@ pub fn after_dup(from: c_int, new: c_int) {
 pub fn after_fcntl(fd: c_int, cmd: c_int, rc: c_int) {
     if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
         after_dup(fd, rc);
-    }
-}
-
-/// The decision at `connect()`, applied, for debug lines.
-struct Outcome<'a> {
-    plan: &'a Plan,
-    known: Known,
-    failed: Refused,
-}
-
-impl fmt::Display for Outcome<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let applied = Applied {
-            values: self.plan.set.map(|v| v.unwrap_or(0)),
-            mask: self.plan.mask(),
-            failed: self.failed,
-        };
-        match self.plan.reason {
-            Reason::Excluded if self.plan.is_empty() => write!(
-                f,
-                "{}; left as it is (the library had set nothing on it)",
-                Reason::Excluded
-            ),
-            Reason::Excluded => write!(
-                f,
-                "{}; back to the kernel's defaults: {applied}",
-                Reason::Excluded
-            ),
-            Reason::Forced if self.known.configured => {
-                write!(f, "applied again (KEEPALIVE_FORCE): {applied}")
-            }
-            Reason::Late | Reason::Forced => {
-                write!(
-                    f,
-                    "a TCP socket not made by socket(), configured: {applied}"
-                )
-            }
-            other => write!(f, "{other}"),
-        }
-    }
-}
-
-/// Option values set, for debug lines: `NAME=VALUE` for each set, then what failed.
-struct Applied {
-    values: [c_int; N],
-    mask: u8,
-    failed: Refused,
-}
-
-impl fmt::Display for Applied {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (i, opt) in OPTIONS.iter().enumerate() {
-            if self.mask & !self.failed.mask & (1 << i) == 0 {
-                continue;
-            }
-            if !first {
-                f.write_str(" ")?;
-            }
-            first = false;
-            let unit = if i == USER_TIMEOUT { "ms" } else { "" };
-            write!(f, "{}={}{unit}", opt.label, self.values[i])?;
-        }
-        if first {
-            f.write_str("nothing set")?;
-        }
-        if self.mask & ALL != ALL && self.mask != 0 {
-            f.write_str(" (the program's own values for the rest)")?;
-        }
-        if self.failed.any() {
-            f.write_str("; the kernel refused")?;
-            for (i, opt) in OPTIONS.iter().enumerate() {
-                if self.failed.mask & (1 << i) != 0 {
-                    write!(f, " {}", opt.label)?;
-                }
-            }
-            write!(
-                f,
-                " ({}): the socket works without",
-                Errno(self.failed.errno)
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// `=VALUE` of an option value read back from the socket, or nothing when unreadable.
-struct Shown(Result<c_int, c_int>);
-
-impl fmt::Display for Shown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Ok(v) => write!(f, "={v}"),
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-/// Ours set again under FORCE, or why not.
-struct SetBack(c_int, Refused);
-
-impl fmt::Display for SetBack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.1.any() {
-            write!(
-                f,
-                "its value stands: the kernel refused ours, {} ({})",
-                self.0,
-                Errno(self.1.errno)
-            )
-        } else {
-            write!(f, "set back to {} (KEEPALIVE_FORCE)", self.0)
-        }
-    }
-}
-
-/// The user timeout made to follow the program's keepalive, or why not.
-struct Following(c_int, Refused);
-
-impl fmt::Display for Following {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.1.any() {
-            write!(
-                f,
-                "TCP_USER_TIMEOUT could not follow it: the kernel refused {}ms ({})",
-                self.0,
-                Errno(self.1.errno)
-            )
-        } else {
-            write!(
-                f,
-                "TCP_USER_TIMEOUT is now {}ms, following the keepalive in effect",
-                self.0
-            )
-        }
     }
 }
 
@@ -634,32 +471,11 @@ impl fmt::Display for Peer {
     }
 }
 
-/// An errno value by name where it is one a socket option call gives.
-struct Errno(c_int);
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.0 {
-            libc::EPERM => "EPERM",
-            libc::EACCES => "EACCES",
-            libc::EBADF => "EBADF",
-            libc::EFAULT => "EFAULT",
-            libc::EINVAL => "EINVAL",
-            libc::ENOTSOCK => "ENOTSOCK",
-            libc::ENOPROTOOPT => "ENOPROTOOPT",
-            libc::EOPNOTSUPP => "EOPNOTSUPP",
-            libc::ENOSYS => "ENOSYS",
-            other => return write!(f, "errno {other}"),
-        };
-        f.write_str(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::DEFAULT;
-    use keepalive_shim_policy::options::{IDLE, INTERVAL};
+    use keepalive_shim_policy::options::{IDLE, INTERVAL, USER_TIMEOUT};
 
     fn tcp_socket(domain: c_int, ty: c_int) -> c_int {
         // SAFETY: plain socket call with constant arguments.

@@ -423,3 +423,59 @@ fn no_system_file_stops_the_machine() {
         );
     }
 }
+
+/// Strict mode stops only a program whose own `LD_PRELOAD` gave it the library, and that is
+/// judged by the file (device and inode), not by its name: a program whose `LD_PRELOAD` names
+/// another file called `libkeepalive_shim.so`, while the library came from `/etc/ld.so.preload`,
+/// runs on; one whose `LD_PRELOAD` names the library under another name is stopped.
+#[test]
+fn strict_mode_knows_the_library_by_its_file_not_by_its_name() {
+    let Some(p) = programs() else { return };
+    let vars = [("KEEPALIVE_STRICT", "1"), ("KEEPALIVE_IDLE", "abc")];
+    fn with<'a>(vars: &[(&'a str, &'a str)], ld_preload: &'a Path) -> Vec<(&'a str, &'a str)> {
+        let mut all = vars.to_vec();
+        all.push(("LD_PRELOAD", ld_preload.to_str().unwrap()));
+        all
+    }
+    // Another library (a harmless one of the tests) under the library's file name.
+    let other_dir = p.dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    std::fs::set_permissions(&other_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other = other_dir.join("libkeepalive_shim.so");
+    std::fs::copy(
+        build_c("deepbind_dep.c", &["-O2", "-shared", "-fPIC"]),
+        &other,
+    )
+    .unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The library under another name.
+    let renamed = p.dir.join("renamed.so");
+    let _ = std::fs::remove_file(&renamed);
+    std::os::unix::fs::symlink(library(), &renamed).unwrap();
+
+    // From /etc/ld.so.preload, with LD_PRELOAD naming the other file: runs on, saying why.
+    let out = run_as_nobody(p, &p.plain, &[preload_file()], &with(&vars, &other));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(five(&json(&out)), OURS);
+    assert!(
+        stderr(&out)
+            .contains("strict mode stops only programs given the library by their own environment"),
+        "{}",
+        stderr(&out)
+    );
+    // LD_PRELOAD naming the library under another name, with or without /etc/ld.so.preload
+    // (the loader loads the one file once): stopped before main.
+    for files in [&[][..], &[preload_file()][..]] {
+        let out = run_as_nobody(p, &p.plain, files, &with(&vars, &renamed));
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert!(
+            stderr(&out).contains("KEEPALIVE_STRICT is on: exiting with status 78"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // And by its own path, as ever.
+    let out = run_as_nobody(p, &p.plain, &[], &with(&vars, library()));
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+}

@@ -17,3 +17,4 @@ pub mod options;
 pub mod preload;
 pub mod rules;
 pub mod settings;
+pub mod show;

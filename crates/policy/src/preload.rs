@@ -1,7 +1,7 @@
-//! What `LD_PRELOAD` and `/etc/ld.so.preload` can carry, and whether a process was given the
-//! library by its own `LD_PRELOAD`: the loader splits both on spaces and colons (and the file on
-//! any whitespace), so a path holding one of them names other files, and the program then runs
-//! without the library, with only the loader's error line to say so.
+//! What `LD_PRELOAD` and `/etc/ld.so.preload` can carry, and the entries of an `LD_PRELOAD`: the
+//! loader splits both on spaces and colons (and the file on any whitespace), so a path holding
+//! one of them names other files, and the program then runs without the library, with only the
+//! loader's error line to say so.
 
 /// The library's file name, as `LD_PRELOAD` names it.
 pub const LIBRARY_NAME: &str = "libkeepalive_shim.so";
@@ -23,13 +23,14 @@ pub fn char_name(c: char) -> &'static str {
     }
 }
 
-/// Whether the value of `LD_PRELOAD` names this library (an entry whose file name is
-/// [`LIBRARY_NAME`]): the process was given it by its own environment, not by
-/// `/etc/ld.so.preload`.
-pub fn names_library(ld_preload: &[u8]) -> bool {
+/// The entries of an `LD_PRELOAD` value, in order, as the loaders split it (glibc on spaces and
+/// colons, musl on whitespace and colons; tabs and line breaks are taken as separators too), the
+/// empty ones left out. Whether an entry is this library is a question of the file it names
+/// (device and inode), not of its name: the library asks it (`src/preloaded.rs`).
+pub fn entries(ld_preload: &[u8]) -> impl Iterator<Item = &[u8]> {
     ld_preload
         .split(|b| matches!(b, b' ' | b':' | b'\t' | b'\n'))
-        .any(|entry| entry.rsplit(|&b| b == b'/').next() == Some(LIBRARY_NAME.as_bytes()))
+        .filter(|entry| !entry.is_empty())
 }
 
 #[cfg(test)]
@@ -48,11 +49,18 @@ mod tests {
     }
 
     #[test]
-    fn ld_preload_names_the_library_by_file_name() {
-        assert!(names_library(b"/opt/ka/libkeepalive_shim.so"));
-        assert!(names_library(b"/a.so:/x/libkeepalive_shim.so /b.so"));
-        assert!(names_library(b"libkeepalive_shim.so"));
-        assert!(!names_library(b"/a.so:/x/libkeepalive_shim.so.bak"));
-        assert!(!names_library(b""));
+    fn ld_preload_entries_are_split_as_the_loaders_split_them() {
+        let split: Vec<&[u8]> = entries(b" /a.so:/x/libkeepalive_shim.so /b.so\t/c.so::").collect();
+        assert_eq!(
+            split,
+            [
+                &b"/a.so"[..],
+                b"/x/libkeepalive_shim.so",
+                b"/b.so",
+                b"/c.so"
+            ]
+        );
+        assert_eq!(entries(b"").count(), 0);
+        assert_eq!(entries(b" : ").count(), 0);
     }
 }
