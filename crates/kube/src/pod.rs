@@ -8,7 +8,7 @@
 use crate::annotations::{self, Choice, STATUS};
 use crate::config::{Config, Delivery, IMAGE_TOOL};
 use crate::error::shown;
-use keepalive_shim_policy::preload::names_library;
+use keepalive_shim_policy::preload::LIBRARY_NAME;
 use serde_json::{Map, Value, json};
 use std::fmt;
 
@@ -367,7 +367,11 @@ fn inject_container(
             };
             let entries: Vec<&str> = value.split([':', ' ']).filter(|e| !e.is_empty()).collect();
             if !entries.contains(&library) {
-                if let Some(other) = entries.iter().find(|e| names_library(e.as_bytes())) {
+                // Another copy of the library, by its file name: the webhook sees no files.
+                if let Some(other) = entries
+                    .iter()
+                    .find(|e| e.rsplit('/').next() == Some(LIBRARY_NAME))
+                {
                     return Err(format!(
                         "its LD_PRELOAD already names {}",
                         shown(other, 128)
