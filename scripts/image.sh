@@ -11,12 +11,12 @@
 # Each platform's image is FROM scratch, one gzip layer:
 #   /usr/bin/keepalive-shim                          0755 0:0   the static tool, the entrypoint
 #   /usr/lib/keepalive-shim/libkeepalive_shim.so     0644 0:0   the library
-#   /keepalive-shim/                                 0755 65532:65532, empty: the mount point
+#   /keepalive-shim/                                 0777 0:0, empty: the mount point
 # and runs as 65532:65532 (distroless's "nonroot"), so a pod passes the restricted Pod Security
 # Standard with `runAsNonRoot: true`. The default command `copy-library /keepalive-shim` copies
-# the library into the volume mounted there: a Kubernetes emptyDir (world-writable), or a Docker
-# volume, which Docker creates with the image folder's owner, so 65532 may write it (run as
-# root, `--user 0`, for old recipes: it works the same).
+# the library into the volume mounted there: a Kubernetes emptyDir (0777), or a Docker volume,
+# which Docker makes with the owner and mode of the image's folder: 0777 as an emptyDir, so any
+# user may write it, 65532 or root (old recipes, `--user 0`) even with every capability dropped.
 #
 # Who reads what:
 # - containerd (`ctr images import --all-platforms`, kind, k3s, Docker with the containerd image
@@ -70,15 +70,13 @@ platform() {
 # size), config_DEBARCH, layer_DEBARCH (digests)
 image() {
     local arch=$1 from=$2 tree=$layout/tree-$1 out diff layer layer_size config config_size
-    install -d -m 0755 "$tree/usr/bin" "$tree/usr/lib/keepalive-shim" "$tree/keepalive-shim"
+    install -d -m 0755 "$tree/usr/bin" "$tree/usr/lib/keepalive-shim"
+    install -d -m 0777 "$tree/keepalive-shim"
     install -m 0755 "$from/keepalive-shim" "$tree/usr/bin/keepalive-shim"
     install -m 0644 "$from/libkeepalive_shim.so" "$tree/usr/lib/keepalive-shim/libkeepalive_shim.so"
     find "$tree" -exec touch -h -d "@$epoch" {} +
-    # Two owners: the mount point is the user's, everything else root's. Each tar call sorts
-    # its names, and keepalive-shim/ sorts before usr/: the whole layer is in name order.
-    local common=(-C "$tree" --format=gnu --sort=name --mtime="@$epoch" --numeric-owner)
-    tar "${common[@]}" --owner="$nonroot" --group="$nonroot" -cf "$layout/layer" keepalive-shim
-    tar "${common[@]}" --owner=0 --group=0 -rf "$layout/layer" usr
+    tar -C "$tree" --format=gnu --sort=name --mtime="@$epoch" --owner=0 --group=0 \
+        --numeric-owner -cf "$layout/layer" keepalive-shim usr
     rm -rf "$tree"
     diff=$(sha256sum <"$layout/layer" | cut -d' ' -f1)
     gzip -9n "$layout/layer"

@@ -381,8 +381,8 @@ fn check_layout(layout: &Unpacked) -> (String, Vec<(String, PlatformImage)>) {
 
 /// The archive against the OCI image-spec and the release folders: one index, two platforms,
 /// each FROM scratch with one layer holding the very files of its release folder (the tool
-/// 0755 and the library 0644, owned by root) and the mount point /keepalive-shim owned by the
-/// image's user; runs as 65532:65532, entrypoint the tool, command `copy-library
+/// 0755 and the library 0644, owned by root) and the mount point /keepalive-shim, 0777 as an
+/// emptyDir; runs as 65532:65532, entrypoint the tool, command `copy-library
 /// /keepalive-shim`. manifest.json, what `docker load` reads, names only the amd64 image, under
 /// the tag. SHA256SUMS lists the archive.
 #[test]
@@ -427,7 +427,7 @@ fn image_archive_is_one_oci_index_for_both_platforms() {
         );
 
         let expected = [
-            ("drwxr-xr-x", "65532/65532", "keepalive-shim/"),
+            ("drwxrwxrwx", "0/0", "keepalive-shim/"),
             ("drwxr-xr-x", "0/0", "usr/"),
             ("drwxr-xr-x", "0/0", "usr/bin/"),
             ("-rwxr-xr-x", "0/0", "usr/bin/keepalive-shim"),
@@ -656,7 +656,7 @@ fn skopeo(args: &[&str]) -> String {
 /// The archive pushed as one tag for both platforms, `skopeo copy --all oci-archive:ARCHIVE
 /// docker://REGISTRY/keepalive-shim:VERSION` (the README's command, to Debian's
 /// docker-registry on loopback): the registry serves the archive's very index (same digest),
-/// and per platform its very manifest; Docker 20.10 pulls from it the amd64 image (the same ID
+/// and per platform its very manifest and layer; Docker 20.10 pulls from it the amd64 image (the same ID
 /// as `docker load` gives), which runs. skopeo also loads the arm64 image into Docker, the way
 /// the README gives arm64 hosts whose Docker reads only manifest.json.
 #[test]
@@ -709,12 +709,25 @@ fn image_skopeo_pushes_one_tag_for_both_platforms_and_docker_pulls_it() {
         args.push(&target);
         let inspected: Value = serde_json::from_str(&skopeo(&args)).unwrap();
         let image = &images.iter().find(|(p, _)| p == platform).unwrap().1;
-        assert_eq!(
-            inspected["Digest"],
-            image.manifest_digest.as_str(),
-            "{platform}"
+        let layer = format!(
+            "sha256:{}",
+            image.layer.file_name().unwrap().to_string_lossy()
         );
+        assert_eq!(inspected["Layers"], json!([layer]), "{platform}");
         assert_eq!(inspected["Architecture"], arch, "{platform}");
+        // The platform's manifest, by its digest: the archive's bytes.
+        let by_digest = format!(
+            "docker://{}/keepalive-shim@{}",
+            registry.address, image.manifest_digest
+        );
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &by_digest]);
+        let file = scratch().join("registry-manifest.json");
+        std::fs::write(&file, &raw).unwrap();
+        assert_eq!(
+            format!("sha256:{}", sha256(&file)),
+            image.manifest_digest,
+            "{platform}: the registry's manifest"
+        );
     }
 
     let Some(docker) = docker() else { return };
@@ -763,8 +776,8 @@ fn image_skopeo_pushes_one_tag_for_both_platforms_and_docker_pulls_it() {
 
 /// containerd (as on a kind or k3s node, or Docker with the containerd image store), through
 /// the private Docker daemon's own containerd: `ctr images import --all-platforms` takes the
-/// archive as one image, the tag's index, with both platforms' content; the namespace is
-/// removed afterwards.
+/// archive as one image, the tag's index, with both platforms' content (and no more); the
+/// namespace is removed afterwards.
 #[test]
 fn image_ctr_imports_both_platforms() {
     let Some(archive) = archive() else { return };
@@ -829,10 +842,13 @@ fn image_ctr_imports_both_platforms() {
     );
     let mut blobs: Vec<String> = text(&content.stdout).lines().map(str::to_owned).collect();
     blobs.sort();
+    // Every blob of both platforms, and index.json itself (containerd keeps it as the import's
+    // root).
     let mut expected: Vec<String> = std::fs::read_dir(layout.dir.join("blobs/sha256"))
         .unwrap()
         .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
         .collect();
+    expected.push(format!("sha256:{}", sha256(&layout.dir.join("index.json"))));
     expected.sort();
     assert_eq!(blobs, expected, "every blob of both platforms imported");
     assert!(
@@ -853,7 +869,17 @@ fn loaded(docker: &'static Docker) -> Option<&'static str> {
             return false;
         };
         let out = docker.ok(&[OsStr::new("load"), OsStr::new("-i"), archive.as_os_str()]);
-        assert_eq!(out, format!("Loaded image: {TAG}"), "docker load");
+        // One image: a second one under the same tag would print a second line (after a
+        // rename, which an image of an earlier load may also get).
+        let loaded: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("Loaded image"))
+            .collect();
+        assert_eq!(
+            loaded,
+            [format!("Loaded image: {TAG}")],
+            "docker load: {out}"
+        );
         true
     });
     loaded.then_some(TAG)
@@ -883,9 +909,10 @@ fn owner_and_mode(docker: &'static Docker, volume: &str) -> String {
 /// The init container as the restricted Pod Security Standard runs it, in Docker: the image's
 /// own user (65532:65532, no `--user`), a read-only root, no capability, no new privileges,
 /// a fresh volume at /keepalive-shim: the library is copied there, owned by that user, 0644.
-/// The same as root (`--user 0:0`, old recipes): owned by root. The same volume mounted where
-/// the image has prepared nothing: root may write it, the image's user may not (Docker makes a
-/// volume with the owner of the image's folder: the mount point is what makes it writable).
+/// The same with `--user 65532:65532`, and as root (`--user 0:0`, old recipes), still with every
+/// capability dropped: owned by root. The same volume mounted where the image prepared nothing
+/// (Docker makes a volume with the owner and mode of the image's folder; no folder, root's
+/// 0755): root may write it, the image's user may not. The mount point is what makes it work.
 #[test]
 fn image_runs_as_nonroot_and_fills_a_volume() {
     let Some(docker) = docker() else { return };
@@ -999,4 +1026,50 @@ fn image_tool_runs_as_its_user() {
         ],
     );
     assert!(out.status.success(), "check as {NONROOT}: {}", stderr(&out));
+}
+
+/// Why manifest.json names one image: Docker's own image store (20.10 here) loads every image
+/// manifest.json lists under its tag, whatever its platform, and the last one keeps the tag.
+/// The archive rewritten with both platforms under one tag (amd64 first): two images loaded,
+/// the tag on arm64, the wrong one for this host.
+#[test]
+fn image_docker_load_of_both_platforms_under_one_tag_tags_the_last() {
+    let Some(archive) = archive() else { return };
+    let Some(docker) = docker() else { return };
+    let layout = Unpacked::new(&archive, "image-two-entries");
+    let (_, images) = check_layout(&layout);
+    let tag = "keepalive-shim/two-entries:test";
+    let entries: Vec<Value> = images
+        .iter()
+        .map(|(_, image)| {
+            json!({
+                "Config": image.config_digest.replace("sha256:", "blobs/sha256/"),
+                "RepoTags": [tag],
+                "Layers": [format!("blobs/sha256/{}", image.layer.file_name().unwrap().to_string_lossy())],
+            })
+        })
+        .collect();
+    std::fs::write(
+        layout.dir.join("manifest.json"),
+        serde_json::to_vec(&entries).unwrap(),
+    )
+    .unwrap();
+    let rewritten = scratch().join("image-two-entries.tar");
+    output_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout.dir)
+            .arg("-cf")
+            .arg(&rewritten)
+            .args(["blobs", "index.json", "manifest.json", "oci-layout"]),
+    );
+    let out = docker.ok(&[OsStr::new("load"), OsStr::new("-i"), rewritten.as_os_str()]);
+    let platform = docker.ok(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", tag]);
+    docker.ok(&["image", "rm", tag]);
+    let loaded = out
+        .lines()
+        .filter(|l| l.starts_with("Loaded image"))
+        .count();
+    assert_eq!(loaded, 2, "docker load: {out}");
+    assert_eq!(platform, "linux/arm64", "the tag is on the last image");
 }
