@@ -20,8 +20,10 @@
 #
 # Who reads what:
 # - containerd (`ctr images import --all-platforms`, kind, k3s, Docker with the containerd image
-#   store), skopeo (`oci-archive:`), podman, crane: the OCI layout; index.json holds one entry,
-#   the image index, named docker.io/library/keepalive-shim:VERSION (ref.name VERSION).
+#   store) and skopeo (`oci-archive:`, to push to a registry): the OCI layout; index.json holds
+#   one entry, the image index, named docker.io/library/keepalive-shim:VERSION (ref.name
+#   VERSION). tests/image.rs runs ctr and skopeo on it; podman 4.3's `load` (tried by hand) gives
+#   the amd64 image.
 # - `docker load` with Docker's own image store (every version up to 28, and later ones unless
 #   the containerd store is on) reads only manifest.json, and loads every image listed there
 #   under its tag whatever its platform (Docker 28 adds `--platform`). It lists the amd64 image
@@ -38,6 +40,11 @@ out=$1 version=$2 license=$3 x86_dir=$4 arm_dir=$5
 fail() { echo "image.sh: $*" >&2; exit 1; }
 [ -n "${SOURCE_DATE_EPOCH:-}" ] || fail "SOURCE_DATE_EPOCH is not set (seconds since 1970)"
 epoch=$SOURCE_DATE_EPOCH
+[[ $epoch =~ ^[0-9]+$ ]] || fail "SOURCE_DATE_EPOCH=$epoch: not a number of seconds since 1970"
+# Both end up in JSON and the version in the tag: a tag's characters, no quote.
+[[ $version =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] \
+    || fail "VERSION $version: a tag takes letters, digits, '_', '.', '-' (at most 128)"
+[[ $license != *[\"\\]* ]] || fail "LICENSE $license: no '\"' or '\\' accepted"
 for dir in "$x86_dir" "$arm_dir"; do
     for file in keepalive-shim libkeepalive_shim.so; do
         [ -f "$dir/$file" ] || fail "$dir/$file is missing"

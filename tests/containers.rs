@@ -422,11 +422,12 @@ fn init_image_runs_the_tool_and_wants_its_volume() {
     );
     let out = docker.run("no-volume", &["--network", "none", "--read-only", image]);
     assert_eq!(out.status.code(), Some(1), "without a volume");
-    assert_eq!(
-        text(&out.stderr),
-        "keepalive-shim: copy-library: cannot write /keepalive-shim/libkeepalive_shim.so: \
-         Read-only file system (os error 30); nothing written\n",
-        "without a volume"
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("/keepalive-shim/libkeepalive_shim.so")
+            && stderr.contains("Read-only file system")
+            && stderr.contains("nothing written"),
+        "without a volume: {stderr}"
     );
     assert_eq!(text(&out.stdout), "", "without a volume");
 }
