@@ -9,14 +9,21 @@
 #                                                 README.md and the licence in
 #                                                 /usr/share/doc/keepalive-shim/ and the fleet unit
 #                                                 (disabled) in /usr/lib/systemd/system/
-#   keepalive-shim-image_VERSION_amd64.tar, keepalive-shim-image_VERSION_arm64.tar
-#                                                 the init-container image keepalive-shim:VERSION
-#                                                 (FROM scratch: the same library and tool, in
-#                                                 /usr/lib/keepalive-shim/ and /usr/bin/), for
-#                                                 `docker load`; its default command
+#   keepalive-shim-image_VERSION.tar              the image keepalive-shim:VERSION, ONE OCI image
+#                                                 index for linux/amd64 and linux/arm64/v8 (FROM
+#                                                 scratch: the same library and tool, in
+#                                                 /usr/lib/keepalive-shim/ and /usr/bin/; user
+#                                                 65532:65532); its default command
 #                                                 `keepalive-shim copy-library /keepalive-shim`
 #                                                 copies the library into the volume mounted there
-#   SHA256SUMS                                    the archives, the packages, the images and the
+#                                                 (the init container of examples/kubernetes/).
+#                                                 To a registry, both platforms under one tag:
+#                                                   skopeo copy --all oci-archive:keepalive-shim-image_VERSION.tar \
+#                                                     docker://REGISTRY/keepalive-shim:VERSION
+#                                                 `docker load -i` of it gives keepalive-shim:VERSION
+#                                                 for amd64 (scripts/image.sh: arm64 hosts, the
+#                                                 other readers)
+#   SHA256SUMS                                    the archives, the packages, the image and the
 #                                                 binaries in the folders
 # VERSION is the version in Cargo.toml. The x86_64 library is target/release/libkeepalive_shim.so
 # from plain `cargo build --release` (the README's command, and the file the tests preload),
@@ -32,8 +39,8 @@
 # files by rpmbuild from packaging/ (control, maintainer scripts, spec, unit). Installing a
 # package changes nothing; `keepalive-shim system enable` switches the library on, and the
 # package removal scripts run `keepalive-shim system disable`.
-# The images are written without a Docker daemon (no root, no registry). Archives, packages and
-# images are reproducible: the same binaries give the same files and checksums (timestamps from
+# The image is written without a Docker daemon (no root, no registry). Archives, packages and
+# the image are reproducible: the same binaries give the same files and checksums (timestamps from
 # SOURCE_DATE_EPOCH, else the last commit).
 #
 # Usage: scripts/dist.sh          (no arguments; runs from any directory)
@@ -207,117 +214,22 @@ deb aarch64 arm64
 rpm_package x86_64
 rpm_package aarch64
 
-# --- the init-container image -------------------------------------------------------------------
-# keepalive-shim-image_VERSION_DEBARCH.tar: an image FROM scratch holding only the library
-# (/usr/lib/keepalive-shim/libkeepalive_shim.so, 0644) and the static tool (/usr/bin/, 0755), one
-# layer, tagged keepalive-shim:VERSION. Entrypoint the tool, command `copy-library
-# /keepalive-shim`: run as an init container with a volume there, it copies the library into it
-# (atomically) and exits; `docker run --rm keepalive-shim:VERSION check` runs the tool instead.
-# Written here without a Docker daemon, as `docker save` of Docker 25 writes an image: an OCI
-# image layout (oci-layout, index.json, blobs/sha256/DIGEST) with the manifest.json that
-# `docker load` of every version reads (Debian's docker.io 20.10 included), so `docker load`,
-# `podman load`, `ctr images import` (kind, k3s) and skopeo's oci-archive: all take it. The
-# layer is an uncompressed tar (its digest is its diff ID); names sorted, owner 0, mtimes and
-# `created` from SOURCE_DATE_EPOCH, JSON in a fixed order: the same binaries, the same archive.
-blob() { # blob LAYOUT FILE: moves FILE to LAYOUT/blobs/sha256/DIGEST; prints DIGEST SIZE
-    local digest size
-    digest=$(sha256sum <"$2" | cut -d' ' -f1)
-    size=$(stat -c %s "$2")
-    mv "$2" "$1/blobs/sha256/$digest"
-    echo "$digest $size"
-}
-image() { # image ARCH DEBARCH: keepalive-shim-image_VERSION_DEBARCH.tar from the ARCH folder
-    local from=$stage/keepalive-shim-$version-$1-linux layout=$stage/.image-$2 tree created
-    local layer layer_size config config_size manifest manifest_size platform out
-    tree=$layout.tree
-    install -d -m 0755 "$tree/usr/bin" "$tree/usr/lib/keepalive-shim" "$layout/blobs/sha256"
-    install -m 0755 "$from/keepalive-shim" "$tree/usr/bin/keepalive-shim"
-    install -m 0644 "$from/libkeepalive_shim.so" "$tree/usr/lib/keepalive-shim/libkeepalive_shim.so"
-    find "$tree" -exec touch -h -d "@$epoch" {} +
-    tar -C "$tree" --format=gnu --sort=name --mtime="@$epoch" --owner=0 --group=0 \
-        --numeric-owner -cf "$layout/layer" usr
-    rm -rf "$tree"
-    out=$(blob "$layout" "$layout/layer")
-    read -r layer layer_size <<<"$out"
-    created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
-    platform="\"architecture\": \"$2\", \"os\": \"linux\""
-    [ "$2" != arm64 ] || platform="$platform, \"variant\": \"v8\""
-    cat >"$layout/config" <<EOF
-{
-  $platform,
-  "config": {
-    "Env": ["PATH=/usr/bin"],
-    "Entrypoint": ["/usr/bin/keepalive-shim"],
-    "Cmd": ["copy-library", "/keepalive-shim"],
-    "WorkingDir": "/",
-    "Labels": {
-      "org.opencontainers.image.licenses": "$license",
-      "org.opencontainers.image.title": "keepalive-shim",
-      "org.opencontainers.image.version": "$version"
-    }
-  },
-  "created": "$created",
-  "history": [
-    {"created": "$created", "created_by": "scripts/dist.sh: libkeepalive_shim.so and keepalive-shim"}
-  ],
-  "rootfs": {"type": "layers", "diff_ids": ["sha256:$layer"]}
-}
-EOF
-    out=$(blob "$layout" "$layout/config")
-    read -r config config_size <<<"$out"
-    cat >"$layout/manifest" <<EOF
-{
-  "schemaVersion": 2,
-  "mediaType": "application/vnd.oci.image.manifest.v1+json",
-  "config": {
-    "mediaType": "application/vnd.oci.image.config.v1+json",
-    "digest": "sha256:$config",
-    "size": $config_size
-  },
-  "layers": [
-    {
-      "mediaType": "application/vnd.oci.image.layer.v1.tar",
-      "digest": "sha256:$layer",
-      "size": $layer_size
-    }
-  ]
-}
-EOF
-    out=$(blob "$layout" "$layout/manifest")
-    read -r manifest manifest_size <<<"$out"
-    cat >"$layout/index.json" <<EOF
-{
-  "schemaVersion": 2,
-  "mediaType": "application/vnd.oci.image.index.v1+json",
-  "manifests": [
-    {
-      "mediaType": "application/vnd.oci.image.manifest.v1+json",
-      "digest": "sha256:$manifest",
-      "size": $manifest_size,
-      "annotations": {
-        "io.containerd.image.name": "docker.io/library/keepalive-shim:$version",
-        "org.opencontainers.image.ref.name": "$version"
-      },
-      "platform": {$platform}
-    }
-  ]
-}
-EOF
-    cat >"$layout/manifest.json" <<EOF
-[{"Config": "blobs/sha256/$config", "RepoTags": ["keepalive-shim:$version"], "Layers": ["blobs/sha256/$layer"]}]
-EOF
-    echo '{"imageLayoutVersion": "1.0.0"}' >"$layout/oci-layout"
-    chmod 0644 "$layout/index.json" "$layout/manifest.json" "$layout/oci-layout" \
-        "$layout"/blobs/sha256/*
-    find "$layout" -exec touch -h -d "@$epoch" {} +
-    tar -C "$layout" --format=gnu --sort=name --mtime="@$epoch" --owner=0 --group=0 \
-        --numeric-owner -cf "$stage/keepalive-shim-image_${version}_$2.tar" \
-        blobs index.json manifest.json oci-layout
-    rm -rf "$layout"
-}
-image x86_64 amd64
-image aarch64 arm64
+# --- the image ----------------------------------------------------------------------------------
+# keepalive-shim-image_VERSION.tar: keepalive-shim:VERSION for linux/amd64 and linux/arm64/v8 as
+# one OCI image index, from the two release folders (scripts/image.sh says what is in it and who
+# reads which part).
+image=keepalive-shim-image_$version.tar
+scripts/image.sh "$stage/$image" "$version" "$license" \
+    "$stage/keepalive-shim-$version-x86_64-linux" "$stage/keepalive-shim-$version-aarch64-linux"
 # The packages and images hold the folders' very files: the x86_64 library is the tested one.
+image_libraries() { # image_libraries ARCHIVE: the sha256sum of the library in each layer
+    local blob
+    for blob in $(tar -tf "$1" | grep '^blobs/sha256/.'); do
+        { tar -xOf "$1" "$blob" | gzip -dc 2>/dev/null \
+            | tar -xOf - usr/lib/keepalive-shim/libkeepalive_shim.so 2>/dev/null || true; } \
+            | sha256sum
+    done
+}
 same_library() { # same_library PACKAGE_FILE ARCH
     local lib=$stage/keepalive-shim-$version-$2-linux/libkeepalive_shim.so inside
     case $1 in
@@ -325,9 +237,7 @@ same_library() { # same_library PACKAGE_FILE ARCH
             | tar -xOf - ./usr/lib/keepalive-shim/libkeepalive_shim.so | sha256sum) ;;
         *.rpm) inside=$(rpm -qp --qf '[%{FILEDIGESTS} %{FILENAMES}\n]' "$1" \
             | awk '$2 == "/usr/lib/keepalive-shim/libkeepalive_shim.so" { print $1 "  -" }') ;;
-        *.tar) inside=$(tar -xOf "$1" manifest.json | sed 's/.*"Layers": \["\([^"]*\)".*/\1/' \
-            | xargs tar -xOf "$1" | tar -xOf - usr/lib/keepalive-shim/libkeepalive_shim.so \
-            | sha256sum) ;;
+        *.tar) inside=$(image_libraries "$1" | grep -x -- "$(sha256sum <"$lib")" || true) ;;
     esac
     [ "$inside" = "$(sha256sum <"$lib")" ] || fail "the library in $1 differs from $lib"
 }
@@ -335,8 +245,8 @@ same_library "$stage/keepalive-shim_${version}_amd64.deb" x86_64
 same_library "$stage/keepalive-shim_${version}_arm64.deb" aarch64
 same_library "$stage/keepalive-shim-$version-1.x86_64.rpm" x86_64
 same_library "$stage/keepalive-shim-$version-1.aarch64.rpm" aarch64
-same_library "$stage/keepalive-shim-image_${version}_amd64.tar" x86_64
-same_library "$stage/keepalive-shim-image_${version}_arm64.tar" aarch64
+same_library "$stage/$image" x86_64
+same_library "$stage/$image" aarch64
 (cd "$stage" && sha256sum -- *.tar.gz *.deb *.rpm *.tar */libkeepalive_shim.so \
     */keepalive-shim >SHA256SUMS)
 rm -rf target/dist

@@ -50,6 +50,10 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 # The supervisor's identity proofs (cli/tests/supervise_trace.rs): an owner-match rule, setpriv.
 command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# The image's readers (tests/image.rs): skopeo pushes it to Debian's docker-registry, which the
+# test runs itself on loopback (the package's own service is not used).
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: the tests need: ${missing[*]} (install them, or run as root)" >&2
