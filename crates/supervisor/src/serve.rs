@@ -35,7 +35,8 @@ use super::identity::{self, Context, Creds};
 use super::notify::{Call, Listener};
 use keepalive_shim_policy::config::{LogLevel, Settings};
 use keepalive_shim_policy::decide::{self, Defaults, Event, KERNEL_DEFAULTS, Known, Plan};
-use keepalive_shim_policy::options::{N, OPTIONS, USER_TIMEOUT, is_tcp, option_index};
+use keepalive_shim_policy::options::{OPTIONS, is_tcp, option_index};
+use keepalive_shim_policy::show::{Made, Outcome, Refused, Sets};
 use libc::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -142,18 +143,19 @@ fn errno(e: &io::Error) -> i32 {
 }
 
 /// Applies `plan` to `fd` (a copy of the program's socket), but option `skip` (the program's
-/// own call sets it); the options the kernel refused, as a mask.
-fn apply(fd: RawFd, plan: &Plan, skip: Option<usize>) -> u8 {
-    let mut failed = 0u8;
+/// own call sets it); the options the kernel refused, and why.
+fn apply(fd: RawFd, plan: &Plan, skip: Option<usize>) -> Refused {
+    let mut refused = Refused::NONE;
     for (i, opt) in OPTIONS.iter().enumerate() {
         if let Some(v) = plan.set[i]
             && skip != Some(i)
             && !set(fd, opt.level, opt.name, v)
         {
-            failed |= 1 << i;
+            refused.mask |= 1 << i;
+            refused.errno = errno(&io::Error::last_os_error());
         }
     }
-    failed
+    refused
 }
 
 impl Server {
@@ -419,22 +421,21 @@ impl Server {
             Ok(number) => {
                 if !self.quiet {
                     self.counters
-                        .applied(Event::Made, Known::FRESH, &plan, failed);
+                        .applied(Event::Made, Known::FRESH, &plan, failed.mask);
                 }
                 self.debug(format_args!(
-                    "pid {}: fd {number}: new TCP socket ({}{}): {}",
+                    "pid {}: fd {number}: {}{}",
                     call.tid,
-                    if domain == libc::AF_INET6 {
-                        "IPv6"
-                    } else {
-                        "IPv4"
+                    Made {
+                        ipv6: domain == libc::AF_INET6,
+                        plan: &plan,
+                        refused: failed,
                     },
                     if creds == self.mine {
                         String::new()
                     } else {
-                        format!(", uid {} gid {}", creds.fsuid, creds.fsgid)
+                        format!("; made as uid {} gid {}", creds.fsuid, creds.fsgid)
                     },
-                    Shown(plan.set, failed)
                 ));
                 Ok(())
             }
@@ -556,18 +557,21 @@ impl Server {
             let plan = decide::decide(&self.settings, event, known, &self.defaults, |i| now[i]);
             let failed = apply(raw, &plan, None);
             if !self.quiet {
-                self.counters.applied(event, known, &plan, failed);
+                self.counters.applied(event, known, &plan, failed.mask);
             }
             self.debug(format_args!(
-                "pid {}: fd {fd}: {}; {}: {}",
+                "pid {}: fd {fd}: {}; {}",
                 call.tid,
                 if call.nr == libc::SYS_listen {
                     "listen"
                 } else {
                     "connect"
                 },
-                plan.reason,
-                Shown(plan.set, failed)
+                Outcome {
+                    plan: &plan,
+                    known,
+                    refused: failed,
+                }
             ));
         }
         drop(copy);
@@ -623,19 +627,16 @@ impl Server {
             Ok(Some((plan, value, failed, known))) => {
                 if !self.quiet {
                     self.counters
-                        .applied(Event::Set(index), known, &plan, failed);
+                        .applied(Event::Set(index), known, &plan, failed.mask);
                 }
-                let mut shown = plan.set;
-                shown[index] = None;
                 self.debug(format_args!(
-                    "pid {}: fd {fd}: the program sets {}={value}; {}{}",
+                    "pid {}: fd {fd}: {}",
                     call.tid,
-                    opt.label,
-                    plan.reason,
-                    if shown.iter().any(Option::is_some) {
-                        format!(": {}", Shown(shown, failed))
-                    } else {
-                        String::new()
+                    Sets {
+                        index,
+                        theirs: Some(value),
+                        plan: &plan,
+                        refused: failed,
                     }
                 ));
                 Ok(())
@@ -669,11 +670,25 @@ impl Server {
                 .is_ok_and(|copy| fd_is_tcp(copy.as_raw_fd())),
         } && self.listener.valid(call.id);
         if ours {
+            // The program's call is not made: ours stands, which is what the plan for its call
+            // on a configured socket under FORCE says.
+            let plan = decide::decide(
+                &self.settings,
+                Event::Set(index),
+                Known::CONFIGURED,
+                &self.defaults,
+                |i| self.defaults.fresh[i],
+            );
             self.debug(format_args!(
-                "pid {}: fd {}: the program sets {}; KEEPALIVE_FORCE keeps ours",
+                "pid {}: fd {}: {}",
                 call.tid,
                 call.int(0),
-                decide::label(index)
+                Sets {
+                    index,
+                    theirs: None,
+                    plan: &plan,
+                    refused: Refused::NONE,
+                }
             ));
             let _ = self.listener.succeed(call.id, 0);
         } else {
@@ -750,43 +765,4 @@ fn tgid(tid: i32) -> io::Result<i32> {
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
-}
-
-/// The options set, as the library's debug lines show them.
-struct Shown([Option<c_int>; N], u8);
-
-impl std::fmt::Display for Shown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut first = true;
-        for (i, opt) in OPTIONS.iter().enumerate() {
-            let Some(v) = self.0[i] else { continue };
-            if !first {
-                f.write_str(" ")?;
-            }
-            first = false;
-            let unit = if i == USER_TIMEOUT { "ms" } else { "" };
-            write!(f, "{}={v}{unit}", opt.label)?;
-            if self.1 & (1 << i) != 0 {
-                f.write_str(" (refused)")?;
-            }
-        }
-        if first {
-            f.write_str("nothing to set (the program's own values)")?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shown_like_the_librarys_debug_lines() {
-        let text = Shown([Some(1), None, Some(10), Some(3), Some(45_000)], 0b1000).to_string();
-        assert_eq!(
-            text,
-            "SO_KEEPALIVE=1 TCP_KEEPINTVL=10 TCP_KEEPCNT=3 (refused) TCP_USER_TIMEOUT=45000ms"
-        );
-    }
 }
