@@ -624,6 +624,22 @@ impl Dir {
         })
     }
 
+    /// Renames `from` to `to` in this folder (replacing `to`, never following a link by either
+    /// name) and syncs the folder.
+    pub fn rename(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> io::Result<()> {
+        let (from, to) = (Self::name(from)?, Self::name(to)?);
+        // SAFETY: both names are NUL-terminated and relative to our open folder.
+        check(unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                from.as_ptr(),
+                self.fd.as_raw_fd(),
+                to.as_ptr(),
+            )
+        })?;
+        self.sync()
+    }
+
     /// Takes an exclusive lock on this folder (waiting for another holder), held while this
     /// `Dir` is.
     pub fn lock(&self) -> io::Result<()> {
