@@ -409,15 +409,21 @@ fn escaped(bytes: &[u8]) -> String {
 }
 
 /// What is likely wrong with another entry the loader could not preload.
-fn entry_hint(name: &[u8]) -> &'static str {
-    if name.ends_with(b"\r") {
-        " (it ends with a carriage return: the file has Windows line ends, and the loader reads \
-         the \\r as part of the name)"
-    } else if name.starts_with("\u{feff}".as_bytes()) {
-        " (it starts with a byte-order mark, which the loader reads as part of the name)"
-    } else {
-        ""
+fn entry_hint(name: &[u8]) -> String {
+    let mut why = Vec::new();
+    if name.starts_with("\u{feff}".as_bytes()) {
+        why.push("it starts with a byte-order mark");
     }
+    if name.ends_with(b"\r") {
+        why.push("it ends with a carriage return: the file has Windows line ends");
+    }
+    if why.is_empty() {
+        return String::new();
+    }
+    format!(
+        " ({}; the loader reads that as part of the name)",
+        why.join(", and ")
+    )
 }
 
 /// The probe's verdict from how it ended and the loader's report on stderr: `Ok` with notes on
@@ -704,7 +710,12 @@ fn disable(root: &Root, all: bool) -> ExitCode {
         }
         Err(e) => return fail(format_args!("system disable: {path}: {e}")),
     };
-    let record = match recorded(state.as_ref()) {
+    // With --all the record does not matter (nor can a bad one stop the removal).
+    let record = match if all {
+        Ok(None)
+    } else {
+        recorded(state.as_ref())
+    } {
         Ok(record) => record,
         Err(e) => {
             return fail(format_args!(

@@ -3,9 +3,10 @@
 //! descriptor of the tree, never its path again), in PID, network, IPC and UTS namespaces of its
 //! own when the kernel allows (it can see, signal and reach no other process or socket, and
 //! killing it kills all it started), as another user with no groups, no capabilities and
-//! `no_new_privs` (setuid bits and file capabilities do nothing), with no descriptor but
-//! `/dev/null` and a pipe for its standard error, CPU, memory and core limits, and a deadline.
-//! Its standard error is read up to a cap.
+//! `no_new_privs` (setuid bits and file capabilities do nothing), with no descriptor but an
+//! empty standard input and one pipe for its standard output and error, CPU, memory and core
+//! limits, and a deadline. What it writes is read up to a cap. Nothing of the tree is opened on
+//! its behalf (not even its `/dev/null`, which a tree may lack or fake).
 //!
 //! Between `clone` and `execve` the child makes raw system calls only: the C library's own
 //! wrappers (`setuid` and friends) would try to reach the parent's other threads, which the
@@ -32,7 +33,7 @@ pub struct Confined<'a> {
     pub must_drop: bool,
     /// Killed (with everything it started) after this long.
     pub timeout: Duration,
-    /// Bytes of standard error kept; the rest is read and dropped.
+    /// Bytes of output (standard output and error) kept; the rest is read and dropped.
     pub stderr_cap: usize,
     /// Its address-space limit, in bytes.
     pub memory: u64,
@@ -47,7 +48,7 @@ pub struct Ended {
     pub signal: Option<i32>,
     /// Killed at the deadline.
     pub timed_out: bool,
-    /// Its standard error, up to the cap.
+    /// Its standard output and error, up to the cap.
     pub stderr: Vec<u8>,
     /// More was written than the cap.
     pub truncated: bool,
@@ -95,7 +96,7 @@ struct Plan<'a> {
     program: *const c_char,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
-    null: RawFd,
+    stdin: RawFd,
     stderr: RawFd,
     report: RawFd,
     chroot: Option<RawFd>,
@@ -110,12 +111,9 @@ struct Plan<'a> {
 
 /// Runs `c` to its end or its deadline.
 pub fn run(c: &Confined<'_>) -> io::Result<Ended> {
-    let null = high(OwnedFd::from(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?,
-    ))?;
+    // An empty standard input: a pipe whose writing end is closed before the child starts.
+    let (stdin, stdin_w) = pipe()?;
+    drop(stdin_w);
     let (err_r, err_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
     let mut argv: Vec<*const c_char> = c.args.iter().map(|a| a.as_ptr()).collect();
@@ -130,7 +128,7 @@ pub fn run(c: &Confined<'_>) -> io::Result<Ended> {
         program: c.program.as_ptr(),
         argv,
         envp,
-        null: null.as_raw_fd(),
+        stdin: stdin.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         report: report_w.as_raw_fd(),
         chroot: c.chroot.map(|fd| fd.as_raw_fd()),
@@ -159,7 +157,7 @@ pub fn run(c: &Confined<'_>) -> io::Result<Ended> {
     let pid = pid?;
     drop(err_w);
     drop(report_w);
-    drop(null);
+    drop(stdin);
     let result = watch(pid, &plan, err_r, report_r, c);
     drop(plan);
     result
@@ -194,8 +192,8 @@ unsafe fn child(p: &Plan<'_>) -> ! {
                 fail(step);
             }
         };
-        sys(libc::syscall(libc::SYS_dup3, p.null, 0, 0), 1);
-        sys(libc::syscall(libc::SYS_dup3, p.null, 1, 0), 1);
+        sys(libc::syscall(libc::SYS_dup3, p.stdin, 0, 0), 1);
+        sys(libc::syscall(libc::SYS_dup3, p.stderr, 1, 0), 1);
         sys(libc::syscall(libc::SYS_dup3, p.stderr, 2, 0), 1);
         if !p.isolated {
             // Its own session and process group: the deadline kills the group.
