@@ -373,6 +373,7 @@ fn probe(root: &Root, library: &[u8]) -> Result<Vec<String>, String> {
         timeout: PROBE_TIMEOUT,
         stderr_cap: PROBE_REPORT_MAX,
         memory: PROBE_MEMORY,
+        isolate: true,
     })
     .map_err(|e| format!("cannot start {program}: {e}"))?;
     if ended.timed_out {

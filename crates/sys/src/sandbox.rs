@@ -37,6 +37,8 @@ pub struct Confined<'a> {
     pub stderr_cap: usize,
     /// Its address-space limit, in bytes.
     pub memory: u64,
+    /// Whether to try namespaces of its own (else a session of its own only).
+    pub isolate: bool,
 }
 
 /// How it ended.
@@ -142,7 +144,11 @@ pub fn run(c: &Confined<'_>) -> io::Result<Ended> {
     };
     let namespaces =
         libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    let mut pid = clone(namespaces, &plan);
+    let mut pid = if c.isolate {
+        clone(namespaces, &plan)
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    };
     if let Err(e) = &pid
         && matches!(
             e.raw_os_error(),
@@ -431,6 +437,7 @@ mod tests {
             timeout,
             stderr_cap: 16,
             memory: 1 << 30,
+            isolate: true,
         })
     }
 
@@ -447,11 +454,33 @@ mod tests {
     }
 
     #[test]
-    fn the_deadline_kills_it() {
-        let t0 = Instant::now();
-        let ended = sh(c"sleep 30 & sleep 30", Duration::from_millis(300)).unwrap();
-        assert!(ended.timed_out, "{ended:?}");
-        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    fn the_deadline_kills_it_and_what_it_started() {
+        for isolate in [true, false] {
+            let t0 = Instant::now();
+            let args = [c"sh", c"-c", c"sleep 30 & echo $! >&2; sleep 30"];
+            let ended = run(&Confined {
+                program: c"/bin/sh",
+                args: &args,
+                env: &[c"PATH=/usr/bin:/bin"],
+                chroot: None,
+                user: None,
+                must_drop: false,
+                timeout: Duration::from_millis(500),
+                stderr_cap: 64,
+                memory: 1 << 30,
+                isolate,
+            })
+            .unwrap();
+            assert!(ended.timed_out, "{ended:?}");
+            assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+            if !ended.isolated {
+                // The background sleep, in the killed process group, is gone too.
+                let pid = String::from_utf8_lossy(&ended.stderr).trim().to_owned();
+                std::thread::sleep(Duration::from_millis(200));
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                assert!(stat.is_empty() || stat.contains(") Z "), "{pid}: {stat}");
+            }
+        }
     }
 
     #[test]
@@ -475,6 +504,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             stderr_cap: 4096,
             memory: 1 << 30,
+            isolate: true,
         })
         .unwrap();
         let said = String::from_utf8_lossy(&ended.stderr);
@@ -499,6 +529,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             stderr_cap: 16,
             memory: 1 << 30,
+            isolate: true,
         })
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
