@@ -960,9 +960,14 @@ fn install_library(root: &Root, file: &Path) -> ExitCode {
                 .iter()
                 .any(|(_, p)| p == target.as_os_str().as_bytes())
         });
-    let effect = if same {
-        "it was already installed, byte for byte"
-    } else if on {
+    if same {
+        out(format_args!(
+            "{shown_target} already holds {}, byte for byte (it loads); nothing replaced",
+            root.show(&source)
+        ));
+        return ExitCode::SUCCESS;
+    }
+    let effect = if on {
         "programs started from now on load it (/etc/ld.so.preload names it); running ones keep \
          the file they loaded"
     } else {
