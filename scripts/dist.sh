@@ -5,7 +5,7 @@
 #   keepalive-shim_VERSION_amd64.deb, keepalive-shim_VERSION_arm64.deb
 #   keepalive-shim-VERSION-1.x86_64.rpm, keepalive-shim-VERSION-1.aarch64.rpm
 #                                                 the same library and tool as the folders, in
-#                                                 /usr/lib/keepalive-shim/ and /usr/bin/, with
+#                                                 /usr/lib/keepalive-shim/VERSION/ and /usr/bin/, with
 #                                                 README.md and the licence in
 #                                                 /usr/share/doc/keepalive-shim/ and the fleet unit
 #                                                 (disabled) in /usr/lib/systemd/system/
@@ -36,9 +36,13 @@
 # Installs what is missing (rustup targets; Debian's cross gcc and aarch64 glibc, qemu-user, and
 # musl-tools for tests/portable.rs; Debian's rpm for rpmbuild, and lintian for tests/packages.rs),
 # with one `apt-get update` first; that needs root. The .deb files are made by dpkg-deb, the .rpm
-# files by rpmbuild from packaging/ (control, maintainer scripts, spec, unit). Installing a
-# package changes nothing; `keepalive-shim system enable` switches the library on, and the
-# package removal scripts run `keepalive-shim system disable`.
+# files by rpmbuild from packaging/ (control, maintainer scripts, spec, unit). A package brings
+# its library under a name of its own, /usr/lib/keepalive-shim/VERSION/libkeepalive_shim.so; its
+# post-installation script (`keepalive-shim system install-library`) probes it and renames a
+# copy to /usr/lib/keepalive-shim/libkeepalive_shim.so, the path /etc/ld.so.preload names, so an
+# upgrade never writes over a library running programs have mapped and never hands every program
+# one that does not load. Installing switches nothing on; `keepalive-shim system enable` does, and
+# the package removal scripts run `keepalive-shim system disable --all`.
 # The image is written without a Docker daemon (no root, no registry). Archives, packages and
 # the image are reproducible: the same binaries give the same files and checksums (timestamps from
 # SOURCE_DATE_EPOCH, else the last commit).
@@ -160,10 +164,11 @@ first=$(git log --reverse --format=%ad --date=format:%Y 2>/dev/null | head -n1 |
 [ -z "$first" ] || [ "$first" = "$years" ] || years="$first-$years"
 stage_tree() { # stage_tree DIR FOLDER: the package's files, from the release folder FOLDER
     local tree=$1 from=$2 doc=$1/usr/share/doc/keepalive-shim
-    install -d -m 0755 "$tree/usr/bin" "$tree/usr/lib/keepalive-shim" \
+    install -d -m 0755 "$tree/usr/bin" "$tree/usr/lib/keepalive-shim/$version" \
         "$tree/usr/lib/systemd/system" "$doc"
     install -m 0755 "$from/keepalive-shim" "$tree/usr/bin/keepalive-shim"
-    install -m 0644 "$from/libkeepalive_shim.so" "$tree/usr/lib/keepalive-shim/libkeepalive_shim.so"
+    install -m 0644 "$from/libkeepalive_shim.so" \
+        "$tree/usr/lib/keepalive-shim/$version/libkeepalive_shim.so"
     install -m 0644 packaging/keepalive-shim-fleet.service "$tree/usr/lib/systemd/system/"
     install -m 0644 "$from/README.md" "$from/LICENSE" "$doc/"
 }
@@ -183,6 +188,8 @@ deb() { # deb ARCH DEBARCH: keepalive-shim_VERSION_DEBARCH.deb from the ARCH fol
     gzip -9n "$doc/changelog"
     install -d -m 0755 "$tree/DEBIAN"
     install -m 0755 packaging/deb/prerm packaging/deb/postrm "$tree/DEBIAN/"
+    sed "s/@VERSION@/$version/" packaging/deb/postinst >"$tree/DEBIAN/postinst"
+    chmod 0755 "$tree/DEBIAN/postinst"
     sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$2/" -e "s/@MAINTAINER@/$maintainer/" \
         -e "s/@SIZE@/$(du -sk --exclude=DEBIAN "$tree" | cut -f1)/" packaging/deb/control \
         >"$tree/DEBIAN/control"
@@ -234,9 +241,9 @@ same_library() { # same_library PACKAGE_FILE ARCH
     local lib=$stage/keepalive-shim-$version-$2-linux/libkeepalive_shim.so inside
     case $1 in
         *.deb) inside=$(dpkg-deb --fsys-tarfile "$1" \
-            | tar -xOf - ./usr/lib/keepalive-shim/libkeepalive_shim.so | sha256sum) ;;
-        *.rpm) inside=$(rpm -qp --qf '[%{FILEDIGESTS} %{FILENAMES}\n]' "$1" \
-            | awk '$2 == "/usr/lib/keepalive-shim/libkeepalive_shim.so" { print $1 "  -" }') ;;
+            | tar -xOf - "./usr/lib/keepalive-shim/$version/libkeepalive_shim.so" | sha256sum) ;;
+        *.rpm) inside=$(rpm -qp --qf '[%{FILEDIGESTS} %{FILENAMES}\n]' "$1" | awk -v \
+            f="/usr/lib/keepalive-shim/$version/libkeepalive_shim.so" '$2 == f { print $1 "  -" }') ;;
         *.tar) inside=$(image_libraries "$1" | grep -x -- "$(sha256sum <"$lib")" || true) ;;
     esac
     [ "$inside" = "$(sha256sum <"$lib")" ] || fail "the library in $1 differs from $lib"

@@ -8,8 +8,9 @@
 //! left. Right after installing, every command of the tool as a user types it (`run` with python3,
 //! a C client and a static one, `check -- python3`, `inspect`, `metrics`, `system status`;
 //! `tests/common/layout.rs`), from each package and from the archive unpacked in `/opt`. Also:
-//! what `enable` refuses (nothing written), and the packages' metadata (`dpkg-deb -I`, `rpm
-//! -qpi`, their file lists and scripts, lintian).
+//! what `enable` refuses (nothing written), an upgrade under running programs (one that does not
+//! load refused; `cp` over the library kills them), and the packages' metadata (`dpkg-deb -I`,
+//! `rpm -qpi`, their file lists and scripts, lintian).
 //!
 //! Needs root and target/dist (`scripts/dist.sh`, which also installs rpm and lintian): without,
 //! each test is skipped with a message, except under CI=true, where it fails.
@@ -27,6 +28,13 @@ use std::time::Instant;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const LIB: &str = "/usr/lib/keepalive-shim/libkeepalive_shim.so";
+/// The package's own file of the library, under a name of its own: the post-installation script
+/// puts a copy at [`LIB`] once it is proven to load.
+const PACKAGED_LIB: &str = concat!(
+    "/usr/lib/keepalive-shim/",
+    env!("CARGO_PKG_VERSION"),
+    "/libkeepalive_shim.so"
+);
 const TOOL: &str = "/usr/bin/keepalive-shim";
 const UNIT: &str = "/usr/lib/systemd/system/keepalive-shim-fleet.service";
 const DOC: &str = "/usr/share/doc/keepalive-shim";
@@ -609,7 +617,7 @@ fn package_metadata() {
     let Some(dist) = dist(None) else { return };
     let deb_files: BTreeSet<String> = [
         TOOL,
-        LIB,
+        PACKAGED_LIB,
         UNIT,
         "/usr/share/lintian/overrides/keepalive-shim",
     ]
@@ -635,8 +643,8 @@ fn package_metadata() {
         }
         assert!(field(&info, "Maintainer").is_some(), "{info}");
         assert!(
-            info.contains(" prerm") && info.contains(" postrm") && !info.contains(" postinst"),
-            "scripts: remove ones only (installing changes nothing): {info}"
+            info.contains(" prerm") && info.contains(" postrm") && info.contains(" postinst"),
+            "scripts: the library put in place after installing, switched off at removal: {info}"
         );
         let list = ok("dpkg-deb -c", {
             let mut cmd = Command::new("dpkg-deb");
@@ -677,11 +685,20 @@ fn package_metadata() {
             assert_eq!(field(&info, name), Some(value), "{name} in {info}");
         }
         let listed: BTreeSet<String> = query(&["-l"]).lines().map(str::to_owned).collect();
-        let expected: BTreeSet<String> = [TOOL, LIB, UNIT, "/usr/lib/keepalive-shim", DOC]
-            .iter()
-            .map(|f| f.to_string())
-            .chain(["README.md", "LICENSE"].map(|f| format!("{DOC}/{f}")))
-            .collect();
+        let versioned = Path::new(PACKAGED_LIB).parent().unwrap().to_str().unwrap();
+        let expected: BTreeSet<String> = [
+            TOOL,
+            LIB,
+            PACKAGED_LIB,
+            versioned,
+            UNIT,
+            "/usr/lib/keepalive-shim",
+            DOC,
+        ]
+        .iter()
+        .map(|f| f.to_string())
+        .chain(["README.md", "LICENSE"].map(|f| format!("{DOC}/{f}")))
+        .collect();
         assert_eq!(listed, expected, "the files of {}", rpm.display());
         let scripts = query(&["--scripts"]);
         assert!(
@@ -689,8 +706,9 @@ fn package_metadata() {
             "{scripts}"
         );
         assert!(
-            !scripts.contains("postinstall"),
-            "installing changes nothing: {scripts}"
+            scripts.contains("postinstall")
+                && scripts.contains(&format!("system install-library {PACKAGED_LIB}")),
+            "installing puts the library in place, probed: {scripts}"
         );
         for file in [&deb, &rpm] {
             let name = file.file_name().unwrap().to_str().unwrap();
@@ -706,7 +724,7 @@ fn package_metadata() {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!(
-            "dpkg-deb --fsys-tarfile \"$0\" | tar -xOf - .{LIB}"
+            "dpkg-deb --fsys-tarfile \"$0\" | tar -xOf - .{PACKAGED_LIB}"
         ))
         .arg(&deb);
     let out = run(cmd);
@@ -732,5 +750,136 @@ fn package_metadata() {
         out.status,
         text(&out.stdout),
         text(&out.stderr)
+    );
+}
+
+/// A copy of the `.deb` `deb` as version `version`, its library (moved to
+/// `/usr/lib/keepalive-shim/VERSION/`, where its post-installation script looks) replaced by
+/// `library`, at `out`.
+fn repack(deb: &Path, version: &str, library: &[u8], out: &Path) {
+    let dir = out.with_extension("dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    let new_lib = dir.join(format!("usr/lib/keepalive-shim/{version}"));
+    let old_dir = Path::new(PACKAGED_LIB).parent().unwrap();
+    ok("dpkg-deb -R", {
+        let mut cmd = Command::new("dpkg-deb");
+        cmd.arg("-R").arg(deb).arg(&dir);
+        cmd
+    });
+    std::fs::rename(dir.join(old_dir.strip_prefix("/").unwrap()), &new_lib).unwrap();
+    std::fs::write(new_lib.join("libkeepalive_shim.so"), library).unwrap();
+    let script = format!(
+        "cd \"$0\" && sed -i 's/^Version: .*/Version: {version}/' DEBIAN/control && \
+         sed -i 's|{old}/|/usr/lib/keepalive-shim/{version}/|' DEBIAN/postinst && \
+         find usr -type f | LC_ALL=C sort | xargs md5sum >DEBIAN/md5sums && \
+         dpkg-deb --root-owner-group -Zxz --build . \"$1\" >/dev/null",
+        old = old_dir.display()
+    );
+    ok("repack", {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]).arg(&dir).arg(out);
+        cmd
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A python3 that makes a socket (through the library's hooks) for each line it reads, and says
+/// so: a long-running program with the library mapped.
+const LONG_RUNNING: &str = "import socket, sys
+print('ready', flush=True)
+for line in sys.stdin:
+    socket.socket().close()
+    print('alive', flush=True)";
+
+/// Issue 22: an upgrade replaces the library under running programs by rename (a program started
+/// before it keeps running and working), an upgrade to a library that does not load is refused
+/// before any program loads it (the installed one stays; new programs still get the options),
+/// and `cp` over the installed library, which the docs forbid, kills a program that has it
+/// mapped (SIGBUS): both in one run.
+#[test]
+fn deb_upgrade_keeps_running_programs_and_refuses_a_library_that_does_not_load() {
+    let _t = timer("deb_upgrade_keeps_running_programs_and_refuses_a_library_that_does_not_load");
+    let Some(dist) = dist(Some(Kind::Deb)) else {
+        return;
+    };
+    let Some(m) = Machine::new("deb_upgrade", None) else {
+        return;
+    };
+    m.install(Kind::Deb, &package(&dist, Kind::Deb, "x86_64"));
+    let out = m.tool(&["system", "enable"]);
+    assert!(out.status.success(), "system enable: {}", stderr(&out));
+    let tested = std::fs::read(library()).unwrap();
+    // The next version: the same code, another file (bytes after the ELF's end are not loaded).
+    let next = [&tested[..], b"\0next version"].concat();
+    // A version whose library does not load: cut short.
+    let broken = &tested[..4096];
+    repack(
+        &package(&dist, Kind::Deb, "x86_64"),
+        "99.0.1",
+        &next,
+        &m.host("/tmp/next.deb"),
+    );
+    repack(
+        &package(&dist, Kind::Deb, "x86_64"),
+        "99.0.2",
+        broken,
+        &m.host("/tmp/broken.deb"),
+    );
+    let long_running = || {
+        let mut cmd = m.tree.command(None, "/usr/bin/python3");
+        cmd.args(["-c", LONG_RUNNING]);
+        let mut p = Background::spawn(cmd);
+        p.expect("ready", std::time::Duration::from_secs(20));
+        p.say("go");
+        p.expect("alive", std::time::Duration::from_secs(20));
+        p
+    };
+    let still_alive = |p: &mut Background, what: &str| {
+        p.say("go");
+        p.expect("alive", std::time::Duration::from_secs(20));
+        assert!(p.running(), "{what}");
+    };
+
+    let mut before = long_running();
+    ok("dpkg -i next", m.cmd("dpkg", &["-i", "/tmp/next.deb"]));
+    assert!(
+        std::fs::read(m.host(LIB)).unwrap() == next,
+        "{LIB} is the next version's library"
+    );
+    still_alive(&mut before, "a program started before the upgrade");
+    let mut after = long_running();
+
+    let refused = run(m.cmd("dpkg", &["-i", "/tmp/broken.deb"]));
+    let said = format!("{}{}", text(&refused.stdout), stderr(&refused));
+    assert!(
+        !refused.status.success() && said.contains("does not load"),
+        "an upgrade to a library that does not load must be refused: {said}"
+    );
+    assert!(
+        std::fs::read(m.host(LIB)).unwrap() == next,
+        "{LIB} is unchanged after the refused upgrade"
+    );
+    let client = m.five("after the refused upgrade", "/tmp/options_client", None);
+    assert_eq!(five(&client), [1, 45, 10, 3, 75_000], "a new program");
+    still_alive(&mut before, "the first program, after the refused upgrade");
+    still_alive(&mut after, "the second program, after the refused upgrade");
+
+    // What the rename spares them: `cp` writes over the file the second program has mapped.
+    std::fs::write(m.host("/tmp/broken.so"), broken).unwrap();
+    ok("cp over the installed library", {
+        let mut cmd = Command::new("cp");
+        cmd.arg(m.host("/tmp/broken.so")).arg(m.host(LIB));
+        cmd
+    });
+    after.say("go");
+    let status = after.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGBUS),
+        "cp over a mapped library kills the program: {status}"
+    );
+    still_alive(
+        &mut before,
+        "the first program (its file was renamed away, not written over)",
     );
 }

@@ -162,6 +162,19 @@ fn rejected_values(loaded: &Loaded, variable: &str) -> String {
     out
 }
 
+/// Why the system file is unusable to a program in secure execution when this process found it
+/// absent: the library's reader calls a file this user may not read absent
+/// (`SystemFile::Unreadable`), while the secure view, read straight from the file, reports it.
+fn unreadable(secure: &Loaded) -> Option<&str> {
+    if secure.file != FileUse::Ignored {
+        return None;
+    }
+    secure.problems.iter().find_map(|p| match p {
+        keepalive_shim_policy::config::Problem::FileIgnored { reason } => Some(reason.as_str()),
+        _ => None,
+    })
+}
+
 /// The report for `loaded` (this process's configuration); `secure` is what a program in secure
 /// execution would get (the file alone).
 pub fn report(loaded: &Loaded, secure: &Loaded) -> String {
@@ -191,7 +204,17 @@ pub fn report(loaded: &Loaded, secure: &Loaded) -> String {
     out.push('\n');
     let file = config::SYSTEM_FILE;
     let _ = match loaded.file {
-        FileUse::Absent => writeln!(out, "System file {file}: not present."),
+        FileUse::Absent => match unreadable(secure) {
+            // The library treats a file this user cannot read as absent (nothing in it is meant
+            // for this user's programs); `check` says that it is there.
+            Some(reason) => writeln!(
+                out,
+                "System file {file}: present, but this user cannot read it ({reason}): this \
+                 user's programs run as if it were absent; root's and setuid programs read it \
+                 (`sudo keepalive-shim check` shows its settings)."
+            ),
+            None => writeln!(out, "System file {file}: not present."),
+        },
         FileUse::Read if loaded.secure => writeln!(out, "System file {file}: read."),
         FileUse::Read => writeln!(
             out,
@@ -389,6 +412,23 @@ mod tests {
         let loaded = config::load_system(&file, vars.iter().copied(), false);
         let secure = config::load_system(&file, NO_VARS, true);
         report(&loaded, &secure)
+    }
+
+    #[test]
+    fn a_system_file_this_user_cannot_read_is_not_called_absent() {
+        let unreadable = SystemFile::Unreadable("it cannot be opened (errno 13)".into());
+        // As `Check::gather` reads them: the library's view (unreadable: absent) and the file's.
+        let loaded = config::load_system(&SystemFile::Absent, NO_VARS, false);
+        let secure = config::load_system(&unreadable, NO_VARS, true);
+        let text = report(&loaded, &secure);
+        assert!(
+            text.contains(
+                "System file /etc/keepalive-shim.conf: present, but this user cannot read it \
+                 (it cannot be opened (errno 13))"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("not present"), "{text}");
     }
 
     #[test]

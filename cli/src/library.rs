@@ -97,21 +97,6 @@ pub fn for_preload() -> Result<PathBuf, String> {
     }
 }
 
-/// The library inside the tree `root` (for `system --root`): the installed path, seen from here,
-/// as the tree names it.
-pub fn find_in(root: &Path) -> Result<PathBuf, String> {
-    let inside = Path::new(INSTALLED);
-    let host = root.join(inside.strip_prefix("/").unwrap_or(inside));
-    if host.is_file() {
-        Ok(inside.to_path_buf())
-    } else {
-        Err(format!(
-            "cannot find {LIBRARY_NAME}: looked at {}; give --library PATH",
-            host.display()
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,9 @@ pub struct Removed {
     pub paths: Vec<Vec<u8>>,
     /// Lines (numbered from 1) that name the library among other entries: kept.
     pub mixed: Vec<usize>,
+    /// Lines (numbered from 1) that name the library and were not `enable`'s to remove: kept
+    /// ([`remove_recorded`] only).
+    pub kept: Vec<usize>,
 }
 
 /// The text without the lines of ours (see [`ours`]).
@@ -65,6 +68,7 @@ pub fn remove(text: &[u8]) -> Removed {
         text: Vec::with_capacity(text.len()),
         paths: Vec::new(),
         mixed: Vec::new(),
+        kept: Vec::new(),
     };
     for (n, line) in lines(text).enumerate() {
         if let Some(path) = ours(line) {
@@ -75,6 +79,33 @@ pub fn remove(text: &[u8]) -> Removed {
             }
             out.text.extend_from_slice(line);
         }
+    }
+    out
+}
+
+/// The text without the lines `enable` added: for each path in `added`, the first line that
+/// names that path alone (as [`add`] wrote it), byte for byte; every other line stays, and those
+/// naming the library (alone or among others) are listed in `kept`.
+pub fn remove_recorded(text: &[u8], added: &[Vec<u8>]) -> Removed {
+    let mut todo: Vec<&[u8]> = added.iter().map(Vec::as_slice).collect();
+    let mut out = Removed {
+        text: Vec::with_capacity(text.len()),
+        paths: Vec::new(),
+        mixed: Vec::new(),
+        kept: Vec::new(),
+    };
+    for (n, line) in lines(text).enumerate() {
+        if let Some(path) = ours(line)
+            && let Some(at) = todo.iter().position(|p| *p == path)
+        {
+            todo.remove(at);
+            out.paths.push(path.to_vec());
+            continue;
+        }
+        if entries(line).any(is_library) {
+            out.kept.push(n + 1);
+        }
+        out.text.extend_from_slice(line);
     }
     out
 }
@@ -197,6 +228,33 @@ mod tests {
             ]
         );
         assert_eq!(removed.mixed, [4], "the line with another entry is kept");
+    }
+
+    #[test]
+    fn remove_recorded_undoes_add_and_keeps_what_was_there() {
+        let site = [
+            &b"# site\r\n"[..],
+            LIB,
+            b"\n/a.so /x/libkeepalive_shim.so\n",
+        ]
+        .concat();
+        // The library was named already: enable added nothing, disable removes nothing.
+        assert_eq!(add(&site, LIB), None);
+        let removed = remove_recorded(&site, &[]);
+        assert_eq!(removed.text, site);
+        assert_eq!(removed.kept, [2, 3]);
+        assert!(removed.paths.is_empty() && removed.mixed.is_empty());
+        // Another copy named by the site: enable adds ours, disable takes only ours.
+        let other = b"/opt/old/libkeepalive_shim.so\n/b.so".to_vec();
+        let added = add(&other, LIB).unwrap();
+        let removed = remove_recorded(&added, &[LIB.to_vec()]);
+        assert_eq!(removed.text, other);
+        assert_eq!(removed.paths, [LIB.to_vec()]);
+        assert_eq!(removed.kept, [2]);
+        // A recorded path the site removed since: nothing to remove.
+        let removed = remove_recorded(&other, &[LIB.to_vec()]);
+        assert_eq!(removed.text, other);
+        assert!(removed.paths.is_empty());
     }
 
     #[test]

@@ -12,4 +12,5 @@ pub mod output;
 pub mod pidfd;
 pub mod proc;
 pub mod remote;
+pub mod sandbox;
 pub mod sockopt;
