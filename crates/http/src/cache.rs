@@ -31,7 +31,9 @@ impl<T> Fresh<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The value, computed by `compute` when there is none younger than `max_age` and nobody

@@ -109,7 +109,7 @@ impl Limits {
 /// Who may talk to the server, and what every response carries: TLS, basic auth, extra headers,
 /// a request rate. `Security::default()` is plain HTTP, open to all. [`load_web_config`] makes
 /// one from a `--web.config.file`.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Security {
     pub tls: Option<Tls>,
     pub auth: Option<BasicAuth>,

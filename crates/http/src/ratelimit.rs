@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn the_bucket_empties_and_refills() {
-        let limit = RateLimit::new(Duration::from_millis(100), 2).unwrap().unwrap();
+        let limit = RateLimit::new(Duration::from_millis(100), 2)
+            .unwrap()
+            .unwrap();
         assert!(limit.allow());
         assert!(limit.allow());
         assert!(!limit.allow());

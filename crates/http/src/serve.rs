@@ -75,7 +75,9 @@ fn transient(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
     ) || matches!(
         e.raw_os_error(),
-        Some(23 /* ENFILE */ | 24 /* EMFILE */ | 105 /* ENOBUFS */ | 12 /* ENOMEM */ | 71 /* EPROTO */)
+        Some(
+            23 /* ENFILE */ | 24 /* EMFILE */ | 105 /* ENOBUFS */ | 12 /* ENOMEM */ | 71 /* EPROTO */
+        )
     )
 }
 
@@ -176,15 +178,16 @@ async fn answer(
         && !limit.allow()
     {
         return unread(
-            plain(StatusCode::TOO_MANY_REQUESTS, "too many requests").header(
-                header::RETRY_AFTER,
-                &limit.retry_after_secs().to_string(),
-            ),
+            plain(StatusCode::TOO_MANY_REQUESTS, "too many requests")
+                .header(header::RETRY_AFTER, &limit.retry_after_secs().to_string()),
         );
     }
     let mut user = None;
     if let Some(auth) = &shared.security.auth {
-        match auth.check(request.headers(), &shared.handlers, deadline).await {
+        match auth
+            .check(request.headers(), &shared.handlers, deadline)
+            .await
+        {
             crate::auth::Verdict::Allowed(name) => user = Some(name),
             crate::auth::Verdict::Denied => {
                 return unread(
@@ -229,7 +232,10 @@ async fn answer(
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => return unread(too_large(limits.max_body)),
         Ok(Err(BodyError::Broken)) => {
-            return unread(plain(StatusCode::BAD_REQUEST, "the request body is malformed"));
+            return unread(plain(
+                StatusCode::BAD_REQUEST,
+                "the request body is malformed",
+            ));
         }
         Err(_) => {
             return unread(plain(

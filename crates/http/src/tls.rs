@@ -150,9 +150,7 @@ impl Tls {
                     verifier
                 };
                 builder.with_client_cert_verifier(
-                    verifier
-                        .build()
-                        .map_err(|e| format!("{}: {e}", name(ca)))?,
+                    verifier.build().map_err(|e| format!("{}: {e}", name(ca)))?,
                 )
             }
         };
@@ -199,7 +197,8 @@ fn choose_suites(provider: &mut CryptoProvider, names: &[String]) -> Result<(), 
     if names.is_empty() {
         return Ok(());
     }
-    let tls12 = |s: &rustls::SupportedCipherSuite| matches!(s, rustls::SupportedCipherSuite::Tls12(_));
+    let tls12 =
+        |s: &rustls::SupportedCipherSuite| matches!(s, rustls::SupportedCipherSuite::Tls12(_));
     let suite_name = |s: &rustls::SupportedCipherSuite| {
         s.suite()
             .as_str()
@@ -276,8 +275,7 @@ fn read(pem: &Pem) -> Result<Vec<u8>, String> {
     match pem {
         Pem::Inline(text) => Ok(text.as_bytes().to_vec()),
         Pem::File(path) => {
-            let file =
-                std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut bytes = Vec::new();
             file.take(MAX_PEM + 1)
                 .read_to_end(&mut bytes)
@@ -373,7 +371,9 @@ struct Reloading {
 
 impl std::fmt::Debug for Reloading {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloading").field("cert", &self.cert).finish()
+        f.debug_struct("Reloading")
+            .field("cert", &self.cert)
+            .finish()
     }
 }
 

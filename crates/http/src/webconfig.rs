@@ -81,15 +81,35 @@ pub fn parse(text: &str, dir: &Path) -> Result<Security, String> {
     let file: File = if text.trim().is_empty() {
         File::default()
     } else {
-        serde_norway::from_str::<Option<File>>(text)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default()
+        let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        match value {
+            serde_norway::Value::Null => File::default(),
+            // Read again from the text, so that a mistake is told with its line and the
+            // section it is in.
+            serde_norway::Value::Mapping(_) => {
+                serde_norway::from_str(text).map_err(|e| e.to_string())?
+            }
+            _ => {
+                return Err(
+                    "not a YAML mapping (of tls_server_config, http_server_config, \
+                     basic_auth_users, rate_limit), but a sequence or a single value"
+                        .to_owned(),
+                );
+            }
+        }
     };
     let mut security = Security::default();
     if let Some(tls) = file.tls_server_config {
         security.tls = tls_settings(tls, dir)?
             .map(|settings| Tls::new(&settings))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| {
+                if e.starts_with("tls_server_config") {
+                    e
+                } else {
+                    format!("tls_server_config: {e}")
+                }
+            })?;
     }
     if let Some(http) = file.http_server_config {
         let _ = http.http2;
@@ -156,8 +176,8 @@ fn tls_settings(c: TlsServerConfig, dir: &Path) -> Result<Option<TlsSettings>, S
     };
     let cert = pem(c.cert, c.cert_file, "cert")?
         .ok_or("tls_server_config: cert_file (or cert) is missing")?;
-    let key = pem(c.key, c.key_file, "key")?
-        .ok_or("tls_server_config: key_file (or key) is missing")?;
+    let key =
+        pem(c.key, c.key_file, "key")?.ok_or("tls_server_config: key_file (or key) is missing")?;
     let client_ca = pem(c.client_ca, c.client_ca_file, "client_ca")?;
     let client_auth = match c.client_auth_type.as_deref() {
         None | Some("") | Some("NoClientCert") => ClientAuth::None,
@@ -177,15 +197,17 @@ fn tls_settings(c: TlsServerConfig, dir: &Path) -> Result<Option<TlsSettings>, S
             ));
         }
     };
-    if c.client_allowed_sans.as_ref().is_some_and(|s| !s.is_empty()) {
+    if c.client_allowed_sans
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Err(
             "tls_server_config.client_allowed_sans: not supported by keepalive-shim; trust a CA \
              that signs only the allowed clients (client_ca_file)"
                 .to_owned(),
         );
     }
-    let version = |value: Option<String>, key: &str, default: TlsVersion| match value.as_deref()
-    {
+    let version = |value: Option<String>, key: &str, default: TlsVersion| match value.as_deref() {
         None | Some("") => Ok(default),
         Some("TLS10") => Ok(TlsVersion::Tls10),
         Some("TLS11") => Ok(TlsVersion::Tls11),
@@ -238,7 +260,8 @@ fn response_header(name: &str, value: &str) -> Result<Option<(HeaderName, Header
         ));
     }
     let header = HeaderName::from_bytes(known.as_bytes()).map_err(|e| e.to_string())?;
-    let value = HeaderValue::from_str(value)
-        .map_err(|_| format!("http_server_config.headers.{known}: {value:?} has a control character"))?;
+    let value = HeaderValue::from_str(value).map_err(|_| {
+        format!("http_server_config.headers.{known}: {value:?} has a control character")
+    })?;
     Ok(Some((header, value)))
 }

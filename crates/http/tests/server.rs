@@ -29,10 +29,16 @@ fn get_head_404_405() {
     let ok = get(addr, "/metrics").unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(ok.text(), "up 1\n");
-    assert_eq!(ok.header("content-type").unwrap(), "text/plain; version=0.0.4");
+    assert_eq!(
+        ok.header("content-type").unwrap(),
+        "text/plain; version=0.0.4"
+    );
 
-    let head = exchange(addr, b"HEAD /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let head = exchange(
+        addr,
+        b"HEAD /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length").as_deref(), Some("5"));
     assert!(head.body.is_empty(), "HEAD got a body: {:?}", head.text());
@@ -223,7 +229,10 @@ fn the_body_deadline_answers_408() {
     let answer = read_answer(&mut stream, false, Duration::from_secs(5)).unwrap();
     assert_eq!(answer.status, 408);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -315,7 +324,10 @@ fn beyond_max_connections_new_ones_wait_in_the_backlog() {
     // closes an idle one: answered, late.
     let (answer, took) = timed_get(addr, "/metrics");
     assert_eq!(answer.unwrap().status, 200);
-    assert!(took >= Duration::from_millis(500), "{took:?} (baseline {fast:?})");
+    assert!(
+        took >= Duration::from_millis(500),
+        "{took:?} (baseline {fast:?})"
+    );
     assert!(took < Duration::from_secs(3), "{took:?}");
     drop(idle);
 }

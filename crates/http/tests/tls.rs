@@ -53,10 +53,8 @@ impl Ca {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "keepalive-shim-http-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("keepalive-shim-http-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -85,7 +83,15 @@ fn publish(dir: &Path, version: &str, cert: &str, key: &str) {
 /// as a negative number.
 fn curl(addr: SocketAddr, path: &str, ca: &Path, extra: &[&str]) -> i32 {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
         .arg("--cacert")
         .arg(ca)
         .args(extra)
@@ -113,7 +119,11 @@ fn tls_follows_its_files_when_cert_manager_swaps_them() {
         return;
     }
     let dir = scratch("rotate");
-    let (ca1, ca2, ca3) = (Ca::new("first CA"), Ca::new("second CA"), Ca::new("third CA"));
+    let (ca1, ca2, ca3) = (
+        Ca::new("first CA"),
+        Ca::new("second CA"),
+        Ca::new("third CA"),
+    );
     let ca1_pem = dir.join("ca1.pem");
     let ca2_pem = dir.join("ca2.pem");
     std::fs::write(&ca1_pem, ca1.pem()).unwrap();
@@ -168,12 +178,18 @@ fn tls_follows_its_files_when_cert_manager_swaps_them() {
     assert_eq!(curl(addr, "/metrics", &ca1_pem, &[]), 200);
     let lines = log.lock().unwrap().clone();
     assert_eq!(
-        lines.iter().filter(|l| l.contains("loaded the new")).count(),
+        lines
+            .iter()
+            .filter(|l| l.contains("loaded the new"))
+            .count(),
         2,
         "{lines:?}"
     );
     assert_eq!(
-        lines.iter().filter(|l| l.contains("cannot be used")).count(),
+        lines
+            .iter()
+            .filter(|l| l.contains("cannot be used"))
+            .count(),
         2,
         "{lines:?}"
     );
@@ -199,9 +215,15 @@ fn a_start_with_a_broken_pair_is_refused_with_the_file_named() {
     let error = Tls::from_files(dir.join("missing.crt"), dir.join("tls.key")).unwrap_err();
     assert!(error.contains("missing.crt"), "{error}");
     let error = Tls::from_files(dir.join("empty"), dir.join("tls.key")).unwrap_err();
-    assert!(error.contains("empty") && error.contains("no certificate"), "{error}");
+    assert!(
+        error.contains("empty") && error.contains("no certificate"),
+        "{error}"
+    );
     let error = Tls::from_files(dir.join("tls.crt"), dir.join("empty")).unwrap_err();
-    assert!(error.contains("empty") && error.contains("no private key"), "{error}");
+    assert!(
+        error.contains("empty") && error.contains("no private key"),
+        "{error}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -211,8 +233,11 @@ fn client_certificates_from_the_web_config() {
         return;
     }
     let dir = scratch("mtls");
-    let (server_ca, client_ca, stranger_ca) =
-        (Ca::new("server CA"), Ca::new("client CA"), Ca::new("stranger CA"));
+    let (server_ca, client_ca, stranger_ca) = (
+        Ca::new("server CA"),
+        Ca::new("client CA"),
+        Ca::new("stranger CA"),
+    );
     let (cert, key) = server_ca.issue("server", false);
     let (client_cert, client_key) = client_ca.issue("prometheus", true);
     let (stranger_cert, stranger_key) = stranger_ca.issue("stranger", true);
@@ -258,7 +283,10 @@ fn client_certificates_from_the_web_config() {
         let bad = as_strs(&client("stranger"));
         let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
         assert_eq!(curl(addr, "/metrics", &ca, &good), 200, "{kind}");
-        assert!(curl(addr, "/metrics", &ca, &bad) < 0, "{kind}: a stranger got in");
+        assert!(
+            curl(addr, "/metrics", &ca, &bad) < 0,
+            "{kind}: a stranger got in"
+        );
         let none = curl(addr, "/metrics", &ca, &[]);
         if without {
             assert_eq!(none, 200, "{kind}");
@@ -294,11 +322,27 @@ fn tls13_only_and_basic_auth_through_curl() {
     let ca_pem = dir.join("ca.pem");
     assert_eq!(curl(addr, "/metrics", &ca_pem, &[]), 401);
     assert_eq!(curl(addr, "/metrics", &ca_pem, &["-u", "alice:wrong"]), 401);
-    assert_eq!(curl(addr, "/metrics", &ca_pem, &["-u", "alice:s3cret"]), 200);
-    assert_eq!(curl(addr, "/metrics", &ca_pem, &["-u", "alice:s3cret", "--tlsv1.3"]), 200);
+    assert_eq!(
+        curl(addr, "/metrics", &ca_pem, &["-u", "alice:s3cret"]),
+        200
+    );
+    assert_eq!(
+        curl(
+            addr,
+            "/metrics",
+            &ca_pem,
+            &["-u", "alice:s3cret", "--tlsv1.3"]
+        ),
+        200
+    );
     // curl's 35: the handshake failed (TLS 1.2 at most is refused).
     assert_eq!(
-        curl(addr, "/metrics", &ca_pem, &["-u", "alice:s3cret", "--tls-max", "1.2"]),
+        curl(
+            addr,
+            "/metrics",
+            &ca_pem,
+            &["-u", "alice:s3cret", "--tls-max", "1.2"]
+        ),
         -35
     );
     let _ = std::fs::remove_dir_all(&dir);

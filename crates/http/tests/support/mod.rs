@@ -68,7 +68,9 @@ pub fn read_answer(stream: &mut TcpStream, head_request: bool, wait: Duration) -
     let length = if head_request {
         Some(0)
     } else {
-        answer.header("content-length").and_then(|v| v.parse::<usize>().ok())
+        answer
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
     };
     loop {
         if length.is_some_and(|l| answer.body.len() >= l) {
