@@ -64,7 +64,7 @@ pub struct Limits {
     /// Keep-alive: how long a connection may stay open without a new request once a response is
     /// handed over (this also bounds a client that does not read its response).
     pub idle_timeout: Duration,
-    /// The request line and headers, in bytes (at least 8192; larger heads get 431).
+    /// The request line and headers, in bytes (8 KiB to 1 MiB; larger heads get 431).
     pub max_head: usize,
     /// A request body, in bytes: a larger one gets 413 without being read.
     pub max_body: usize,
@@ -92,14 +92,16 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The limits with every value at least its minimum (a zero would make the server useless).
+    /// The limits with every value within reason: at least a minimum (a zero would make the
+    /// server useless), and a timeout at most a day (an `Instant` plus `Duration::MAX` would
+    /// overflow).
     fn sane(mut self) -> Limits {
-        let at_least = |d: Duration, min: u64| d.max(Duration::from_millis(min));
-        self.head_timeout = at_least(self.head_timeout, 10);
-        self.body_timeout = at_least(self.body_timeout, 10);
-        self.exchange_timeout = at_least(self.exchange_timeout, 10);
-        self.idle_timeout = at_least(self.idle_timeout, 10);
-        self.max_head = self.max_head.max(8192);
+        let within = |d: Duration| d.clamp(Duration::from_millis(10), Duration::from_secs(86_400));
+        self.head_timeout = within(self.head_timeout);
+        self.body_timeout = within(self.body_timeout);
+        self.exchange_timeout = within(self.exchange_timeout);
+        self.idle_timeout = within(self.idle_timeout);
+        self.max_head = self.max_head.clamp(8192, 1 << 20);
         self.max_connections = self.max_connections.clamp(1, 1 << 20);
         self.max_handlers = self.max_handlers.clamp(1, 512);
         self

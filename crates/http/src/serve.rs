@@ -148,6 +148,9 @@ async fn exchange(
     let mut out = hyper::Response::new(Body::new(response.body, Arc::clone(&watch)));
     *out.status_mut() = response.status;
     *out.headers_mut() = response.headers;
+    // The framing is hyper's to write, from the body it is given: a handler's own would lie.
+    out.headers_mut().remove(header::CONTENT_LENGTH);
+    out.headers_mut().remove(header::TRANSFER_ENCODING);
     for (name, value) in &shared.security.headers {
         out.headers_mut().insert(name.clone(), value.clone());
     }

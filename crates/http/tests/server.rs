@@ -129,11 +129,7 @@ fn the_body_limit() {
         "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(40_000)
     );
-    let answer = exchange(addr, huge.as_bytes());
-    assert!(
-        answer.as_ref().is_none_or(|a| a.status == 431),
-        "{answer:?}"
-    );
+    assert_eq!(exchange(addr, huge.as_bytes()).unwrap().status, 431);
     assert_eq!(get(addr, "/metrics").unwrap().status, 200);
 }
 
@@ -426,7 +422,7 @@ fn idle_and_slowloris_clients_do_not_delay_a_request() {
             "{n} idle + 20 slowloris: median {:?}, worst {worst:?}; alone: median {alone:?}",
             median(times.clone())
         );
-        assert!(worst < Duration::from_millis(250), "{n} idle: {times:?}");
+        assert!(worst < Duration::from_millis(500), "{n} idle: {times:?}");
         drop(held);
     }
     for t in slow {
@@ -488,4 +484,53 @@ fn a_panicking_handler_is_a_500_where_panics_unwind() {
     let addr = start(server);
     assert_eq!(get(addr, "/panic").unwrap().status, 500);
     assert_eq!(get(addr, "/metrics").unwrap().status, 200);
+}
+
+#[test]
+fn absurd_limits_are_brought_within_reason() {
+    let limits = Limits {
+        head_timeout: Duration::MAX,
+        body_timeout: Duration::ZERO,
+        exchange_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        max_head: usize::MAX,
+        max_body: 0,
+        max_connections: 0,
+        max_handlers: 0,
+    };
+    let addr = start(metrics_server(limits));
+    assert_eq!(get(addr, "/metrics").unwrap().status, 200);
+    let echo = exchange(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    )
+    .unwrap();
+    assert_eq!(echo.status, 413);
+}
+
+#[test]
+fn a_handler_cannot_break_the_framing() {
+    let server =
+        Server::new(Limits::default(), Security::default()).route(Method::GET, "/lies", |_| {
+            Response::text(200, "twelve bytes")
+                .header(keepalive_shim_http::header::CONTENT_LENGTH, "1000")
+                .header(keepalive_shim_http::header::TRANSFER_ENCODING, "chunked")
+                .header(
+                    keepalive_shim_http::HeaderName::from_static("x-bad"),
+                    "a\r\nInjected: 1",
+                )
+        });
+    let addr = start(server);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /lies HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let answer = read_answer(&mut stream, false, Duration::from_secs(5)).unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), "twelve bytes");
+        assert_eq!(answer.header("content-length").as_deref(), Some("12"));
+        assert_eq!(answer.header("injected"), None);
+        assert_eq!(answer.header("x-bad"), None);
+    }
 }
