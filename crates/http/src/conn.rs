@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use std::io;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -32,6 +33,8 @@ struct State {
     /// A response went out before its request's body was read: drain a little before closing,
     /// so that the client reads the response instead of a reset.
     unread_body: bool,
+    /// Then a second descriptor of the socket, for that drain after hyper closed its own.
+    spare: Option<OwnedFd>,
 }
 
 /// The clock of one connection.
@@ -52,6 +55,7 @@ impl Watch {
                 phase: Phase::Head,
                 deadline: Instant::now() + head,
                 unread_body: false,
+                spare: None,
             }),
             changed: Notify::new(),
             head,
@@ -97,8 +101,17 @@ impl Watch {
         self.lock().unread_body = true;
     }
 
-    pub fn unread_body(&self) -> bool {
-        self.lock().unread_body
+    /// The second descriptor of a connection that answered before reading a body.
+    pub fn take_spare(&self) -> Option<OwnedFd> {
+        self.lock().spare.take()
+    }
+
+    /// The socket is writing an answer: if it leaves a body unread, keep a second descriptor.
+    fn writing(&self, stream: &TcpStream) {
+        let mut state = self.lock();
+        if state.unread_body && state.spare.is_none() {
+            state.spare = stream.as_fd().try_clone_to_owned().ok();
+        }
     }
 
     /// Returns when the deadline of the phase the connection is in has passed.
@@ -149,6 +162,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.watch.writing(&self.stream);
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -157,6 +171,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.watch.writing(&self.stream);
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 

@@ -10,7 +10,6 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -83,8 +82,6 @@ fn transient(e: &std::io::Error) -> bool {
 
 async fn connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    // A second descriptor of the socket, so that it can be drained after hyper closed its own.
-    let spare: Option<OwnedFd> = stream.as_fd().try_clone_to_owned().ok();
     let limits = &shared.limits;
     let watch = Arc::new(Watch::new(
         limits.head_timeout,
@@ -106,8 +103,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         _ = watch.expired() => false,
     };
     if finished
-        && watch.unread_body()
-        && let Some(spare) = spare
+        && let Some(spare) = watch.take_spare()
         && let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(spare))
     {
         conn::linger(stream).await;
@@ -173,9 +169,14 @@ async fn answer(
     deadline: Instant,
     watch: &Watch,
 ) -> (Response, bool) {
+    // An answer before the body was read: the connection closes after it (a body may follow),
+    // unless there is no body.
+    let has_body = !http_body::Body::is_end_stream(request.body());
     let unread = |response: Response| {
-        watch.body_left_unread();
-        (response, true)
+        if has_body {
+            watch.body_left_unread();
+        }
+        (response, has_body)
     };
     if let Some(limit) = &shared.security.rate_limit
         && !limit.allow()

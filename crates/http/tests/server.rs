@@ -72,6 +72,13 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         let answer = read_answer(&mut stream, false, Duration::from_secs(5)).unwrap();
         assert_eq!(answer.status, 200);
         assert_eq!(answer.text(), "up 1\n");
+        // An error without a body to skip keeps the connection too.
+        stream
+            .write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let answer = read_answer(&mut stream, false, Duration::from_secs(5)).unwrap();
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.header("connection"), None);
     }
 }
 
