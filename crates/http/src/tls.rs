@@ -109,6 +109,7 @@ impl Tls {
         let mut provider = rustls::crypto::ring::default_provider();
         choose_suites(&mut provider, &settings.cipher_suites)?;
         choose_groups(&mut provider, &settings.curve_preferences)?;
+        let versions = versions(settings.min_version, settings.max_version)?;
         let provider = Arc::new(provider);
         let first = load_pair(&settings.cert, &settings.key, &provider)?;
         let resolver = Arc::new(Reloading {
@@ -122,7 +123,6 @@ impl Tls {
             }),
             log: OnceLock::new(),
         });
-        let versions = versions(settings.min_version, settings.max_version)?;
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&versions)
             .map_err(|e| format!("tls_server_config: {e}"))?;

@@ -69,6 +69,22 @@ fn mistakes_are_named() {
             &["rate_limit.interval", "soon"],
         ),
         ("rate_limit:\n  interval: 1s\n", &["burst"]),
+        (
+            "tls_server_config:\n  cert: x\n  key: y\n  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n",
+            &[
+                "cipher_suites",
+                "TLS_RSA_WITH_RC4_128_SHA",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            ],
+        ),
+        (
+            "tls_server_config:\n  cert: x\n  key: y\n  curve_preferences: [CurveP521]\n",
+            &["curve_preferences", "CurveP521", "X25519"],
+        ),
+        (
+            "tls_server_config:\n  cert: x\n  key: y\n  max_version: TLS11\n",
+            &["max_version", "TLS13"],
+        ),
         ("tls_server_config: [\n", &["line"]),
         ("- just\n- a list\n", &["sequence", "mapping"]),
     ];
@@ -97,6 +113,27 @@ fn mistakes_are_named() {
     let error = keepalive_shim_http::load_web_config(&dir.join("absent.yml")).unwrap_err();
     assert!(error.contains("absent.yml"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_choices_by_exporter_toolkit_names_are_accepted() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let indent = |pem: &str| pem.replace('\n', "\n    ");
+    let yaml = format!(
+        "tls_server_config:\n  cert: |\n    {}\n  key: |\n    {}\n  min_version: TLS10\n  \
+         cipher_suites:\n    - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n    - \
+         TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305\n  prefer_server_cipher_suites: false\n  \
+         curve_preferences: [CurveP256, X25519]\n",
+        indent(&cert.pem()),
+        indent(&key.serialize_pem())
+    );
+    let security = parse_web_config(&yaml, Path::new(".")).unwrap();
+    assert!(security.tls.is_some());
+    assert!(security.auth.is_none());
 }
 
 #[test]
