@@ -538,12 +538,8 @@ fn shipped_pods() -> Vec<Found> {
     let mut found = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
-            .map(|doc| {
-                serde::Deserialize::deserialize(doc)
-                    .unwrap_or_else(|e| panic!("{}: not YAML: {e}", file.display()))
-            })
-            .collect();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: not YAML: {e}", file.display()));
         for doc in &docs {
             pods_of(doc, file, &mut found);
         }

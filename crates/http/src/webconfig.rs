@@ -51,7 +51,7 @@ struct HttpServerConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RateLimitConfig {
-    interval: Option<serde_norway::Value>,
+    interval: Option<serde_json::Value>,
     burst: Option<u32>,
 }
 
@@ -81,13 +81,13 @@ pub fn parse(text: &str, dir: &Path) -> Result<Security, String> {
     let file: File = if text.trim().is_empty() {
         File::default()
     } else {
-        let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         match value {
-            serde_norway::Value::Null => File::default(),
+            serde_json::Value::Null => File::default(),
             // Read again from the text, so that a mistake is told with its line and the
             // section it is in.
-            serde_norway::Value::Mapping(_) => {
-                serde_norway::from_str(text).map_err(|e| e.to_string())?
+            serde_json::Value::Object(_) => {
+                serde_saphyr::from_str(text).map_err(|e| e.to_string())?
             }
             _ => {
                 return Err(
@@ -127,10 +127,10 @@ pub fn parse(text: &str, dir: &Path) -> Result<Security, String> {
     if let Some(limit) = file.rate_limit {
         let interval = match &limit.interval {
             None => std::time::Duration::ZERO,
-            Some(serde_norway::Value::Number(n)) if n.as_u64() == Some(0) => {
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(0) => {
                 std::time::Duration::ZERO
             }
-            Some(serde_norway::Value::String(s)) => crate::ratelimit::parse_go_duration(s)
+            Some(serde_json::Value::String(s)) => crate::ratelimit::parse_go_duration(s)
                 .ok_or_else(|| {
                     format!(
                         "rate_limit.interval: {s:?} is not a duration (like 1s, 500ms, 1m; 0 turns \
