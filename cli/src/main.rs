@@ -11,6 +11,7 @@ mod inspect;
 mod metrics;
 mod run;
 mod system;
+mod webhook;
 
 // What several commands share: the library's one finder, the preload file's text, which mode
 // reaches a program, and the metrics endpoint.
@@ -49,6 +50,7 @@ enum Command {
     Fleet(fleet::Args),
     Metrics(metrics::Args),
     System(system::Args),
+    Webhook(webhook::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +63,6 @@ fn main() -> ExitCode {
         Command::Fleet(args) => fleet::main(args),
         Command::Metrics(args) => metrics::main(args),
         Command::System(args) => system::main(args),
+        Command::Webhook(args) => webhook::main(args),
     }
 }

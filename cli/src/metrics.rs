@@ -6,6 +6,7 @@ use crate::endpoint;
 use keepalive_shim_observe::scrape::Budget;
 use keepalive_shim_sys::say;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Serve Prometheus metrics: what keepalive-shim did in each process that has the library
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 #[command(after_help = "Examples:\n  \
     keepalive-shim metrics --listen 127.0.0.1:9877\n  \
     keepalive-shim metrics --listen [::]:9877 --max-processes 200\n  \
+    keepalive-shim metrics --listen :9877 --web.config.file /etc/keepalive-shim/web.yml\n  \
     curl -s http://127.0.0.1:9877/metrics")]
 pub struct Args {
     /// The address and port to listen on (port 0: any free port, printed on stderr).
@@ -27,10 +29,21 @@ pub struct Args {
     /// label). Also the most network namespaces and supervisors shown.
     #[arg(long, default_value_t = 500, value_name = "N")]
     max_processes: usize,
+    /// TLS, basic auth, response headers and a request rate, in Prometheus exporter-toolkit's
+    /// format (tls_server_config, basic_auth_users, http_server_config, rate_limit).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config: Option<PathBuf>,
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let listener = match endpoint::listen(args.listen) {
+    let security = match endpoint::security(args.web_config.as_deref()) {
+        Ok(s) => s,
+        Err(message) => {
+            say!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match endpoint::listen(args.listen, security.tls.is_some()) {
         Ok(l) => l,
         Err(message) => {
             say!("{message}");
@@ -41,6 +54,7 @@ pub fn main(args: Args) -> ExitCode {
         series: args.max_processes,
         ..Budget::default()
     };
-    endpoint::serve_forever(listener, budget, None);
-    ExitCode::SUCCESS
+    let why = endpoint::serve(listener, budget, None, security);
+    say!("metrics: {why}");
+    ExitCode::FAILURE
 }

@@ -335,7 +335,10 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
         Err(e) => return fail(e),
     };
     // Bound before anything is attached: an address in use stops here.
-    let listener = match metrics.map(crate::endpoint::listen).transpose() {
+    let listener = match metrics
+        .map(|a| crate::endpoint::listen(a, false))
+        .transpose()
+    {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -525,13 +528,14 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)
                 .collect()
         });
         std::thread::spawn(move || {
-            crate::endpoint::serve_forever(
+            crate::endpoint::serve(
                 listener,
                 keepalive_shim_observe::scrape::Budget {
                     series: DEFAULT_MAX_PROCESSES,
                     ..Default::default()
                 },
                 Some(read),
+                Default::default(),
             )
         });
     }

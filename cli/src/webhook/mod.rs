@@ -3,6 +3,8 @@
 //! the same answer for one AdmissionReview on stdin, and certificates for clusters without
 //! cert-manager.
 
+mod serve;
+
 use crate::mutation::MutationArgs;
 use keepalive_shim_kube::{Outcome, certs};
 use keepalive_shim_sys::say;
@@ -22,7 +24,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Action {
     /// Serve POST /mutate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics.
-    Serve(crate::webhook_serve::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Answer one AdmissionReview read on stdin, on stdout: exactly what `serve` would answer.
     ///
     /// Exit 0 when the request was an AdmissionReview for a pod; 65 (with the reason on stderr)
@@ -63,7 +65,7 @@ pub struct CertsArgs {
 
 pub fn main(args: Args) -> ExitCode {
     match args.action {
-        Action::Serve(args) => crate::webhook_serve::main(args),
+        Action::Serve(args) => serve::main(args),
         Action::Review(args) => review(args),
         Action::Certs(args) => make_certs(args),
     }
