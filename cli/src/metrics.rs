@@ -664,11 +664,38 @@ impl FleetCounts {
     }
 }
 
-/// One fleet attachment's counts, by cgroup.
+/// One series of a fleet attachment's counts: by the connection's own cgroup below the
+/// attached one, or a folded entry.
 #[derive(Clone, Debug)]
 pub struct FleetSeries {
+    /// The attached cgroup.
     pub cgroup: String,
+    /// The connection's cgroup, relative to the attached one (`.`: the attached one itself).
+    pub path: Option<String>,
+    /// The Kubernetes pod that path names.
+    pub pod_uid: Option<String>,
+    /// A folded entry instead of a path: `other` (beyond the cap), `gone` (cgroups removed),
+    /// `unresolved`.
+    pub folded: Option<String>,
     pub counts: FleetCounts,
+}
+
+impl FleetSeries {
+    /// Its labels, after `mechanism="fleet"`, then `extra`.
+    fn labels(&self, extra: &[(&str, &str)]) -> String {
+        let mut pairs = vec![("mechanism", "fleet"), ("cgroup", self.cgroup.as_str())];
+        if let Some(p) = &self.path {
+            pairs.push(("path", p));
+        }
+        if let Some(u) = &self.pod_uid {
+            pairs.push(("pod_uid", u));
+        }
+        if let Some(f) = &self.folded {
+            pairs.push(("folded", f));
+        }
+        pairs.extend_from_slice(extra);
+        labels(&pairs)
+    }
 }
 
 /// Where the fleet counts of a scrape come from (`fleet attach --metrics`).
@@ -943,11 +970,7 @@ fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
     };
     for f in fleet {
         let c = &f.counts;
-        let at = |extra: &[(&str, &str)]| {
-            let mut pairs = vec![("mechanism", "fleet"), ("cgroup", f.cgroup.as_str())];
-            pairs.extend_from_slice(extra);
-            labels(&pairs)
-        };
+        let at = |extra: &[(&str, &str)]| f.labels(extra);
         push(
             "keepalive_shim_connections_configured_total",
             at(&[("direction", "outgoing")]),
@@ -993,12 +1016,7 @@ fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
             kind: "counter",
             samples: fleet
                 .iter()
-                .map(|f| {
-                    (
-                        labels(&[("mechanism", "fleet"), ("cgroup", &f.cgroup)]),
-                        f.counts.aborted.to_string(),
-                    )
-                })
+                .map(|f| (f.labels(&[]), f.counts.aborted.to_string()))
                 .collect(),
         },
     );

@@ -4,11 +4,15 @@
 //!
 //! - `insn.rs`: the instructions, one named constructor each, and labels for jumps.
 //! - `program.rs`: the programs, generated from the library's `Settings`.
+//! - `btf.rs`: the kernel's type information, for the offsets the sock_ops program reads.
+//! - `counts.rs`: what the programs counted, by cgroup (and pod).
 //! - `sys.rs`: the `bpf()` system call.
 //! - `preflight.rs`: kernel version, privileges, cgroup v2, bpffs.
 //! - `lifecycle.rs`: attach (foreground or pinned), replace, detach, status.
 //! - `interp.rs` (tests only): runs the generated programs on a model socket.
 
+mod btf;
+mod counts;
 mod insn;
 #[cfg(test)]
 mod interp;
@@ -130,7 +134,11 @@ pub fn check_section(s: &Settings) -> String {
         counts: Some(0),
     };
     let defaults = program::node_defaults();
-    let ops = program::sock_ops(s, &defaults, maps).len();
+    let target = program::Target {
+        layout: btf::kernel_layout(),
+        cgroup: 0,
+    };
+    let ops = program::sock_ops(s, &defaults, maps, target).len();
     let what = if s.force {
         "sets the five options on every connection made or accepted"
     } else {
@@ -140,7 +148,7 @@ pub fn check_section(s: &Settings) -> String {
          and count"
     };
     let _ = writeln!(out, "  sock_ops program, {ops} instructions: {what}.");
-    match program::setsockopt(s, maps) {
+    match program::setsockopt(s, &defaults, maps, target) {
         Some(p) => {
             let what = if s.force {
                 "a program's own value for any of the five becomes ours (KEEPALIVE_FORCE)"
