@@ -688,11 +688,11 @@ fn hold(
                 .unwrap_or_else(|| "another program".to_owned());
             holding.store(false, Ordering::Relaxed);
             links.clear();
-            say!(
+            crate::output::out(format_args!(
                 "the attachment to {} was taken over by {by} (its programs now run on these \
                  links); this process holds nothing now and waits to be stopped",
                 cg.path.display()
-            );
+            ));
         }
     }
 }
