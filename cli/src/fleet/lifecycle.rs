@@ -959,6 +959,18 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                     break;
                 }
                 let n = |k: &str| c["counts"][k].as_u64().unwrap_or(0);
+                let nothing = [
+                    "connections_configured",
+                    "accepted_connections_configured",
+                    "connections_excluded",
+                    "connections_timed_out",
+                    "connections_aborted",
+                ]
+                .iter()
+                .all(|k| n(k) == 0);
+                if c["folded"].is_string() && nothing {
+                    continue;
+                }
                 let name = match (c["path"].as_str(), c["folded"].as_str()) {
                     (Some(p), _) => p.to_owned(),
                     (None, Some(f)) => format!("({f})"),
