@@ -79,7 +79,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 /// The programs built for one attachment.
 struct Built {
     /// sock_ops, and setsockopt when it has work: (attach type, program).
-    progs: Vec<(u32, OwnedFd)>,
+    progs: Programs,
     /// What `attach` prints of each: hook, instructions, the verifier's statistics.
     summary: Vec<String>,
     /// The counts map, for `--metrics`.
@@ -149,7 +149,6 @@ fn build(
             .map_or(0, |d| d.as_secs()),
         "settings": settings_json(s),
         "not_a_programs_own": not_a_programs_own(&defaults),
-        "counted_by_cgroup": layout.cgroup.is_some(),
     });
     let text = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
     if text.len() >= INFO_SIZE {
@@ -202,35 +201,72 @@ fn build(
         storage: storage.as_ref().map(|m| m.as_raw_fd()),
         counts: Some(counts.as_raw_fd()),
     };
-    let target = Target {
-        layout,
-        cgroup: cg.id,
+    // With what the kernel's BTF says; a kernel whose verifier refuses what that needs gets the
+    // programs every kernel takes (read back, counted under the attached cgroup).
+    let (progs, mut summary, layout) = match load_programs(s, &defaults, maps, layout, cg.id) {
+        Ok((progs, summary)) => (progs, summary, layout),
+        Err(e) if layout != btf::Layout::NONE => {
+            let (progs, mut summary) = load_programs(s, &defaults, maps, btf::Layout::NONE, cg.id)?;
+            let first = e.lines().next().unwrap_or_default().to_owned();
+            summary.push(format!(
+                "this kernel refused the programs that read the socket through BTF ({first}); \
+                 attached the ones that read its options back"
+            ));
+            (progs, summary, btf::Layout::NONE)
+        }
+        Err(e) => return Err(e),
     };
-    let mut built = Built {
-        progs: Vec::new(),
-        summary: Vec::new(),
+    summary.push(if layout.cgroup.is_some() {
+        "counts: by the connection's own cgroup".to_owned()
+    } else {
+        "counts: all under the attached cgroup (the programs cannot read a socket's own cgroup \
+         on this kernel: it needs BTF, CONFIG_DEBUG_INFO_BTF)"
+            .to_owned()
+    });
+    // The maps live as long as the programs that use them; these descriptors can go.
+    drop((info_map, storage));
+    Ok(Built {
+        progs,
+        summary,
         counts,
         carried,
-    };
+    })
+}
+
+/// Loaded programs, by attach type.
+type Programs = Vec<(u32, OwnedFd)>;
+
+/// Loads the sock_ops program and, when it has work, the setsockopt program: (attach type,
+/// program) each, and what `attach` prints of them (instructions, the verifier's statistics).
+fn load_programs(
+    s: &Settings,
+    defaults: &Defaults,
+    maps: Maps,
+    layout: btf::Layout,
+    cgroup: u64,
+) -> Result<(Programs, Vec<String>), String> {
+    let target = Target { layout, cgroup };
+    let mut progs = Vec::new();
+    let mut summary = Vec::new();
     let mut load = |prog_type, attach_type, name: &str, insns: Vec<Insn>| -> Result<(), String> {
         let loaded = sys::prog_load(prog_type, attach_type, name, &insns, true)
             .map_err(|e| format!("{name}: {e}"))?;
-        built.summary.push(format!(
+        summary.push(format!(
             "{}: {} instructions ({})",
             hook_name(attach_type),
             insns.len(),
             loaded.stats.unwrap_or_default()
         ));
-        built.progs.push((attach_type, loaded.fd));
+        progs.push((attach_type, loaded.fd));
         Ok(())
     };
     load(
         sys::PROG_TYPE_SOCK_OPS,
         sys::ATTACH_CGROUP_SOCK_OPS,
         PROG_SOCK_OPS,
-        program::sock_ops(s, &defaults, maps, target),
+        program::sock_ops(s, defaults, maps, target),
     )?;
-    if let Some(insns) = program::setsockopt(s, &defaults, maps, target) {
+    if let Some(insns) = program::setsockopt(s, defaults, maps, target) {
         load(
             sys::PROG_TYPE_CGROUP_SOCKOPT,
             sys::ATTACH_CGROUP_SETSOCKOPT,
@@ -238,16 +274,7 @@ fn build(
             insns,
         )?;
     }
-    built.summary.push(if layout.cgroup.is_some() {
-        "counts: by the connection's own cgroup".to_owned()
-    } else {
-        "counts: all under the attached cgroup (this kernel has no BTF, so the programs cannot \
-         read a socket's own cgroup)"
-            .to_owned()
-    });
-    // The maps live as long as the programs that use them; these descriptors can go.
-    drop((info_map, storage));
-    Ok(built)
+    Ok((progs, summary))
 }
 
 /// One of keepalive-shim's links, as found in the kernel.

@@ -1084,6 +1084,7 @@ fn own_choice(
 
 #[cfg(test)]
 mod tests {
+    use super::super::btf::Layout;
     use super::super::interp::{LAYOUT, Run, Sock};
     use super::*;
     use keepalive_shim_policy::cases::{CASES, Mechanism, Shape};
@@ -2062,5 +2063,70 @@ mod tests {
             ("KEEPALIVE_INCLUDE", &many.join(",")),
         ]);
         assert!(n(&s) < 1500, "{}", n(&s));
+    }
+
+    #[test]
+    fn counted_by_the_sockets_own_cgroup_and_under_other_when_the_map_is_full() {
+        let prog = sock_ops(&DEFAULT, &D, MAPS_STORAGE, TARGET);
+        let connect = |prog: &[Insn], sock: &mut Sock| {
+            Run::sock_ops(prog, TCP_CONNECT_CB, Some(v4("10.0.0.1", 80)), sock);
+        };
+        // Its own cgroup, read from the socket (not the calling process's).
+        let mut a = Sock::new(FRESH);
+        (a.cgroup, a.current_cgroup) = (2000, 9);
+        connect(&prog, &mut a);
+        assert_eq!(a.counts_of(2000)[COUNT_CONNECTIONS_CONFIGURED], 1);
+        assert_eq!(a.counts_of(9), [0; COUNTERS]);
+        // The map full (only OTHER_KEY's entry fits): counted there.
+        let mut b = Sock::new(FRESH);
+        (b.cgroup, b.capacity) = (3000, 1);
+        connect(&prog, &mut b);
+        assert_eq!(b.counts_of(OTHER_KEY)[COUNT_CONNECTIONS_CONFIGURED], 1);
+        assert_eq!(b.counts.len(), 1);
+        // A kernel whose layout is unknown: under the attached cgroup.
+        let none = Target {
+            layout: Layout::NONE,
+            cgroup: ATTACHED,
+        };
+        let mut c = Sock::new(FRESH);
+        c.layout = Layout::NONE;
+        connect(&sock_ops(&DEFAULT, &D, MAPS_STORAGE, none), &mut c);
+        assert_eq!(c.counts_of(ATTACHED)[COUNT_CONNECTIONS_CONFIGURED], 1);
+        assert_eq!(c.opts, OURS);
+        // How a connection ends, counted by its cgroup too (in softirq, where the calling
+        // process is whoever was interrupted).
+        let mut d = Sock::new(OURS);
+        (d.cgroup, d.current_cgroup, d.args) = (4000, 9, [15, 120_000, 1, 0]);
+        Run::sock_ops(&prog, RTO_CB, None, &mut d);
+        assert_eq!(d.counts_of(4000)[COUNT_TIMED_OUT], 1);
+        let mut e = Sock::new(OURS);
+        (e.cgroup, e.args) = (4000, [TCP_ESTABLISHED as u32, TCP_CLOSE as u32, 0, 0]);
+        Run::sock_ops(&prog, STATE_CB, None, &mut e);
+        assert_eq!(e.counts_of(4000)[COUNT_ABORTED], 1);
+    }
+
+    #[test]
+    fn options_left_to_the_program_count_under_the_calling_process_cgroup() {
+        let prog = setsockopt(&DEFAULT, &D, MAPS_STORAGE, TARGET).unwrap();
+        let mut sock = Sock::new(FRESH);
+        (sock.cgroup, sock.current_cgroup) = (1000, 5000);
+        let o = &OPTIONS[IDLE];
+        Run::setsockopt(&prog, o.level, o.name, &45i32.to_ne_bytes(), &mut sock);
+        assert_eq!(sock.counts_of(5000)[COUNT_LEFT_TO_PROGRAM + IDLE], 1);
+    }
+
+    #[test]
+    fn an_orderly_close_turns_the_state_callback_off() {
+        let flags = |old: i32, new: i32| {
+            callback(&DEFAULT, STATE_CB, [old as u32, new as u32, 0, 0]).cb_flags
+        };
+        let both = (RTO_CB_FLAG | STATE_CB_FLAG) as u32;
+        // This end closes first (FIN_WAIT1), or the peer did and this end now does (LAST_ACK):
+        // no abort can follow that the counts would take.
+        assert_eq!(flags(TCP_ESTABLISHED, TCP_FIN_WAIT1), RTO_CB_FLAG as u32);
+        assert_eq!(flags(TCP_CLOSE_WAIT, TCP_LAST_ACK), RTO_CB_FLAG as u32);
+        // The peer closed: a keepalive abort can still come from CLOSE_WAIT.
+        assert_eq!(flags(TCP_ESTABLISHED, TCP_CLOSE_WAIT), both);
+        assert_eq!(flags(2, TCP_ESTABLISHED), both);
     }
 }
