@@ -119,16 +119,32 @@ fn walk(root: &Path, wanted: &[u64]) -> (BTreeMap<u64, String>, bool) {
             if !is_dir(&entry) {
                 continue;
             }
-            let name = entry.file_name();
+            let name = shown(&entry.file_name());
             let child_rel = if rel == "." {
-                name.to_string_lossy().into_owned()
+                name
             } else {
-                format!("{rel}/{}", name.to_string_lossy())
+                format!("{rel}/{name}")
             };
             queue.push_back((entry.path(), child_rel, depth + 1));
         }
     }
     (found, true)
+}
+
+/// A directory's name as shown: its bytes as UTF-8 (lossily), control characters escaped
+/// (a delegated cgroup's name is anyone's choice, and ends up on a terminal).
+fn shown(name: &std::ffi::OsStr) -> String {
+    name.to_string_lossy()
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn is_dir(entry: &std::fs::DirEntry) -> bool {
@@ -316,7 +332,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("kas-walk-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::create_dir_all(root.join("c")).unwrap();
+        std::fs::create_dir_all(root.join("c\n\u{1b}[31m")).unwrap();
         std::fs::write(root.join("a/file"), "").unwrap();
         let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
         let (found, complete) = walk(&root, &[ino("a/b"), ino("."), 1]);
@@ -324,6 +340,12 @@ mod tests {
         assert_eq!(found.get(&ino("a/b")).map(String::as_str), Some("a/b"));
         assert_eq!(found.get(&ino(".")).map(String::as_str), Some("."));
         assert_eq!(found.len(), 2, "an ID not there is not found: {found:?}");
+        let (found, _) = walk(&root, &[ino("c\n\u{1b}[31m")]);
+        assert_eq!(
+            found.values().next().map(String::as_str),
+            Some("c\\n\\u{1b}[31m"),
+            "control characters escaped"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }
