@@ -71,6 +71,8 @@ pub struct Sock {
     pub args: [u32; 4],
     /// The options someone set on it (bit `i`): the raw fields of the others are 0.
     pub touched: u8,
+    /// `bpf_sock`'s `state`: `TCP_CLOSE` until it connects or is accepted.
+    pub state: i32,
     /// The socket's cgroup (its `sk_cgrp_data`), and the calling process's.
     pub cgroup: u64,
     pub current_cgroup: u64,
@@ -97,6 +99,7 @@ impl Sock {
             touched: (0..N)
                 .filter(|&i| opts[i] != KERNEL_DEFAULTS[i])
                 .fold(0, |m, i| m | 1 << i),
+            state: 7,
             cgroup: 1000,
             current_cgroup: 1000,
             layout: LAYOUT,
@@ -265,6 +268,8 @@ impl<'s> Run<'s> {
 
     fn fill_sk(&mut self, family: i32) {
         let (ty, protocol) = (self.sock.ty, self.sock.protocol);
+        let state = self.sock.state as u32;
+        Run::put(&mut self.sk, sock::STATE, &state.to_ne_bytes());
         Run::put(&mut self.sk, sock::FAMILY, &(family as u32).to_ne_bytes());
         Run::put(&mut self.sk, sock::TYPE, &(ty as u32).to_ne_bytes());
         Run::put(

@@ -266,7 +266,7 @@ fn load_programs(
         PROG_SOCK_OPS,
         program::sock_ops(s, defaults, maps, target),
     )?;
-    if let Some(insns) = program::setsockopt(s, defaults, maps, target) {
+    if let Some(insns) = program::setsockopt(s, maps, target) {
         load(
             sys::PROG_TYPE_CGROUP_SOCKOPT,
             sys::ATTACH_CGROUP_SETSOCKOPT,

@@ -148,7 +148,7 @@ pub fn check_section(s: &Settings) -> String {
          and count"
     };
     let _ = writeln!(out, "  sock_ops program, {ops} instructions: {what}.");
-    match program::setsockopt(s, &defaults, maps, target) {
+    match program::setsockopt(s, maps, target) {
         Some(p) => {
             let what = if s.force {
                 "a program's own value for any of the five becomes ours (KEEPALIVE_FORCE)"

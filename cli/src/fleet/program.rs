@@ -6,39 +6,50 @@
 //! - [`sock_ops`]: a `BPF_PROG_TYPE_SOCK_OPS` program, for `Event::Connect` (on
 //!   `BPF_SOCK_OPS_TCP_CONNECT_CB`, before the SYN; the destination rules are matched there)
 //!   and `Event::Accepted` (`BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`). What it knows of the socket
-//!   is what the programs recorded in its storage byte; of a socket they recorded nothing of, it
-//!   reads the options back with `bpf_getsockopt` and tells ours, the program's and nobody's
-//!   apart as `Known::from_kernel` does. Then the plan: ours for every option the program did
-//!   not choose, the user timeout following its own keepalive; nothing on a socket already
-//!   configured; all of ours with `KEEPALIVE_FORCE`; and for a destination the rules exclude,
-//!   back to the node's defaults where we had set ours.
+//!   is what the programs recorded in its storage byte; of a socket they recorded nothing of,
+//!   what the socket itself shows: where the kernel's BTF gives the offsets (btf.rs), its raw
+//!   option fields, all at zero on a socket nobody set one of the five on (a fresh socket, the
+//!   common case: configured with five `bpf_setsockopt` and nothing else); otherwise the options
+//!   read back with `bpf_getsockopt`, told apart as `Known::from_kernel` does, and recorded.
+//!   Then the plan: ours for every option the program did not choose, the user timeout
+//!   following its own keepalive; nothing on a socket already configured; all of ours with
+//!   `KEEPALIVE_FORCE`; and for a destination the rules exclude, back to the node's defaults
+//!   where we had set ours.
 //! - [`setsockopt`]: a `BPF_CGROUP_SETSOCKOPT` program, for `Event::Set`: it runs before the
 //!   kernel applies a program's `setsockopt()` of one of the options, so it sees a program's own
 //!   choice even when its value equals the kernel's default (an explicit `SO_KEEPALIVE=0`, a
 //!   `TCP_USER_TIMEOUT=0`) and records it. On a socket not configured yet (before `connect()`)
 //!   it configures it there and then, as the decision says (every other option ours, the user
 //!   timeout following); on a configured one, the program's own idle, interval or count gives
-//!   the user timeout that follows them. With FORCE, the program's value becomes ours (a value
+//!   the user timeout that follows them. A socket without a record that is connected or
+//!   accepted is one sock_ops configured fresh (`Known::CONFIGURED`); one that is not (or
+//!   listens) is as the kernel made it. With FORCE, the program's value becomes ours (a value
 //!   the kernel would refuse passes through, to fail as it would). A value the kernel refuses
-//!   is no event.
+//!   is no event. A call for any other option passes after two comparisons.
 //!
 //! The two share what is known of a socket through a socket-storage map: one byte, the
 //! options the program chose (bit `i` for option `i`, as `Known::own`), [`MARK_CONFIGURED`]
-//! and [`MARK_EXCLUDED`] (left alone).
+//! and [`MARK_EXCLUDED`] (left alone), made only where there is something to record (a fresh
+//! connection has none: making one was most of what fleet mode cost per connection).
 //!
-//! Both count, per attachment, in a one-entry array map of u64 counters (`COUNT_*`), each
-//! update an atomic add (`BPF_ATOMIC | BPF_ADD`) at the looked-up value, checked non-null:
-//! connections configured (outgoing at `TCP_CONNECT_CB`, accepted at
-//! `PASSIVE_ESTABLISHED_CB`), excluded by the rules, options the program chose itself and kept
-//! (once per socket and option, as the library counts them), and how the connections it
-//! configured ended, as far as a BPF program can tell: on each configured connection sock_ops
-//! enables `BPF_SOCK_OPS_RTO_CB` and `BPF_SOCK_OPS_STATE_CB` (the flags already set kept);
-//! `RTO_CB` with `args[2]` (expired) = 1 is `tcp_write_timeout()` ending the connection
-//! (retransmissions, the user timeout with data unacknowledged, SYN retries): counted as timed
-//! out, and its `STATE_CB` turned off so the close that follows is not counted again; a
-//! `STATE_CB` from ESTABLISHED or CLOSE_WAIT straight to CLOSE is counted as aborted: the
-//! keepalive timer's abort, which has no callback of its own, but also an RST received or an
-//! abortive close, which no sock_ops field tells apart from it.
+//! Both count, by the connection's own cgroup, in a per-CPU hash from a cgroup's ID to its u64
+//! counters (`COUNT_*`): looked up (added at the cgroup's first event, or [`OTHER_KEY`]'s entry
+//! when the map is full), then one atomic add (`BPF_ATOMIC | BPF_ADD`) on this CPU's copy.
+//! sock_ops reads the socket's cgroup (`sk_cgrp_data.cgroup->kn->id`, set when the socket was
+//! made) through `bpf_skc_to_tcp_sock`, in every context, softirq included; the setsockopt
+//! program, which cannot, takes the calling process's. Counted: connections configured
+//! (outgoing at `TCP_CONNECT_CB`, accepted at `PASSIVE_ESTABLISHED_CB`), excluded by the rules,
+//! options the program chose itself and kept (once per socket and option, as the library counts
+//! them), and how the connections it configured ended, as far as a BPF program can tell: on
+//! each configured connection sock_ops enables `BPF_SOCK_OPS_RTO_CB` and
+//! `BPF_SOCK_OPS_STATE_CB` (the flags already set kept); `RTO_CB` with `args[2]` (expired) = 1
+//! is `tcp_write_timeout()` ending the connection (retransmissions, the user timeout with data
+//! unacknowledged, SYN retries): counted as timed out, and its `STATE_CB` turned off so the
+//! close that follows is not counted again; a `STATE_CB` from ESTABLISHED or CLOSE_WAIT straight
+//! to CLOSE is counted as aborted: the keepalive timer's abort, which has no callback of its
+//! own, but also an RST received or an abortive close, which no sock_ops field tells apart from
+//! it. An orderly close (to FIN_WAIT1 or LAST_ACK) turns the state callback off, so the state
+//! changes after it cost nothing.
 //!
 //! With `KEEPALIVE_USER_TIMEOUT=0` and no FORCE there is no setsockopt program (a user timeout
 //! to follow is 0 anyway): sock_ops alone reads back at connect, so a program's own value equal
@@ -82,6 +93,7 @@ pub const TCP_FIN_WAIT2: i32 = 5;
 pub const TCP_CLOSE: i32 = 7;
 pub const TCP_CLOSE_WAIT: i32 = 8;
 pub const TCP_LAST_ACK: i32 = 9;
+pub const TCP_LISTEN: i32 = 10;
 
 /// The counters, by index in the counts map's one value (u64 each).
 pub const COUNT_CONNECTIONS_CONFIGURED: usize = 0;
@@ -129,6 +141,7 @@ pub mod sock {
     pub const FAMILY: i16 = 4;
     pub const TYPE: i16 = 8;
     pub const PROTOCOL: i16 = 12;
+    pub const STATE: i16 = 72;
 }
 
 /// The storage byte: the options the program chose itself, bit `i` for option `i` (the
@@ -507,12 +520,13 @@ pub fn sock_ops(s: &Settings, defaults: &Defaults, maps: Maps, target: Target) -
         a.jump(jne_imm(R2, TCP_CONNECT_CB), out);
         a.bind(event);
 
+        // Its counters first: the paths of what follows then share one lookup's outcome.
+        if let Some(map) = maps.counts {
+            socket_counters(&mut a, map, target);
+        }
         // What is known of the socket: needed unless FORCE sets ours whatever it is.
         if !s.force || s.has_rules() {
             known(&mut a, s, defaults, storage, target.layout, out);
-        }
-        if let Some(map) = maps.counts {
-            socket_counters(&mut a, map, target);
         }
 
         // An outgoing connection: the destination rules.
@@ -710,6 +724,17 @@ fn known(
         a.bind(set);
     }
     read_back_known(a, s, defaults, R6);
+    if let Some(map) = storage {
+        // Read back: what it says is recorded, for the setsockopt program (a fresh socket
+        // needs no record: connected, it is configured with nothing of its own).
+        let have = a.label();
+        a.jump(jne_imm(R9, 0), have);
+        a.push(ldx_dw(R2, R6, sock_ops_ctx::SK));
+        a.jump(jeq_imm(R2, 0), have);
+        storage_get(a, map, true);
+        a.push(mov64_reg(R9, R0));
+        a.bind(have);
+    }
     a.bind(done);
 }
 
@@ -861,20 +886,10 @@ fn match_rule(a: &mut Asm, rule: &RuleParts, matched: Label) {
 
 // ---- the setsockopt program ----
 
-/// Where the setsockopt program keeps the socket and the option's value while it reads the
-/// options back (the registers that hold them carry what is known).
-const SLOT_SOCKET: i16 = SLOT_ZERO - 8;
-const SLOT_OPTVAL: i16 = SLOT_ZERO - 16;
-
 /// The setsockopt program for `s` (see the module's documentation), or `None` when it would
 /// have nothing to do ([`needs_setsockopt`]). Registers: `R6` the context, `R7` the socket,
 /// `R8` the option's value, `R9` the socket's storage.
-pub fn setsockopt(
-    s: &Settings,
-    defaults: &Defaults,
-    maps: Maps,
-    target: Target,
-) -> Option<Vec<Insn>> {
+pub fn setsockopt(s: &Settings, maps: Maps, target: Target) -> Option<Vec<Insn>> {
     use sockopt_ctx::*;
     if !needs_setsockopt(s) {
         return None;
@@ -936,17 +951,16 @@ pub fn setsockopt(
             a.push(ldx_b(R1, R9, 0));
             a.jump(jset_imm(R1, i32::from(MARK_EXCLUDED)), pass);
             a.jump(jset_imm(R1, i32::from(MARK_CONFIGURED)), configured);
-            // Not known configured: a socket the programs recorded nothing of (sock_ops
-            // configures without a mark). What its options say, read back before the
-            // program's value applies, is what is known, and is kept.
-            a.push(stx_dw(R10, SLOT_SOCKET, R7));
-            a.push(stx_dw(R10, SLOT_OPTVAL, R8));
-            read_back_known(&mut a, s, defaults, R7);
-            a.push(or64_reg(R8, R7));
-            a.push(stx_b(R9, 0, R8));
-            a.push(ldx_dw(R7, R10, SLOT_SOCKET));
-            a.push(ldx_dw(R8, R10, SLOT_OPTVAL));
-            a.push(ldx_b(R1, R9, 0));
+            // No mark: sock_ops configured every socket that connected or was accepted (a
+            // fresh one without a mark: nothing of its own); one not connected, or listening,
+            // is as the kernel made it.
+            let not_connected = a.label();
+            a.push(ldx_w(R2, R7, sock::STATE));
+            a.jump(jeq_imm(R2, TCP_CLOSE), not_connected);
+            a.jump(jeq_imm(R2, TCP_LISTEN), not_connected);
+            a.push(or64_imm(R1, i32::from(MARK_CONFIGURED)));
+            a.push(stx_b(R9, 0, R1));
+            a.bind(not_connected);
             a.bind(configured);
             if is_time(i) {
                 // The program's value, for the user timeout that follows it.
@@ -1177,7 +1191,7 @@ mod tests {
                 d,
                 storage,
                 ops: sock_ops(s, &d, maps, TARGET),
-                sso: setsockopt(s, &d, maps, TARGET),
+                sso: setsockopt(s, maps, TARGET),
                 sock: Sock::new(start),
                 known: None,
                 name: "",
@@ -1190,7 +1204,7 @@ mod tests {
         fn knows(&self, in_sock_ops: bool) -> Known {
             match self.known {
                 Some(k) if self.storage && (k.configured || k.left_alone) => k,
-                _ if in_sock_ops || self.sso.is_some() => {
+                _ if in_sock_ops || !self.storage => {
                     let seen = if self.sock.readable {
                         self.sock.opts
                     } else {
@@ -1198,7 +1212,18 @@ mod tests {
                     };
                     Known::from_kernel(&seen, &self.d, self.s)
                 }
-                _ => Known::FRESH,
+                _ => self.unmarked(),
+            }
+        }
+
+        /// What an unmarked socket is to the setsockopt program: configured by sock_ops, with
+        /// nothing of its own, once connected or accepted; as the kernel made it before (or
+        /// listening).
+        fn unmarked(&self) -> Known {
+            if [TCP_CLOSE, TCP_LISTEN].contains(&self.sock.state) {
+                Known::FRESH
+            } else {
+                Known::CONFIGURED
             }
         }
 
@@ -1214,8 +1239,10 @@ mod tests {
                 plan.reason
             );
             match self.sock.mark {
+                // No marks kept (no setsockopt program): read back at every event.
+                _ if !self.storage => self.known = None,
                 // Recorded: exactly what the plan says is known next.
-                Some(mark) if self.storage => {
+                Some(mark) => {
                     assert_eq!(
                         mark,
                         mark_of(plan.next),
@@ -1225,14 +1252,13 @@ mod tests {
                     self.known = Some(plan.next);
                 }
                 // FORCE without rules knows nothing of a socket, and needs nothing.
-                _ if self.s.force => self.known = None,
-                // Not recorded: the next event reads back what the socket has (a socket whose
-                // every option is its program's reads the same configured or not, and gets the
-                // same from either).
-                _ => {
-                    assert!(
-                        !plan.next.left_alone,
-                        "{}: {event:?}: left alone, unmarked",
+                None if self.s.force => self.known = None,
+                // Not recorded: what the next event takes an unmarked socket for, exactly.
+                None => {
+                    assert_eq!(
+                        plan.next,
+                        self.unmarked(),
+                        "{}: {event:?}: unmarked, but not what an unmarked socket is taken for",
                         self.name
                     );
                     self.known = None;
@@ -1243,6 +1269,12 @@ mod tests {
 
         fn sock_ops(&mut self, op: i32, dest: Option<Destination>) -> Plan {
             let known = self.knows(true);
+            // Connecting (before the SYN) or accepted (established).
+            self.sock.state = if op == TCP_CONNECT_CB {
+                2
+            } else {
+                TCP_ESTABLISHED
+            };
             let before = self.sock.opts;
             assert_eq!(Run::sock_ops(&self.ops, op, dest, &mut self.sock), 1);
             let event = match &dest {
@@ -1352,7 +1384,7 @@ mod tests {
     #[test]
     fn disabled_does_nothing() {
         let s = settings(&[("KEEPALIVE_ENABLE", "0")]);
-        assert!(setsockopt(&s, &D, MAPS, TARGET).is_none());
+        assert!(setsockopt(&s, MAPS, TARGET).is_none());
         assert!(!needs_storage(&s));
         let sock = connect(&s, FRESH, Some(v4("10.0.0.1", 80)));
         assert_eq!((sock.opts, sock.gets), (FRESH, 0));
@@ -1408,7 +1440,8 @@ mod tests {
         let sock = connect(&DEFAULT, [1, 7200, 75, 9, 0], Some(v4("10.0.0.1", 80)));
         assert_eq!(sock.opts, OURS);
         assert!(!sock.sets.iter().any(|&(i, _)| i == KEEPALIVE));
-        assert_eq!(sock.mark, None, "read back again when needed");
+        // Read back (someone set an option on it): what it said is recorded.
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED | 1 << KEEPALIVE));
     }
 
     #[test]
@@ -1504,7 +1537,7 @@ mod tests {
     fn a_programs_own_user_timeout_stands_and_is_marked() {
         let sock = connect(&DEFAULT, [0, 7200, 75, 9, 5000], Some(v4("10.0.0.1", 80)));
         assert_eq!(sock.opts, [1, 30, 10, 3, 5000]);
-        assert_eq!(sock.mark, None, "read back again when needed");
+        assert_eq!(sock.mark, Some(MARK_CONFIGURED | 1 << USER_TIMEOUT));
     }
 
     #[test]
@@ -1698,7 +1731,7 @@ mod tests {
         value: i32,
     ) -> (i32, i32, Sock) {
         let maps = if needs_storage(s) { MAPS_STORAGE } else { MAPS };
-        let prog = setsockopt(s, &D, maps, TARGET).expect("a setsockopt program");
+        let prog = setsockopt(s, maps, TARGET).expect("a setsockopt program");
         let mut sock = Sock::new(before);
         sock.mark = mark;
         let (ret, passed) = Run::setsockopt(
@@ -1715,9 +1748,9 @@ mod tests {
     #[test]
     fn no_setsockopt_program_when_it_has_nothing_to_do() {
         let s = settings(&[("KEEPALIVE_USER_TIMEOUT", "0")]);
-        assert!(setsockopt(&s, &D, MAPS, TARGET).is_none());
+        assert!(setsockopt(&s, MAPS, TARGET).is_none());
         assert!(!needs_storage(&s));
-        assert!(setsockopt(&DEFAULT, &D, MAPS_STORAGE, TARGET).is_some());
+        assert!(setsockopt(&DEFAULT, MAPS_STORAGE, TARGET).is_some());
         let forced = settings(&[("KEEPALIVE_FORCE", "1")]);
         assert!(!needs_storage(&forced));
         let forced_rules = settings(&[("KEEPALIVE_FORCE", "1"), ("KEEPALIVE_EXCLUDE", ":22")]);
@@ -1771,7 +1804,7 @@ mod tests {
             } else {
                 MAPS
             };
-            let prog = setsockopt(&s, &D, maps, TARGET).unwrap();
+            let prog = setsockopt(&s, maps, TARGET).unwrap();
             let mut sock = Sock::new(FRESH);
             let (ret, passed) = Run::setsockopt(
                 &prog,
@@ -1865,11 +1898,7 @@ mod tests {
         let mut f = Fleet::new(&DEFAULT, FRESH);
         f.connect(v4("10.0.0.1", 80));
         f.set(USER_TIMEOUT, 7000);
-        // Keepalive read back on a configured socket counts as its own too.
-        assert_eq!(
-            f.sock.mark,
-            Some(MARK_CONFIGURED | 1 << USER_TIMEOUT | 1 << KEEPALIVE)
-        );
+        assert_eq!(f.sock.mark, Some(MARK_CONFIGURED | 1 << USER_TIMEOUT));
         f.set(IDLE, 1);
         assert_eq!(f.sock.opts, [1, 1, 10, 3, 7000]);
     }
@@ -2050,9 +2079,7 @@ mod tests {
         let s = settings(&[("KEEPALIVE_FORCE", "1")]);
         // The five set, plus the counting.
         assert!(n(&s) < 260, "{}", n(&s));
-        let sso = setsockopt(&DEFAULT, &D, MAPS_STORAGE, TARGET)
-            .unwrap()
-            .len();
+        let sso = setsockopt(&DEFAULT, MAPS_STORAGE, TARGET).unwrap().len();
         assert!(sso < 1600, "{sso}");
         // 32 + 32 IPv6 rules with ports: the largest, well within the verifier's limits.
         let many: Vec<String> = (0..32)
@@ -2107,7 +2134,7 @@ mod tests {
 
     #[test]
     fn options_left_to_the_program_count_under_the_calling_process_cgroup() {
-        let prog = setsockopt(&DEFAULT, &D, MAPS_STORAGE, TARGET).unwrap();
+        let prog = setsockopt(&DEFAULT, MAPS_STORAGE, TARGET).unwrap();
         let mut sock = Sock::new(FRESH);
         (sock.cgroup, sock.current_cgroup) = (1000, 5000);
         let o = &OPTIONS[IDLE];
