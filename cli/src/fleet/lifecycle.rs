@@ -446,7 +446,10 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
             dir.display(),
             dir.display()
         ),
-        None => "held by this process: detached when it stops".to_string(),
+        None => {
+            "held by this process: detached when it stops (unless another attach takes it over)"
+                .to_string()
+        }
     };
     crate::output::out(format_args!("attached to {}, {how}", cg.path.display()));
     for line in &built.summary {

@@ -50,11 +50,13 @@ enum Command {
     Status(StatusArgs),
 }
 
-/// Attach the programs to a cgroup v2 (replacing keepalive-shim's own programs there, if any).
+/// Attach the programs to a cgroup v2, taking over keepalive-shim's own programs there, if any,
+/// without a gap (their links get the new programs in place).
 ///
-/// Without --pin, stays in the foreground and the programs are detached when it stops (SIGTERM,
-/// SIGINT, or death): for a Kubernetes DaemonSet or a systemd service. With --pin, pins the
-/// attachment under a directory of a bpf file system and returns; `fleet detach` removes it.
+/// Without --pin, stays in the foreground and the programs go when it stops (SIGTERM, SIGINT,
+/// or death), unless another `fleet attach` has taken them over (then this one only waits to be
+/// stopped): for a Kubernetes DaemonSet or a systemd service. With --pin, pins the attachment
+/// under a directory of a bpf file system and returns; `fleet detach` removes it.
 #[derive(clap::Args)]
 pub struct AttachArgs {
     /// The cgroup v2 directory (a container's, a pod's, a node's root).
@@ -64,8 +66,8 @@ pub struct AttachArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "metrics")]
     pin: Option<PathBuf>,
     /// In the foreground, also serve Prometheus metrics on this address: this attachment's
-    /// counts (mechanism="fleet", its cgroup) and what `keepalive-shim metrics` serves. Nothing
-    /// listens unless asked.
+    /// counts (mechanism="fleet", its cgroup) by the connection's own cgroup and pod, and what
+    /// `keepalive-shim metrics` serves. Nothing listens unless asked.
     #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_address)]
     metrics: Option<std::net::SocketAddr>,
 }
@@ -95,7 +97,8 @@ pub struct DetachArgs {
     pin: Option<PathBuf>,
 }
 
-/// List keepalive-shim's programs attached anywhere on this machine, with their settings.
+/// List keepalive-shim's programs attached anywhere on this machine, with their settings and
+/// their counts by cgroup and pod.
 #[derive(clap::Args)]
 pub struct StatusArgs {
     /// Only this cgroup (and what reaches it from the cgroups above it).
