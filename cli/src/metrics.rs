@@ -627,7 +627,8 @@ struct Namespace {
     processes: usize,
 }
 
-/// What fleet mode counted in one attachment's BPF map (cli/src/fleet/program.rs, `COUNT_*`).
+/// What fleet mode counted in one attachment's BPF map, for one cgroup or all of them
+/// (cli/src/fleet/program/mod.rs, `COUNT_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FleetCounts {
     /// Outgoing connections (`connect()`, at `BPF_SOCK_OPS_TCP_CONNECT_CB`) that carry the

@@ -1,5 +1,5 @@
 //! What the programs counted, by cgroup: the counts map (a per-CPU hash from a cgroup's ID to
-//! its counters, program.rs `COUNT_*`) read and summed over the CPUs, each ID named by its path
+//! its counters, program/mod.rs `COUNT_*`) read and summed over the CPUs, each ID named by its path
 //! below the attached cgroup (found by walking that directory tree: on cgroup v2 a cgroup's ID
 //! is its directory's inode number), and, where the path names a Kubernetes pod, the pod's UID.
 //!

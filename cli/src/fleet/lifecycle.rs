@@ -16,7 +16,7 @@
 //!   lets go of the links and only waits to be stopped (a DaemonSet's surge pod does not
 //!   restart, and its exit detaches nothing).
 //! - Only the cgroup given is touched, and of its programs only keepalive-shim's.
-//! - Each attachment counts in its own map (`kas_cgcounts`, program.rs `COUNT_*`), by the
+//! - Each attachment counts in its own map (`kas_cgcounts`, program/mod.rs `COUNT_*`), by the
 //!   connection's own cgroup (counts.rs), shared by its two programs: `status` shows it, and
 //!   `attach --metrics ADDR:PORT` serves it (with what `keepalive-shim metrics` serves) while
 //!   it holds the attachment.

@@ -3,7 +3,8 @@
 //! keepalive and a user timeout, with no preload: static and Go binaries too.
 //!
 //! - `insn.rs`: the instructions, one named constructor each, and labels for jumps.
-//! - `program.rs`: the programs, generated from the library's `Settings`.
+//! - `program/`: the programs, generated from the library's `Settings` (`sock_ops.rs`,
+//!   `setsockopt.rs`, what they share in `mod.rs`, the kernel's definitions in `abi.rs`).
 //! - `btf.rs`: the kernel's type information, for the offsets the sock_ops program reads.
 //! - `counts.rs`: what the programs counted, by cgroup (and pod).
 //! - `sys.rs`: the `bpf()` system call.

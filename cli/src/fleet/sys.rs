@@ -142,7 +142,7 @@ pub fn prog_load(
     let code = bytes(insns);
     // The programs are the project's (MIT OR Apache-2.0); MIT lets them be offered under the
     // GPL too, and the kernel lets only a GPL-compatible program read its structures through
-    // BTF (the socket's cgroup, and its raw option fields: program.rs).
+    // BTF (the socket's cgroup, and its raw option fields: program/sock_ops.rs).
     let license = c"Dual MIT/GPL";
     let attempt = |log_level: u32, log: &mut Vec<u8>| {
         let mut attr = ProgLoadAttr {
