@@ -62,7 +62,7 @@ impl Check {
         .then(|| kernel::trace_section(kernel::running()));
         Check {
             library: library::for_preload(),
-            fleet: crate::fleet::check_section(&loaded.settings),
+            fleet: keepalive_shim_fleet::check_section(&loaded.settings),
             mode,
             trace,
             loaded,

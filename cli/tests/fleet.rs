@@ -7,8 +7,10 @@
 //!   is untouched;
 //! - a program's own settings stand (before connect; after connect the user timeout follows
 //!   them); with FORCE ours win; a destination the rules exclude is left alone;
-//! - attaching twice replaces, a pinned attachment outlives the command until `fleet detach`,
-//!   and a foreground attachment ends with its process;
+//! - attaching again takes over without a gap (a program connecting every 2 ms during the
+//!   swap sees no bare socket) and the first attachment's exit detaches nothing; a pinned
+//!   attachment outlives the command until `fleet detach`, and a foreground attachment ends
+//!   with its process;
 //! - the dead-peer lab (`scripts/lab.sh`): the idle, unacknowledged and connect cases with the
 //!   static client in the lab's client namespace and in the cgroup end within the bound, and
 //!   are still blocked at three times the bound outside it.
@@ -248,24 +250,66 @@ fn a_destination_the_rules_exclude_is_left_alone() {
     assert_eq!(options(Some(&cg), excluded_port, &[]), KERNEL);
 }
 
+/// `SIGTERM` to a background command.
+fn terminate(bg: &Background) {
+    // SAFETY: kill with a valid signal on a child this test started and has not reaped.
+    unsafe { libc::kill(bg.child.id() as i32, libc::SIGTERM) };
+}
+
+/// A rolling update with a surge, as the DaemonSet does it: while a program in the cgroup
+/// connects to itself every 2 ms and reads each socket's options (both ends in the cgroup), a
+/// second `fleet attach` takes over from the first, then the first is stopped. Not one socket
+/// goes bare; the links stay the same (their programs replaced in place), the first lets go of
+/// them and waits to be stopped, and its exit detaches nothing; the second's end ends it all.
 #[test]
-fn attaching_again_replaces_and_a_stopped_attachment_is_gone() {
+fn attaching_again_takes_over_without_a_gap_and_the_first_detaches_nothing() {
     let Some(cg) = Cgroup::new() else { return };
     let (_l, port) = listener();
-    let mut first = cg.attach(&[("KEEPALIVE_IDLE", "20")]);
-    let _second = cg.attach(&[("KEEPALIVE_IDLE", "40")]);
-    // The first one noticed it was replaced, and exited.
-    first.exit_within("the replaced attachment", Instant::now(), 10.0);
+    let first = cg.attach(&[("KEEPALIVE_IDLE", "20")]);
+    let links: Vec<Value> = cg.status().iter().map(|r| r["link_id"].clone()).collect();
+    let mut looping = {
+        let mut cmd = command(false, client());
+        cmd.args(["loop", "127.0.0.1", "0"]);
+        cg.enter(&mut cmd);
+        Background::spawn(cmd)
+    };
+    looping.expect("looping", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let second = cg.attach(&[("KEEPALIVE_IDLE", "40")]);
+    first.expect("the attachment to", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut first = first;
+    terminate(&first);
+    let status = first.exit_within("the first attachment, stopped", Instant::now(), 10.0);
+    assert!(status.success(), "{status}");
+    std::thread::sleep(Duration::from_millis(300));
+    looping.say("stop");
+    let line = looping.expect("sockets", Duration::from_secs(10));
+    let bare = looping.expect("{", Duration::from_secs(5));
+    let words: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(words.len(), 2, "{line}");
+    assert_eq!(words[1], 0, "{line}: the first bare one: {bare}");
+    assert!(words[0] >= 200, "{line}: too few to tell");
+    // The same links, one per hook, now the second's.
     let rows = cg.status();
     assert_eq!(
         rows.len(),
         2,
         "one program per hook, never stacked: {rows:?}"
     );
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["link_id"].clone())
+            .collect::<Vec<_>>(),
+        links
+    );
     assert!(rows.iter().all(|r| r["settings"]["idle_s"] == 40));
     assert_eq!(options(Some(&cg), port, &[])[1], 40);
-    drop(_second);
-    // Killed (SIGKILL, as by the test's Drop): the kernel detaches its links.
+    drop(second);
+    // Killed (SIGKILL, as by the test's Drop): the kernel releases its links.
     let t0 = Instant::now();
     while !cg.status().is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));

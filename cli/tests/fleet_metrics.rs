@@ -17,6 +17,10 @@
 //!   started by one shell, under one supervisor) making one TCP socket each: `inspect --json` of
 //!   one of them shows its supervisor's `sockets_configured` at exactly 3.
 //!
+//! - Per pod: two child cgroups named as the kubelet names pods' cgroups, three connections of
+//!   one cut in the lab, two of the other untouched: 3 and 0 aborted, 3 and 2 configured, by
+//!   path and pod UID in `fleet status --json` and on the endpoint; the removed one folded.
+//!
 //! Root (and cgroup v2, the lab, Debian's prometheus) or skipped with a message.
 
 #[path = "../../tests/common/mod.rs"]
@@ -115,9 +119,11 @@ fn prometheus_sees_what_fleet_mode_configured_and_how_those_connections_ended() 
     });
     attach.expect("running in the foreground", Duration::from_secs(20));
     let prometheus = Prometheus::start(&addr);
+    // The attachment's total: its series by cgroup (here the attached one, and the entry for
+    // what did not fit) added up.
     let sel = |name: &str, extra: &str| {
         format!(
-            "{name}{{mechanism=\"fleet\",cgroup=\"{}\"{extra}}}",
+            "sum({name}{{mechanism=\"fleet\",cgroup=\"{}\"{extra}}})",
             cg.arg()
         )
     };
@@ -278,4 +284,228 @@ fn inspect_shows_what_the_supervisor_configured_for_its_tree() {
     );
     drop(held);
     drop(run);
+}
+
+/// A child cgroup of a test cgroup, for processes put in it between fork and exec; its
+/// processes killed and it removed when dropped (before its parent).
+struct Child {
+    path: std::path::PathBuf,
+}
+
+impl Child {
+    fn new(parent: &TestCgroup, name: &str) -> Child {
+        let path = parent.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Child { path }
+    }
+
+    fn enter(&self, cmd: &mut std::process::Command) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let procs = std::fs::File::options()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// `fleet status --json --cgroup CG`: the attachment's counts by cgroup, as (path or folded
+/// name, its counts).
+fn by_cgroup(cg: &TestCgroup) -> Vec<(String, Value)> {
+    let out =
+        output_ok(command(false, CLI).args(["fleet", "status", "--json", "--cgroup", cg.arg()]));
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let list = rows[0]["by_cgroup"].as_array().cloned().unwrap_or_default();
+    list.into_iter()
+        .map(|c| {
+            let name = c["path"]
+                .as_str()
+                .or(c["folded"].as_str())
+                .unwrap_or("?")
+                .to_owned();
+            (name, c)
+        })
+        .collect()
+}
+
+/// GET /metrics from `addr`, the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Per pod, exact: an attachment on a cgroup with two child cgroups named as a kubelet with the
+/// systemd driver names pods' cgroups. Three static clients in the first hold idle connections
+/// to the lab's silent server, whose link is then cut; two in the second hold connections to a
+/// listener on their own loopback, untouched. After the keepalive bound, the first shows 3
+/// configured and 3 aborted, the second 2 and 0, in `fleet status --json` and on the metrics
+/// endpoint (with each pod's UID); once the second cgroup is removed, its series is gone and
+/// its counts are folded into the attachment's "gone" entry.
+#[test]
+fn per_pod_counts_are_exact_in_the_dead_peer_lab() {
+    const CUT: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    const KEPT: &str = "11111111-2222-3333-4444-555555555555";
+    let Some(cg) = TestCgroup::new(Path::new(CLI)) else {
+        return;
+    };
+    let Some(lab) = Lab::new() else { return };
+    let slice = |uid: &str| format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
+    let (cut_name, kept_name) = (slice(CUT), slice(KEPT));
+    let cut_cg = Child::new(&cg, &cut_name);
+    let kept_cg = Child::new(&cg, &kept_name);
+    let server = lab.server("silent", 8080);
+    let local = lab.python(
+        'c',
+        false,
+        &[],
+        "server.py",
+        &["--mode=silent", "--host=127.0.0.1", "--port=8081"],
+    );
+    local.expect("listening", Duration::from_secs(10));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let attach = Background::spawn({
+        let mut cmd = command(false, CLI);
+        cmd.args(["fleet", "attach", "--cgroup", cg.arg(), "--metrics", &addr])
+            .envs(FAST_KEEPALIVE);
+        cmd
+    });
+    attach.expect("running in the foreground", Duration::from_secs(20));
+    let spawn = |child: &Child, host: &str, port: &str| {
+        let mut cmd = lab.command('c', false, client());
+        cmd.args(["idle", host, port]);
+        child.enter(&mut cmd);
+        Background::spawn(cmd)
+    };
+    let mut cut: Vec<Background> = (0..3).map(|_| spawn(&cut_cg, SERVER4, "8080")).collect();
+    let kept: Vec<Background> = (0..2)
+        .map(|_| spawn(&kept_cg, "127.0.0.1", "8081"))
+        .collect();
+    for c in cut.iter().chain(&kept) {
+        c.expect("connected", Duration::from_secs(10));
+    }
+    for _ in 0..3 {
+        server.expect("request", Duration::from_secs(10));
+    }
+    let t_cut = lab.cut("server");
+    for c in &mut cut {
+        let line = c.expect("result", Duration::from_secs(10));
+        assert_eq!(line, "result ETIMEDOUT");
+    }
+    eprintln!(
+        "the cut pod's 3 connections ended {:.2} s after the cut",
+        t_cut.elapsed().as_secs_f64()
+    );
+    let n = |list: &[(String, Value)], name: &str, key: &str| {
+        list.iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, c)| c["counts"][key].as_u64().unwrap_or(0))
+    };
+    let list = by_cgroup(&cg);
+    eprintln!("{list:?}");
+    assert_eq!(
+        n(&list, &cut_name, "connections_configured"),
+        Some(3),
+        "{list:?}"
+    );
+    assert_eq!(
+        n(&list, &cut_name, "connections_aborted"),
+        Some(3),
+        "{list:?}"
+    );
+    assert_eq!(
+        n(&list, &cut_name, "connections_timed_out"),
+        Some(0),
+        "{list:?}"
+    );
+    assert_eq!(
+        n(&list, &kept_name, "connections_configured"),
+        Some(2),
+        "{list:?}"
+    );
+    assert_eq!(
+        n(&list, &kept_name, "connections_aborted"),
+        Some(0),
+        "{list:?}"
+    );
+    let pod = |name: &str| {
+        list.iter()
+            .find(|(p, _)| p == name)
+            .and_then(|(_, c)| c["pod_uid"].as_str().map(str::to_owned))
+    };
+    assert_eq!(pod(&cut_name).as_deref(), Some(CUT));
+    assert_eq!(pod(&kept_name).as_deref(), Some(KEPT));
+    // The same on the endpoint, with the path and the pod's UID as labels.
+    let text = scrape(&addr);
+    let series = |name: &str, path: &str, uid: &str| {
+        format!(
+            "{name}{{mechanism=\"fleet\",cgroup=\"{}\",path=\"{path}\",pod_uid=\"{uid}\"}}",
+            cg.arg()
+        )
+    };
+    for (line, value) in [
+        (
+            series("keepalive_shim_connections_aborted_total", &cut_name, CUT),
+            3,
+        ),
+        (
+            series("keepalive_shim_connections_aborted_total", &kept_name, KEPT),
+            0,
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{line} {value}")),
+            "{line} {value} not in:\n{text}"
+        );
+    }
+    // The kept pod goes: its series with it, its counts folded into "gone".
+    drop(kept);
+    kept_cg.remove();
+    let list = by_cgroup(&cg);
+    assert_eq!(
+        n(&list, &kept_name, "connections_configured"),
+        None,
+        "{list:?}"
+    );
+    assert_eq!(
+        n(&list, "gone", "connections_configured"),
+        Some(2),
+        "{list:?}"
+    );
+    assert_eq!(
+        n(&list, &cut_name, "connections_aborted"),
+        Some(3),
+        "{list:?}"
+    );
+    drop(local);
 }

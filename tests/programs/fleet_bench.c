@@ -1,14 +1,17 @@
 /* The cost of fleet mode per connection, for scripts/fleet-bench.sh: this process moves itself
- * between two cgroups, one with keepalive-shim's programs attached and one without, and in each
- * times blocks of loopback connections (socket, connect, accept, close both ends: both ends are
- * in the cgroup, so the sock_ops program runs twice per connection, as for a client and a server
- * on one node) and blocks of setsockopt calls (the setsockopt program runs on every one).
- * Blocks alternate, so both sides see the same machine; each round gives the ratio of the two.
+ * between cgroups, one with nothing attached and one or more with keepalive-shim's programs
+ * attached (several builds or settings at once, measured in the same run), and in each times
+ * blocks of loopback connections (socket, connect, accept, close both ends: both ends are in
+ * the cgroup, so the sock_ops program runs for the connect and for the accept, as for a client
+ * and a server on one node) and blocks of setsockopt calls (the setsockopt program runs on
+ * every one). Within a round every cgroup gets one block of each, in an order that rotates
+ * from round to round, so all sides see the same machine.
  *
- *   fleet_bench ON_PROCS OFF_PROCS ROUNDS CONNECTS SETSOCKOPTS
+ *   fleet_bench ROUNDS CONNECTS SETSOCKOPTS DETACHED_PROCS ATTACHED_PROCS...
  *
- * ON_PROCS and OFF_PROCS are the cgroups' cgroup.procs files. Prints one line per round and
- * kind: "connect ON_NS OFF_NS" and "setsockopt ON_NS OFF_NS" (nanoseconds per operation). */
+ * The *_PROCS arguments are the cgroups' cgroup.procs files. Prints one line per round and
+ * kind: "connect NS NS..." and "setsockopt NS NS..." (nanoseconds per operation, the detached
+ * cgroup first, then the attached ones in the order given). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +23,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#define MAX_SIDES 8
 
 static void check(int ok, const char *what) {
     if (!ok) {
@@ -83,29 +88,42 @@ static double setsockopts(int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: fleet_bench ON_PROCS OFF_PROCS ROUNDS CONNECTS SETSOCKOPTS\n");
+    if (argc < 6 || argc - 4 > MAX_SIDES) {
+        fprintf(stderr, "usage: fleet_bench ROUNDS CONNECTS SETSOCKOPTS DETACHED_PROCS "
+                        "ATTACHED_PROCS... (at most %d cgroups)\n", MAX_SIDES);
         return 2;
     }
-    int on = open(argv[1], O_WRONLY | O_CLOEXEC), off = open(argv[2], O_WRONLY | O_CLOEXEC);
-    check(on >= 0 && off >= 0, "open cgroup.procs");
-    int rounds = atoi(argv[3]), n = atoi(argv[4]), m = atoi(argv[5]);
-    /* Warm-up on both sides. */
-    join(on);
-    connects(n / 4 + 1);
-    join(off);
-    connects(n / 4 + 1);
+    int rounds = atoi(argv[1]), n = atoi(argv[2]), m = atoi(argv[3]);
+    int sides = argc - 4;
+    int procs[MAX_SIDES];
+    for (int i = 0; i < sides; i++) {
+        procs[i] = open(argv[4 + i], O_WRONLY | O_CLOEXEC);
+        check(procs[i] >= 0, argv[4 + i]);
+    }
+    /* Warm-up on every side. */
+    for (int i = 0; i < sides; i++) {
+        join(procs[i]);
+        connects(n / 4 + 1);
+        setsockopts(m / 4 + 1);
+    }
     for (int r = 0; r < rounds; r++) {
-        /* Alternate which side goes first. */
-        double c_on, c_off, s_on, s_off;
-        if (r % 2 == 0) {
-            join(on); c_on = connects(n); s_on = setsockopts(m);
-            join(off); c_off = connects(n); s_off = setsockopts(m);
-        } else {
-            join(off); c_off = connects(n); s_off = setsockopts(m);
-            join(on); c_on = connects(n); s_on = setsockopts(m);
+        double c[MAX_SIDES], s[MAX_SIDES];
+        /* Rotate which side goes first, and reverse the order every other round. */
+        for (int k = 0; k < sides; k++) {
+            int i = (r / 2 + k) % sides;
+            if (r % 2)
+                i = sides - 1 - i;
+            join(procs[i]);
+            c[i] = connects(n);
+            s[i] = setsockopts(m);
         }
-        printf("connect %.0f %.0f\nsetsockopt %.1f %.1f\n", c_on, c_off, s_on, s_off);
+        printf("connect");
+        for (int i = 0; i < sides; i++)
+            printf(" %.0f", c[i]);
+        printf("\nsetsockopt");
+        for (int i = 0; i < sides; i++)
+            printf(" %.1f", s[i]);
+        printf("\n");
         fflush(stdout);
     }
     return 0;

@@ -10,6 +10,12 @@
  *   fleet_client send HOST PORT              connect, print "connected", wait for "go" on stdin,
  *                                            send a request, wait for an answer; "result ERRNO"
  *   fleet_client connect HOST PORT           connect; print "result ERRNO SECONDS"
+ *   fleet_client loop HOST PORT              listen on HOST (PORT ignored) and, every 2 ms until
+ *                                            "stop" on stdin (at most 60 s), connect to itself,
+ *                                            accept, read both sockets' options, close both;
+ *                                            print "looping" first, then "sockets N bare M"
+ *                                            (M: keepalive off or no user timeout) and the
+ *                                            first bare socket's options as JSON
  *
  * OWN, the program's own settings: --keepalive N, --idle N, --interval N, --count N,
  * --user-timeout MS (set before connect()), --after-idle N (set after connect(), as node does).
@@ -19,6 +25,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -89,12 +96,57 @@ static int await_answer(int fd) {
     return 0;
 }
 
+/* The loop of "loop": a connection to itself every 2 ms while a swap happens elsewhere. */
+static int loop(const char *host) {
+    struct sockaddr_storage ss;
+    socklen_t len = address(host, "0", &ss);
+    int l = socket(ss.ss_family, SOCK_STREAM, 0);
+    check(l >= 0, "socket");
+    check(bind(l, (struct sockaddr *)&ss, len) == 0, "bind");
+    check(listen(l, 16) == 0, "listen");
+    check(getsockname(l, (struct sockaddr *)&ss, &len) == 0, "getsockname");
+    printf("looping\n");
+    fflush(stdout);
+    long sockets = 0, bare = 0;
+    int first_bare[FIVE] = {0};
+    double t0 = now();
+    for (;;) {
+        struct pollfd in = {.fd = 0, .events = POLLIN};
+        if (poll(&in, 1, 2) > 0 || now() - t0 > 60)
+            break;
+        int c = socket(ss.ss_family, SOCK_STREAM, 0);
+        check(c >= 0, "socket");
+        check(connect(c, (struct sockaddr *)&ss, len) == 0, "connect");
+        int a = accept(l, NULL, NULL);
+        check(a >= 0, "accept");
+        int both[2] = {c, a};
+        for (int k = 0; k < 2; k++) {
+            int values[FIVE];
+            check(five_read(both[k], values) < 0, "getsockopt");
+            sockets++;
+            if (values[0] == 0 || values[4] == 0) {
+                if (bare++ == 0)
+                    memcpy(first_bare, values, sizeof values);
+            }
+            /* RST instead of TIME_WAIT: thousands of connections leave no ports behind. */
+            struct linger lg = {1, 0};
+            setsockopt(both[k], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(both[k]);
+        }
+    }
+    printf("sockets %ld bare %ld\n", sockets, bare);
+    five_print_values(NULL, first_bare);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: fleet_client MODE HOST PORT [OWN...]\n");
         return 2;
     }
     const char *mode = argv[1];
+    if (strcmp(mode, "loop") == 0)
+        return loop(argv[2]);
     struct sockaddr_storage ss;
     socklen_t len = address(argv[2], argv[3], &ss);
     int fd = socket(ss.ss_family, SOCK_STREAM, 0);

@@ -4,7 +4,8 @@
 use keepalive_shim_policy::options::N;
 use serde_json::{Value, json};
 
-/// What fleet mode counted in one attachment's BPF map (crates/fleet/src/program.rs, `COUNT_*`).
+/// What fleet mode counted in one attachment's BPF map, for one cgroup or all of them
+/// (the fleet programs' `COUNT_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FleetCounts {
     /// Outgoing connections (`connect()`, at `BPF_SOCK_OPS_TCP_CONNECT_CB`) that carry the
@@ -36,11 +37,38 @@ impl FleetCounts {
     }
 }
 
-/// One fleet attachment's counts, by cgroup.
+/// One series of a fleet attachment's counts: by the connection's own cgroup below the
+/// attached one, or a folded entry.
 #[derive(Clone, Debug)]
 pub struct FleetSeries {
+    /// The attached cgroup.
     pub cgroup: String,
+    /// The connection's cgroup, relative to the attached one (`.`: the attached one itself).
+    pub path: Option<String>,
+    /// The Kubernetes pod that path names.
+    pub pod_uid: Option<String>,
+    /// A folded entry instead of a path: `other` (beyond the cap), `gone` (cgroups removed),
+    /// `unresolved`.
+    pub folded: Option<String>,
     pub counts: FleetCounts,
+}
+
+impl FleetSeries {
+    /// Its labels, after `mechanism="fleet"`, then `extra`.
+    pub fn labels(&self, extra: &[(&str, &str)]) -> String {
+        let mut pairs = vec![("mechanism", "fleet"), ("cgroup", self.cgroup.as_str())];
+        if let Some(p) = &self.path {
+            pairs.push(("path", p));
+        }
+        if let Some(u) = &self.pod_uid {
+            pairs.push(("pod_uid", u));
+        }
+        if let Some(f) = &self.folded {
+            pairs.push(("folded", f));
+        }
+        pairs.extend_from_slice(extra);
+        crate::prometheus::labels(&pairs)
+    }
 }
 
 /// Where the fleet counts of a scrape come from (`fleet attach --metrics`).

@@ -290,11 +290,7 @@ fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
     };
     for f in fleet {
         let c = &f.counts;
-        let at = |extra: &[(&str, &str)]| {
-            let mut pairs = vec![("mechanism", "fleet"), ("cgroup", f.cgroup.as_str())];
-            pairs.extend_from_slice(extra);
-            labels(&pairs)
-        };
+        let at = |extra: &[(&str, &str)]| f.labels(extra);
         push(
             "keepalive_shim_connections_configured_total",
             at(&[("direction", "outgoing")]),
@@ -340,12 +336,7 @@ fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
             kind: "counter",
             samples: fleet
                 .iter()
-                .map(|f| {
-                    (
-                        labels(&[("mechanism", "fleet"), ("cgroup", &f.cgroup)]),
-                        f.counts.aborted.to_string(),
-                    )
-                })
+                .map(|f| (f.labels(&[]), f.counts.aborted.to_string()))
                 .collect(),
         },
     );

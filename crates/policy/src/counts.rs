@@ -1,8 +1,8 @@
 //! What keepalive-shim counts, written once for every mechanism that counts and every reader:
 //! the layout of the counter block (its version, the counters' indices, how many there are) and
 //! the rule of what applying a plan adds. The library (`src/counters.rs`) and the supervisor
-//! (`cli/src/supervise/counters.rs`) keep their blocks in this layout, each with a magic of its
-//! own; `keepalive-shim inspect` and `metrics` read them by it (`cli/src/metrics.rs`).
+//! (`crates/supervisor/src/counters.rs`) keep their blocks in this layout, each with a magic of its
+//! own; `keepalive-shim inspect` and `metrics` read them by it (`crates/observe`).
 //!
 //! A counter added later goes at the end (the length grows, the version stays: a reader takes the
 //! first counters it knows); a changed meaning or order takes a new version.

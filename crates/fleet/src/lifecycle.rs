@@ -5,42 +5,53 @@
 //!   (`kas_info`: the settings, the cgroup, the pin directory or the attaching process, as JSON,
 //!   frozen), so `status` finds everything from the kernel alone.
 //! - Attachments are links (`BPF_LINK_CREATE`). In the foreground the process holds them: they
-//!   end with it, however it ends. With `--pin DIR` they are pinned as `DIR/sock_ops` and
-//!   `DIR/setsockopt` and outlive the process.
-//! - Attaching again replaces, never stacks: a link pinned at the same place gets the new
-//!   program atomically (`BPF_LINK_UPDATE`); any other keepalive-shim link on that cgroup is
-//!   detached once the new one is in place (so no connection goes uncovered in between).
+//!   end with it, however it ends (the kernel releases a link when its last holder closes it).
+//!   With `--pin DIR` they are pinned as `DIR/sock_ops` and `DIR/setsockopt` and outlive the
+//!   process.
+//! - Attaching again takes over, never stacks, and leaves no gap: the link of each hook already
+//!   on the cgroup gets the new program atomically (`BPF_LINK_UPDATE`), so every connection is
+//!   seen by exactly one of keepalive-shim's programs, the old or the new; the new process
+//!   holds (or pins) the link, and the socket marks and the counts carry over (the new
+//!   programs use the same maps when their layout is the same). The earlier holder notices,
+//!   lets go of the links and only waits to be stopped (a DaemonSet's surge pod does not
+//!   restart, and its exit detaches nothing).
 //! - Only the cgroup given is touched, and of its programs only keepalive-shim's.
-//! - Each attachment counts in its own map (`kas_counts`, program.rs `COUNT_*`), shared by its
-//!   two programs: `status` shows it per attachment, and `attach --metrics ADDR:PORT` serves it
-//!   (with what `keepalive-shim metrics` serves) while it holds the attachment.
+//! - Each attachment counts in its own map (`kas_cgcounts`, program/mod.rs `COUNT_*`), by the
+//!   connection's own cgroup (counts.rs), shared by its two programs: `status` shows it, and
+//!   `attach --metrics ADDR:PORT` serves it (with what `keepalive-shim metrics` serves) while
+//!   it holds the attachment.
 
+use super::counts;
 use super::insn::Insn;
 use super::preflight::{self, Cgroup};
-use super::program::{self, Maps};
-use super::sys;
-use keepalive_shim_observe::fleet::{FleetCounts, FleetSeries, FleetSource};
+use super::program::{self, Maps, Target};
+use super::{btf, sys};
+use keepalive_shim_observe::fleet::{FleetSeries, FleetSource};
 use keepalive_shim_policy::config::{self, EX_CONFIG, Settings};
 use keepalive_shim_policy::decide::{Defaults, KERNEL_DEFAULTS};
 use keepalive_shim_policy::options::{COUNT, IDLE, INTERVAL};
 use keepalive_shim_sys::say;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub const PROG_SOCK_OPS: &str = "kas_sock_ops";
 pub const PROG_SETSOCKOPT: &str = "kas_setsockopt";
 const MAP_INFO: &str = "kas_info";
 const MAP_MARKS: &str = "kas_marks";
-const MAP_COUNTS: &str = "kas_counts";
-/// The counts map's value: one u64 per counter.
-const COUNTS_SIZE: usize = 8 * program::COUNTERS;
-/// `fleet attach --metrics`: process series at most (as `metrics --max-processes`' default).
-const DEFAULT_MAX_PROCESSES: usize = 500;
+/// The counts by cgroup (a per-CPU hash; earlier versions had one array, `kas_counts`).
+const MAP_COUNTS: &str = "kas_cgcounts";
+/// Cgroups the counts map holds at most, besides the entries for what did not fit and what is
+/// gone.
+const MAX_CGROUPS: u32 = 1024;
+/// `BPF_MAP_TYPE_SK_STORAGE`, to recognise a marks map to carry over.
+const MAP_TYPE_SK_STORAGE: u32 = 24;
 /// Room for the info JSON (64 rules of each kind fit).
 const INFO_SIZE: usize = 16 * 1024;
 
@@ -65,11 +76,13 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 /// The programs built for one attachment.
 struct Built {
     /// sock_ops, and setsockopt when it has work: (attach type, program).
-    progs: Vec<(u32, OwnedFd)>,
+    progs: Programs,
     /// What `attach` prints of each: hook, instructions, the verifier's statistics.
     summary: Vec<String>,
     /// The counts map, for `--metrics`.
     counts: OwnedFd,
+    /// What was carried over from the attachment taken over.
+    carried: Vec<&'static str>,
 }
 
 fn settings_json(s: &Settings) -> Value {
@@ -98,9 +111,29 @@ fn not_a_programs_own(d: &Defaults) -> Value {
     json!({ "idle": of(IDLE), "interval": of(INTERVAL), "count": of(COUNT) })
 }
 
-/// Loads the programs for `s`, with the info map saying where and how they are attached.
-fn build(s: &Settings, cg: &Cgroup, pin: Option<&Path>) -> Result<Built, String> {
+/// A map of the attachment taken over, named `name`, that the new programs can use as theirs
+/// (same type and sizes).
+fn carry_over(existing: &[Found], name: &str, want: sys::MapInfo) -> Option<OwnedFd> {
+    existing
+        .iter()
+        .flat_map(|f| f.prog.map_ids.iter().copied())
+        .find_map(|id| {
+            let map = sys::map_by_id(id).ok()?;
+            let fd = map.as_raw_fd();
+            (sys::map_name(fd).ok()? == name && sys::map_info(fd).ok()? == want).then_some(map)
+        })
+}
+
+/// Loads the programs for `s`, with the info map saying where and how they are attached; the
+/// marks and counts of an attachment in `existing` carry over when their layout is the same.
+fn build(
+    s: &Settings,
+    cg: &Cgroup,
+    pin: Option<&Path>,
+    existing: &[Found],
+) -> Result<Built, String> {
     let defaults = program::node_defaults();
+    let layout = btf::kernel_layout();
     let info = json!({
         "tool": "keepalive-shim",
         "version": env!("CARGO_PKG_VERSION"),
@@ -120,45 +153,117 @@ fn build(s: &Settings, cg: &Cgroup, pin: Option<&Path>) -> Result<Built, String>
     }
     let info_map = sys::info_map(MAP_INFO, &text, INFO_SIZE)
         .map_err(|e| format!("cannot create the info map: {e}"))?;
+    let mut carried = Vec::new();
     let storage = if program::needs_storage(s) {
-        Some(
-            sys::storage_map(MAP_MARKS)
-                .map_err(|e| format!("cannot create the socket-storage map: {e}"))?,
-        )
+        let marks = sys::MapInfo {
+            map_type: MAP_TYPE_SK_STORAGE,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 0,
+        };
+        match carry_over(existing, MAP_MARKS, marks) {
+            Some(m) => {
+                carried.push("the socket marks");
+                Some(m)
+            }
+            None => Some(
+                sys::storage_map(MAP_MARKS)
+                    .map_err(|e| format!("cannot create the socket-storage map: {e}"))?,
+            ),
+        }
     } else {
         None
     };
-    let counts = sys::counts_map(MAP_COUNTS, COUNTS_SIZE)
-        .map_err(|e| format!("cannot create the counts map: {e}"))?;
+    let counts_info = sys::MapInfo {
+        map_type: sys::MAP_TYPE_PERCPU_HASH,
+        key_size: 8,
+        value_size: counts::VALUE_SIZE as u32,
+        max_entries: MAX_CGROUPS + 2,
+    };
+    let counts = match carry_over(existing, MAP_COUNTS, counts_info) {
+        Some(m) => {
+            carried.push("the counts");
+            m
+        }
+        None => sys::counts_map(
+            MAP_COUNTS,
+            counts::VALUE_SIZE,
+            MAX_CGROUPS + 2,
+            program::OTHER_KEY,
+        )
+        .map_err(|e| format!("cannot create the counts map: {e}"))?,
+    };
     let maps = Maps {
         info: info_map.as_raw_fd(),
         storage: storage.as_ref().map(|m| m.as_raw_fd()),
         counts: Some(counts.as_raw_fd()),
     };
-    let mut built = Built {
-        progs: Vec::new(),
-        summary: Vec::new(),
-        counts,
+    // With what the kernel's BTF says; a kernel whose verifier refuses what that needs gets the
+    // programs every kernel takes (read back, counted under the attached cgroup).
+    let (progs, mut summary, layout) = match load_programs(s, &defaults, maps, layout, cg.id) {
+        Ok((progs, summary)) => (progs, summary, layout),
+        Err(e) if layout != btf::Layout::NONE => {
+            let (progs, mut summary) = load_programs(s, &defaults, maps, btf::Layout::NONE, cg.id)?;
+            let first = e.lines().next().unwrap_or_default().to_owned();
+            summary.push(format!(
+                "this kernel refused the programs that read the socket through BTF ({first}); \
+                 attached the ones that read its options back"
+            ));
+            (progs, summary, btf::Layout::NONE)
+        }
+        Err(e) => return Err(e),
     };
+    summary.push(if layout.cgroup.is_some() {
+        "counts: by the connection's own cgroup".to_owned()
+    } else {
+        "counts: all under the attached cgroup (the programs cannot read a socket's own cgroup \
+         on this kernel: it needs BTF, CONFIG_DEBUG_INFO_BTF)"
+            .to_owned()
+    });
+    // The maps live as long as the programs that use them; these descriptors can go.
+    drop((info_map, storage));
+    Ok(Built {
+        progs,
+        summary,
+        counts,
+        carried,
+    })
+}
+
+/// Loaded programs, by attach type.
+type Programs = Vec<(u32, OwnedFd)>;
+
+/// Loads the sock_ops program and, when it has work, the setsockopt program: (attach type,
+/// program) each, and what `attach` prints of them (instructions, the verifier's statistics).
+fn load_programs(
+    s: &Settings,
+    defaults: &Defaults,
+    maps: Maps,
+    layout: btf::Layout,
+    cgroup: u64,
+) -> Result<(Programs, Vec<String>), String> {
+    let target = Target { layout, cgroup };
+    let mut progs = Vec::new();
+    let mut summary = Vec::new();
     let mut load = |prog_type, attach_type, name: &str, insns: Vec<Insn>| -> Result<(), String> {
         let loaded = sys::prog_load(prog_type, attach_type, name, &insns, true)
             .map_err(|e| format!("{name}: {e}"))?;
-        built.summary.push(format!(
+        summary.push(format!(
             "{}: {} instructions ({})",
             hook_name(attach_type),
             insns.len(),
             loaded.stats.unwrap_or_default()
         ));
-        built.progs.push((attach_type, loaded.fd));
+        progs.push((attach_type, loaded.fd));
         Ok(())
     };
     load(
         sys::PROG_TYPE_SOCK_OPS,
         sys::ATTACH_CGROUP_SOCK_OPS,
         PROG_SOCK_OPS,
-        program::sock_ops(s, &defaults, maps),
+        program::sock_ops(s, defaults, maps, target),
     )?;
-    if let Some(insns) = program::setsockopt(s, maps) {
+    if let Some(insns) = program::setsockopt(s, maps, target) {
         load(
             sys::PROG_TYPE_CGROUP_SOCKOPT,
             sys::ATTACH_CGROUP_SETSOCKOPT,
@@ -166,9 +271,7 @@ fn build(s: &Settings, cg: &Cgroup, pin: Option<&Path>) -> Result<Built, String>
             insns,
         )?;
     }
-    // The maps live as long as the programs that use them; these descriptors can go.
-    drop((info_map, storage));
-    Ok(built)
+    Ok((progs, summary))
 }
 
 /// One of keepalive-shim's links, as found in the kernel.
@@ -184,35 +287,18 @@ fn is_ours(prog: &sys::ProgInfo) -> bool {
     prog.name == PROG_SOCK_OPS || prog.name == PROG_SETSOCKOPT
 }
 
-/// What the counts map `map` holds.
-fn read_counts(map: std::os::fd::RawFd) -> Option<FleetCounts> {
-    let bytes = sys::map_lookup(map, COUNTS_SIZE).ok()?;
-    let at = |i: usize| {
-        bytes
-            .get(8 * i..8 * i + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_ne_bytes)
-    };
-    Some(FleetCounts {
-        connections_configured: at(program::COUNT_CONNECTIONS_CONFIGURED),
-        accepted_configured: at(program::COUNT_ACCEPTED_CONFIGURED),
-        connections_excluded: at(program::COUNT_EXCLUDED),
-        options_left_to_program: std::array::from_fn(|i| at(program::COUNT_LEFT_TO_PROGRAM + i)),
-        timed_out: at(program::COUNT_TIMED_OUT),
-        aborted: at(program::COUNT_ABORTED),
-    })
-}
-
-/// The counts of the attachment a program of ours belongs to (`None`: a program from before
-/// fleet mode counted).
-fn counts_of(prog: &sys::ProgInfo) -> Option<FleetCounts> {
-    prog.map_ids.iter().find_map(|&id| {
+/// The counts map of an attachment a program of ours belongs to, by series (`None`: a
+/// program from a version that counted otherwise). `root` is the attached cgroup, named by
+/// the info map, and walked only if it is still the cgroup `id`.
+fn counts_of(prog: &sys::ProgInfo, root: Option<&str>, id: u64) -> Option<Vec<counts::Series>> {
+    let map = prog.map_ids.iter().find_map(|&id| {
         let map = sys::map_by_id(id).ok()?;
-        if sys::map_name(map.as_raw_fd()).ok().as_deref() != Some(MAP_COUNTS) {
-            return None;
-        }
-        read_counts(map.as_raw_fd())
-    })
+        (sys::map_name(map.as_raw_fd()).ok().as_deref() == Some(MAP_COUNTS)).then_some(map)
+    })?;
+    let root = root
+        .map(Path::new)
+        .filter(|r| std::fs::metadata(r).is_ok_and(|m| m.ino() == id));
+    counts::read(map.as_raw_fd(), root).ok()
 }
 
 /// The info map's JSON of a program of ours.
@@ -325,7 +411,14 @@ fn preflight(s: &Settings, path: &Path, pin: Option<&Path>) -> Result<Cgroup, St
 }
 
 /// `fleet attach`.
-pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> ExitCode {
+/// Serves the attachment's counts (with the node's) over HTTP on a listener the command bound
+/// before anything was attached: called once, on a thread of its own, while this process holds
+/// the attachment in the foreground.
+pub type MetricsServer = Box<dyn FnOnce(FleetSource) + Send>;
+
+/// `fleet attach`: builds, loads and attaches the programs (taking over keepalive-shim's own on
+/// that cgroup without a gap), then returns when pinned, or holds them in the foreground.
+pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<MetricsServer>) -> ExitCode {
     let s = match settings() {
         Ok(s) => s,
         Err(code) => return code,
@@ -334,27 +427,15 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
         Ok(cg) => cg,
         Err(e) => return fail(e),
     };
-    // Bound before anything is attached: an address in use stops here.
-    let listener = match metrics
-        .map(|a| crate::endpoint::listen(a, false))
-        .transpose()
-    {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let built = match build(&s, &cg, pin) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
     let existing: Vec<Found> = our_links()
         .into_iter()
         .filter(|f| f.info.cgroup_id == cg.id)
         .collect();
-    let result = match pin {
-        Some(dir) => attach_pinned(&cg, dir, &built, &existing),
-        None => attach_held(&cg, &built, &existing),
+    let built = match build(&s, &cg, pin, &existing) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
     };
-    let (links, kept) = match result {
+    let (links, said) = match take_over(&cg, pin, &built, existing) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -364,95 +445,151 @@ pub fn attach(path: &Path, pin: Option<&Path>, metrics: Option<SocketAddr>) -> E
             dir.display(),
             dir.display()
         ),
-        None => "held by this process: detached when it stops".to_string(),
+        None => {
+            "held by this process: detached when it stops (unless another attach takes it over)"
+                .to_string()
+        }
     };
     keepalive_shim_sys::output::out(format_args!("attached to {}, {how}", cg.path.display()));
     for line in &built.summary {
         keepalive_shim_sys::output::out(format_args!("  {line}"));
     }
     keepalive_shim_sys::output::out(format_args!("  settings: {}", describe(&settings_json(&s))));
-    let ids = |in_place: bool| -> Vec<String> {
-        existing
-            .iter()
-            .filter(|f| kept.contains(&f.info.id) == in_place)
-            .map(|f| f.info.id.to_string())
-            .collect()
-    };
-    let (updated, removed) = (ids(true), ids(false));
-    if !updated.is_empty() {
-        keepalive_shim_sys::output::out(format_args!(
-            "  replaced the programs of the pinned links in place (link {})",
-            updated.join(", ")
-        ));
+    for line in said {
+        keepalive_shim_sys::output::out(format_args!("  {line}"));
     }
-    if !removed.is_empty() {
+    if !built.carried.is_empty() {
         keepalive_shim_sys::output::out(format_args!(
-            "  detached keepalive-shim's earlier attachment (link {})",
-            removed.join(", ")
+            "  carried over from the attachment taken over: {}",
+            built.carried.join(" and ")
         ));
     }
     if pin.is_some() {
         return ExitCode::SUCCESS;
     }
-    hold(&cg, links, listener.map(|l| (l, built.counts)))
+    let ours: Vec<u32> = built
+        .progs
+        .iter()
+        .filter_map(|(_, p)| sys::prog_info(p.as_raw_fd()).ok().map(|i| i.id))
+        .collect();
+    hold(&cg, links, ours, metrics.map(|m| (m, built.counts)))
 }
 
-/// Attaches with links pinned under `dir`: a link already pinned there (for this cgroup) gets
-/// the new program atomically; a hook the new settings do not need is detached; every other
-/// keepalive-shim link on the cgroup is removed afterwards.
-fn attach_pinned(
+/// The link at `path`, when it is pinned there and is link `id`.
+fn pinned_as(path: &Path, id: u32) -> bool {
+    sys::obj_get(path.as_os_str())
+        .and_then(|l| sys::link_info(l.as_raw_fd()))
+        .is_ok_and(|i| i.id == id)
+}
+
+/// Puts the new programs on the cgroup without a gap: for each hook, keepalive-shim's link
+/// already there gets the new program atomically (`BPF_LINK_UPDATE`), or a new link is made;
+/// then each link is held by this process (`pin` none: an earlier pin is removed, this
+/// process's descriptor keeps the link) or pinned under `pin`; last, the links of hooks the new
+/// settings do not need, and any second link of a hook, are detached. Returns the links this
+/// process holds and what it did, in words.
+fn take_over(
     cg: &Cgroup,
-    dir: &Path,
+    pin: Option<&Path>,
     built: &Built,
-    existing: &[Found],
-) -> Result<(Vec<OwnedFd>, Vec<u32>), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut kept = Vec::new();
-    for (attach_type, file) in HOOKS {
-        let path = dir.join(file);
-        let new = built.progs.iter().find(|(t, _)| *t == attach_type);
-        let old = pinned_link(&path, cg)?;
-        match (new, old) {
-            (Some((_, prog)), Some((link, info))) => {
-                let old_prog = sys::prog_by_id(info.prog_id)
-                    .map_err(|e| format!("program {}: {e}", info.prog_id))?;
-                sys::link_update(link.as_raw_fd(), prog.as_raw_fd(), old_prog.as_raw_fd())
-                    .map_err(|e| {
-                        format!("cannot replace the program of {}: {e}", path.display())
-                    })?;
-                kept.push(info.id);
+    existing: Vec<Found>,
+) -> Result<(Vec<OwnedFd>, Vec<String>), String> {
+    if let Some(dir) = pin {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (_, file) in HOOKS {
+            let path = dir.join(file);
+            if path.exists() {
+                check_pin(&path, cg)?;
             }
-            (Some((_, prog)), None) => {
-                let link = sys::link_create(prog.as_raw_fd(), cg.fd(), attach_type)
-                    .map_err(|e| format!("cannot attach to {}: {e}", cg.path.display()))?;
-                sys::obj_pin(link.as_raw_fd(), path.as_os_str())
-                    .map_err(|e| format!("cannot pin {}: {e}", path.display()))?;
-                if let Ok(info) = sys::link_info(link.as_raw_fd()) {
-                    kept.push(info.id);
-                }
-            }
-            (None, Some((link, _))) => {
-                let _ = sys::link_detach(link.as_raw_fd());
-                let _ = std::fs::remove_file(&path);
-            }
-            (None, None) => {}
         }
     }
-    for found in existing.iter().filter(|f| !kept.contains(&f.info.id)) {
-        remove(found)?;
+    let mut held = Vec::new();
+    let mut said = Vec::new();
+    let mut rest: Vec<Found> = existing;
+    for (attach_type, file) in HOOKS {
+        let new = built.progs.iter().find(|(t, _)| *t == attach_type);
+        let Some((_, prog)) = new else { continue };
+        let old = rest
+            .iter()
+            .position(|f| f.info.attach_type == attach_type)
+            .map(|i| rest.remove(i));
+        let (link, id) = match old {
+            Some(old) => {
+                let old_prog = sys::prog_by_id(old.info.prog_id)
+                    .map_err(|e| format!("program {}: {e}", old.info.prog_id))?;
+                sys::link_update(old.link.as_raw_fd(), prog.as_raw_fd(), old_prog.as_raw_fd())
+                    .map_err(|e| {
+                        format!("cannot replace the program of link {}: {e}", old.info.id)
+                    })?;
+                let from = match (old.meta["pin"].as_str(), old.meta["pid"].as_u64()) {
+                    (Some(dir), _) => format!("pinned under {dir}"),
+                    (None, Some(pid)) => format!("held by process {pid}"),
+                    _ => "held elsewhere".to_owned(),
+                };
+                said.push(format!(
+                    "{file}: took over link {} ({from}), its program replaced in place",
+                    old.info.id
+                ));
+                // Only this attachment keeps it from now on: an earlier pin elsewhere goes.
+                if let Some(old_dir) = old.meta["pin"].as_str() {
+                    let old_path = Path::new(old_dir).join(file);
+                    if pin.is_none_or(|d| d.join(file) != old_path) {
+                        unpin_if(&old_path, old.info.id);
+                        let _ = std::fs::remove_dir(old_dir);
+                    }
+                }
+                (old.link, old.info.id)
+            }
+            None => {
+                let link = sys::link_create(prog.as_raw_fd(), cg.fd(), attach_type)
+                    .map_err(|e| format!("cannot attach to {}: {e}", cg.path.display()))?;
+                let id = sys::link_info(link.as_raw_fd()).map_or(0, |i| i.id);
+                (link, id)
+            }
+        };
+        match pin {
+            Some(dir) => {
+                let path = dir.join(file);
+                if !pinned_as(&path, id) {
+                    let _ = std::fs::remove_file(&path);
+                    sys::obj_pin(link.as_raw_fd(), path.as_os_str())
+                        .map_err(|e| format!("cannot pin {}: {e}", path.display()))?;
+                }
+            }
+            None => held.push(link),
+        }
     }
-    Ok((Vec::new(), kept))
+    // What the new settings do not need, and anything stacked by other versions.
+    for found in &rest {
+        remove(found)?;
+        said.push(format!(
+            "{}: detached link {} (not needed by these settings, or a second one)",
+            hook_name(found.info.attach_type),
+            found.info.id
+        ));
+    }
+    if let Some(dir) = pin {
+        for (attach_type, file) in HOOKS {
+            if !built.progs.iter().any(|(t, _)| *t == attach_type) {
+                let path = dir.join(file);
+                if path.exists() {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+    Ok((held, said))
 }
 
-/// The link pinned at `path`, if any and attached to `cg`. A pin of a link no longer attached
-/// (its cgroup removed, or detached) is removed; one attached elsewhere is an error.
-fn pinned_link(path: &Path, cg: &Cgroup) -> Result<Option<(OwnedFd, sys::LinkInfo)>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
+/// A pin at `path` must be keepalive-shim's link to `cg` (or one left detached, removed here).
+fn check_pin(path: &Path, cg: &Cgroup) -> Result<(), String> {
     let link = sys::obj_get(path.as_os_str()).map_err(|e| format!("{}: {e}", path.display()))?;
     let info = sys::link_info(link.as_raw_fd())
         .map_err(|e| format!("{} is not a link: {e}", path.display()))?;
+    if info.cgroup_id == 0 {
+        let _ = std::fs::remove_file(path);
+        return Ok(());
+    }
     let ours = sys::prog_by_id(info.prog_id)
         .and_then(|p| sys::prog_info(p.as_raw_fd()))
         .is_ok_and(|p| is_ours(&p));
@@ -462,10 +599,6 @@ fn pinned_link(path: &Path, cg: &Cgroup) -> Result<Option<(OwnedFd, sys::LinkInf
             path.display()
         ));
     }
-    if info.cgroup_id == 0 {
-        let _ = std::fs::remove_file(path);
-        return Ok(None);
-    }
     if info.cgroup_id != cg.id {
         return Err(format!(
             "{} holds keepalive-shim's attachment to another cgroup (id {}): detach it or \
@@ -474,32 +607,21 @@ fn pinned_link(path: &Path, cg: &Cgroup) -> Result<Option<(OwnedFd, sys::LinkInf
             info.cgroup_id
         ));
     }
-    Ok(Some((link, info)))
+    Ok(())
 }
 
-/// Attaches with links this process holds; removes keepalive-shim's earlier links on the
-/// cgroup once the new ones are in place.
-fn attach_held(
+/// The foreground: waits for SIGTERM, SIGINT or SIGHUP, checking every second that the links
+/// still run this process's programs. Another `fleet attach` taking over (a rolling update's
+/// new pod) gets a line, and this process lets go of the links and only waits to be stopped;
+/// `fleet detach` or the cgroup's removal ends it. Whatever stops it, it detaches nothing
+/// itself: the kernel releases a link when its last holder closes it, so the links go with this
+/// process unless another attachment holds them.
+fn hold(
     cg: &Cgroup,
-    built: &Built,
-    existing: &[Found],
-) -> Result<(Vec<OwnedFd>, Vec<u32>), String> {
-    let mut links = Vec::new();
-    for (attach_type, prog) in &built.progs {
-        let link = sys::link_create(prog.as_raw_fd(), cg.fd(), *attach_type)
-            .map_err(|e| format!("cannot attach to {}: {e}", cg.path.display()))?;
-        links.push(link);
-    }
-    for found in existing {
-        remove(found)?;
-    }
-    Ok((links, Vec::new()))
-}
-
-/// The foreground: waits for SIGTERM, SIGINT or SIGHUP, checking every few seconds that the
-/// links are still attached (another `fleet attach` or `fleet detach`, or the cgroup's
-/// removal, ends them); then detaches and exits.
-fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)>) -> ExitCode {
+    mut links: Vec<OwnedFd>,
+    ours: Vec<u32>,
+    metrics: Option<(MetricsServer, OwnedFd)>,
+) -> ExitCode {
     keepalive_shim_sys::output::out(format_args!(
         "running in the foreground; stop with SIGTERM or SIGINT"
     ));
@@ -514,32 +636,34 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+    // Whether this process still holds the attachment: its metrics show the counts only then
+    // (the process that took over shows them, from the same map).
+    let holding = Arc::new(AtomicBool::new(true));
     // Started with the signals blocked, so the serving threads inherit the mask and this
     // thread alone takes them.
-    if let Some((listener, counts)) = metrics {
+    if let Some((serve, counts)) = metrics {
         let cgroup = cg.path.display().to_string();
+        let root = cg.path.clone();
+        let holding = Arc::clone(&holding);
         let read: FleetSource = Box::new(move || {
-            read_counts(counts.as_raw_fd())
-                .map(|counts| FleetSeries {
-                    cgroup: cgroup.clone(),
-                    counts,
-                })
+            if !holding.load(Ordering::Relaxed) {
+                return Vec::new();
+            }
+            counts::read(counts.as_raw_fd(), Some(&root))
+                .unwrap_or_default()
                 .into_iter()
+                .map(|s| FleetSeries {
+                    cgroup: cgroup.clone(),
+                    path: s.path,
+                    pod_uid: s.pod_uid,
+                    folded: s.folded.map(str::to_owned),
+                    counts: s.counts,
+                })
                 .collect()
         });
-        std::thread::spawn(move || {
-            crate::endpoint::serve(
-                listener,
-                keepalive_shim_observe::scrape::Budget {
-                    series: DEFAULT_MAX_PROCESSES,
-                    ..Default::default()
-                },
-                Some(read),
-                Default::default(),
-            )
-        });
+        std::thread::spawn(move || serve(read));
     }
-    let every = Duration::from_secs(2);
+    let every = Duration::from_secs(1);
     let timeout = libc::timespec {
         tv_sec: every.as_secs() as _,
         tv_nsec: 0,
@@ -548,25 +672,54 @@ fn hold(cg: &Cgroup, links: Vec<OwnedFd>, metrics: Option<(TcpListener, OwnedFd)
         // SAFETY: set and timeout are live; a null siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
         if sig > 0 {
-            for link in &links {
-                let _ = sys::link_detach(link.as_raw_fd());
-            }
+            let what = if links.is_empty() {
+                "stopped (the attachment had been taken over: nothing detached)"
+            } else {
+                "detached"
+            };
             keepalive_shim_sys::output::out(format_args!(
-                "detached from {} (signal {sig})",
+                "{what} from {} (signal {sig})",
                 cg.path.display()
             ));
             return ExitCode::SUCCESS;
         }
-        let gone = links
+        if links.is_empty() {
+            continue;
+        }
+        let infos: Vec<Option<sys::LinkInfo>> = links
             .iter()
-            .any(|l| sys::link_info(l.as_raw_fd()).map_or(true, |i| i.cgroup_id == 0));
-        if gone {
+            .map(|l| sys::link_info(l.as_raw_fd()).ok())
+            .collect();
+        if infos
+            .iter()
+            .any(|i| i.as_ref().is_none_or(|i| i.cgroup_id == 0))
+        {
             say!(
-                "the attachment to {} was removed (by `fleet detach`, another `fleet attach`, \
-                 or the cgroup's removal); exiting",
+                "the attachment to {} was removed (by `fleet detach`, or the cgroup's removal); \
+                 exiting",
                 cg.path.display()
             );
             return ExitCode::SUCCESS;
+        }
+        let taken = infos.iter().flatten().find(|i| !ours.contains(&i.prog_id));
+        if let Some(taken) = taken {
+            let by = sys::prog_by_id(taken.prog_id)
+                .ok()
+                .and_then(|p| sys::prog_info(p.as_raw_fd()).ok())
+                .map(|p| meta_of(&p))
+                .map(|m| match (m["pin"].as_str(), m["pid"].as_u64()) {
+                    (Some(dir), _) => format!("pinned under {dir}"),
+                    (None, Some(pid)) => format!("process {pid}"),
+                    _ => "another attachment".to_owned(),
+                })
+                .unwrap_or_else(|| "another program".to_owned());
+            holding.store(false, Ordering::Relaxed);
+            links.clear();
+            keepalive_shim_sys::output::out(format_args!(
+                "the attachment to {} was taken over by {by} (its programs now run on these \
+                 links); this process holds nothing now and waits to be stopped",
+                cg.path.display()
+            ));
         }
     }
 }
@@ -698,9 +851,19 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
         .into_iter()
         .filter(|f| cg.is_none() || wanted.contains_key(&f.info.cgroup_id))
         .collect();
+    // The counts of each attachment, read once (both hooks' programs share the map).
+    let mut by_attachment: BTreeMap<u64, Value> = BTreeMap::new();
+    for f in &found {
+        if by_attachment.contains_key(&f.info.cgroup_id) {
+            continue;
+        }
+        let series = counts_of(&f.prog, f.meta["cgroup"].as_str(), f.info.cgroup_id);
+        by_attachment.insert(f.info.cgroup_id, series.map_or(Value::Null, series_json));
+    }
     let rows: Vec<Value> = found
         .iter()
         .map(|f| {
+            let counted = &by_attachment[&f.info.cgroup_id];
             json!({
                 "cgroup": f.meta["cgroup"],
                 "cgroup_id": f.info.cgroup_id,
@@ -715,8 +878,9 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                 "pid": f.meta["pid"],
                 "settings": f.meta["settings"],
                 "attached_at": f.meta["attached_at"],
-                // The attachment's, shared by its programs.
-                "counts": counts_of(&f.prog).map(|c| c.json()),
+                // The attachment's, shared by its programs: the totals, and by cgroup.
+                "counts": counted["total"],
+                "by_cgroup": counted["by_cgroup"],
             })
         })
         .collect();
@@ -809,11 +973,76 @@ pub fn status(path: Option<&Path>, as_json: bool) -> ExitCode {
                 n("connections_aborted")
             ));
         }
+        if let Some(list) = rows.iter().find_map(|r| r["by_cgroup"].as_array()) {
+            keepalive_shim_sys::output::out(format_args!(
+                "  by cgroup (outgoing, accepted, excluded, timed out, aborted):"
+            ));
+            for (shown, c) in list.iter().enumerate() {
+                if shown == STATUS_CGROUPS {
+                    keepalive_shim_sys::output::out(format_args!(
+                        "    … and {} more (`fleet status --json` lists them all)",
+                        list.len() - shown
+                    ));
+                    break;
+                }
+                let n = |k: &str| c["counts"][k].as_u64().unwrap_or(0);
+                let nothing = [
+                    "connections_configured",
+                    "accepted_connections_configured",
+                    "connections_excluded",
+                    "connections_timed_out",
+                    "connections_aborted",
+                ]
+                .iter()
+                .all(|k| n(k) == 0);
+                if c["folded"].is_string() && nothing {
+                    continue;
+                }
+                let name = match (c["path"].as_str(), c["folded"].as_str()) {
+                    (Some(p), _) => p.to_owned(),
+                    (None, Some(f)) => format!("({f})"),
+                    _ => "?".to_owned(),
+                };
+                let pod = c["pod_uid"]
+                    .as_str()
+                    .map(|u| format!(" [pod {u}]"))
+                    .unwrap_or_default();
+                keepalive_shim_sys::output::out(format_args!(
+                    "    {name}{pod}: {} {} {} {} {}",
+                    n("connections_configured"),
+                    n("accepted_connections_configured"),
+                    n("connections_excluded"),
+                    n("connections_timed_out"),
+                    n("connections_aborted")
+                ));
+            }
+        }
     }
     for line in others {
         keepalive_shim_sys::output::out(format_args!("{line}"));
     }
     ExitCode::SUCCESS
+}
+
+/// How many cgroups `fleet status` lists per attachment (`--json` lists all).
+const STATUS_CGROUPS: usize = 50;
+
+/// An attachment's counts for `fleet status --json`: `total`, and `by_cgroup` (each with its
+/// `path` relative to the attached cgroup and `pod_uid`, or `folded`).
+fn series_json(series: Vec<counts::Series>) -> Value {
+    let total = counts::total(&series).json();
+    let by_cgroup: Vec<Value> = series
+        .into_iter()
+        .map(|s| {
+            json!({
+                "path": s.path,
+                "pod_uid": s.pod_uid,
+                "folded": s.folded,
+                "counts": s.counts.json(),
+            })
+        })
+        .collect();
+    json!({ "total": total, "by_cgroup": by_cgroup })
 }
 
 /// Other programs attached to `cg` itself on the same hooks, named: they run alongside ours.

@@ -201,6 +201,24 @@ pub const fn st_w(dst: Reg, off: i16, imm: u32) -> Insn {
     Insn::new(ST | MEM | W, dst, R0, off, imm as i32)
 }
 
+/// `*(u64 *)(dst + off) = imm` (sign-extended: -1 stores `u64::MAX`).
+pub const fn st_dw(dst: Reg, off: i16, imm: i32) -> Insn {
+    Insn::new(ST | MEM | DW, dst, R0, off, imm)
+}
+
+/// `*(u64 *)(dst + off) = src`: a 64-bit value, or a pointer spilled to the stack.
+pub const fn stx_dw(dst: Reg, off: i16, src: Reg) -> Insn {
+    Insn::new(STX | MEM | DW, dst, src, off, 0)
+}
+
+/// `dst = imm`, a full 64-bit constant: two instruction slots.
+pub const fn ld_imm64(dst: Reg, imm: u64) -> [Insn; 2] {
+    [
+        Insn::new(LD | IMM | DW, dst, R0, 0, imm as u32 as i32),
+        Insn::new(0, R0, R0, 0, (imm >> 32) as u32 as i32),
+    ]
+}
+
 /// `dst = map` (by file descriptor): two instruction slots; the kernel swaps in the map.
 pub const fn ld_map_fd(dst: Reg, fd: i32) -> [Insn; 2] {
     [

@@ -17,6 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 const MAP_CREATE: i32 = 0;
 const MAP_LOOKUP_ELEM: i32 = 1;
 const MAP_UPDATE_ELEM: i32 = 2;
+const MAP_DELETE_ELEM: i32 = 3;
+const MAP_GET_NEXT_KEY: i32 = 4;
 const PROG_LOAD: i32 = 5;
 const OBJ_PIN: i32 = 6;
 const OBJ_GET: i32 = 7;
@@ -40,6 +42,7 @@ pub const ATTACH_CGROUP_SOCK_OPS: u32 = 3;
 pub const ATTACH_CGROUP_SETSOCKOPT: u32 = 22;
 
 const MAP_TYPE_ARRAY: u32 = 2;
+pub const MAP_TYPE_PERCPU_HASH: u32 = 5;
 const MAP_TYPE_SK_STORAGE: u32 = 24;
 const F_NO_PREALLOC: u32 = 1;
 const F_RDONLY_PROG: u32 = 1 << 7;
@@ -137,7 +140,10 @@ pub fn prog_load(
     stats: bool,
 ) -> Result<Loaded, LoadError> {
     let code = bytes(insns);
-    let license = c"MIT OR Apache-2.0";
+    // The programs are the project's (MIT OR Apache-2.0); MIT lets them be offered under the
+    // GPL too, and the kernel lets only a GPL-compatible program read its structures through
+    // BTF (the socket's cgroup, and its raw option fields: program/sock_ops.rs).
+    let license = c"Dual MIT/GPL";
     let attempt = |log_level: u32, log: &mut Vec<u8>| {
         let mut attr = ProgLoadAttr {
             prog_type,
@@ -247,19 +253,6 @@ pub fn info_map(map_name: &str, value: &[u8], size: usize) -> io::Result<OwnedFd
     Ok(map)
 }
 
-/// A one-entry array of `size` bytes, zeroed, that the programs update (their counters).
-pub fn counts_map(map_name: &str, size: usize) -> io::Result<OwnedFd> {
-    let mut attr = MapCreateAttr {
-        map_type: MAP_TYPE_ARRAY,
-        key_size: 4,
-        value_size: size as u32,
-        max_entries: 1,
-        map_name: name(map_name),
-        ..Default::default()
-    };
-    Ok(fd(bpf(MAP_CREATE, &mut attr)?))
-}
-
 /// The value of entry 0 of the array map `map`, `size` bytes.
 pub fn map_lookup(map: RawFd, size: usize) -> io::Result<Vec<u8>> {
     let key = 0u32;
@@ -272,6 +265,121 @@ pub fn map_lookup(map: RawFd, size: usize) -> io::Result<Vec<u8>> {
     };
     bpf(MAP_LOOKUP_ELEM, &mut elem)?;
     Ok(value)
+}
+
+/// The CPUs a per-CPU map holds a value for (`/sys/devices/system/cpu/possible`, as
+/// `libbpf_num_possible_cpus`): the highest listed, plus one.
+pub fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("possible CPUs: {text:?}"),
+        )
+    };
+    let mut most = None;
+    for part in text.trim().split(',') {
+        let last = part.rsplit('-').next().ok_or_else(bad)?;
+        let n: usize = last.parse().map_err(|_| bad())?;
+        most = most.max(Some(n));
+    }
+    match most {
+        Some(n) if n < 65536 => Ok(n + 1),
+        _ => Err(bad()),
+    }
+}
+
+/// A per-CPU hash from a u64 key to `size` bytes (the programs' counters by cgroup), at most
+/// `entries` keys, allocated as they come (`BPF_F_NO_PREALLOC`), with `first` in it (zeroed).
+pub fn counts_map(map_name: &str, size: usize, entries: u32, first: u64) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: MAP_TYPE_PERCPU_HASH,
+        key_size: 8,
+        value_size: size as u32,
+        max_entries: entries,
+        map_flags: F_NO_PREALLOC,
+        map_name: name(map_name),
+        ..Default::default()
+    };
+    let map = fd(bpf(MAP_CREATE, &mut attr)?);
+    let zero = vec![0u8; size * possible_cpus()?];
+    map_update(map.as_raw_fd(), first, &zero)?;
+    Ok(map)
+}
+
+/// What a map is (`struct bpf_map_info`: type 0, key_size 8, value_size 12, max_entries 16,
+/// map_flags 20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapInfo {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+pub fn map_info(map: RawFd) -> io::Result<MapInfo> {
+    let mut buf = vec![0u8; 88];
+    info(map, &mut buf)?;
+    Ok(MapInfo {
+        map_type: u32_at(&buf, 0),
+        key_size: u32_at(&buf, 8),
+        value_size: u32_at(&buf, 12),
+        max_entries: u32_at(&buf, 16),
+    })
+}
+
+/// The key after `key` in a hash map keyed by u64 (the first with `None`); `None` at the end.
+pub fn map_next_key(map: RawFd, key: Option<u64>) -> io::Result<Option<u64>> {
+    let mut next = 0u64;
+    let mut elem = MapElemAttr {
+        map_fd: map as u32,
+        key: key.as_ref().map_or(0, |k| k as *const u64 as u64),
+        value: &mut next as *mut u64 as u64,
+        ..Default::default()
+    };
+    match bpf(MAP_GET_NEXT_KEY, &mut elem) {
+        Ok(_) => Ok(Some(next)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The value at u64 `key` (`size` bytes: for a per-CPU map, every CPU's, one after another);
+/// `None` when there is none.
+pub fn map_lookup_key(map: RawFd, key: u64, size: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut value = vec![0u8; size];
+    let mut elem = MapElemAttr {
+        map_fd: map as u32,
+        key: &key as *const u64 as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    match bpf(MAP_LOOKUP_ELEM, &mut elem) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets u64 `key` to `value` (every CPU's, for a per-CPU map).
+pub fn map_update(map: RawFd, key: u64, value: &[u8]) -> io::Result<()> {
+    let mut elem = MapElemAttr {
+        map_fd: map as u32,
+        key: &key as *const u64 as u64,
+        value: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(MAP_UPDATE_ELEM, &mut elem).map(drop)
+}
+
+/// Removes u64 `key`.
+pub fn map_delete(map: RawFd, key: u64) -> io::Result<()> {
+    let mut elem = MapElemAttr {
+        map_fd: map as u32,
+        key: &key as *const u64 as u64,
+        ..Default::default()
+    };
+    bpf(MAP_DELETE_ELEM, &mut elem).map(drop)
 }
 
 #[repr(C)]

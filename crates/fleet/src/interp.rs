@@ -1,19 +1,45 @@
 //! A small BPF interpreter for the unit tests: it runs the generated programs on a model socket
-//! (options, socket storage, the `bpf_sock` fields, the callback flags, the counts map) with
-//! model helpers (`bpf_getsockopt`, `bpf_setsockopt`, `bpf_sk_storage_get`,
-//! `bpf_map_lookup_elem` of the counts map, `bpf_sock_ops_cb_flags_set`), and the atomic add,
-//! so every branch of the generators is checked for
+//! (options, socket storage, the `bpf_sock` fields, the callback flags, the kernel's `struct
+//! tcp_sock` as far as the programs read it through `bpf_skc_to_tcp_sock`, its cgroup, the
+//! per-cgroup counts map) with model helpers (`bpf_getsockopt`, `bpf_setsockopt`,
+//! `bpf_sk_storage_get`, `bpf_map_lookup_elem` and `bpf_map_update_elem` of the counts map,
+//! `bpf_sock_ops_cb_flags_set`, `bpf_skc_to_tcp_sock`, `bpf_get_current_cgroup_id`), and the
+//! atomic add, so every branch of the generators is checked for
 //! what it does, not only for how it looks. Only the instructions the generators emit are
 //! known; anything else panics. The kernel's verifier is the other half of the proof, in
 //! `cli/tests/fleet.rs`.
 
+use super::btf::{CgroupPath, Layout, RawOptions};
 use super::insn::*;
 use super::program::{
-    COUNTERS, HELPER_GETSOCKOPT, HELPER_MAP_LOOKUP_ELEM, HELPER_SETSOCKOPT, HELPER_SK_STORAGE_GET,
-    HELPER_SOCK_OPS_CB_FLAGS_SET, sock, sock_ops_ctx, sockopt_ctx,
+    COUNTERS, HELPER_GET_CURRENT_CGROUP_ID, HELPER_GETSOCKOPT, HELPER_MAP_LOOKUP_ELEM,
+    HELPER_MAP_UPDATE_ELEM, HELPER_SETSOCKOPT, HELPER_SK_STORAGE_GET, HELPER_SKC_TO_TCP_SOCK,
+    HELPER_SOCK_OPS_CB_FLAGS_SET, OTHER_KEY, sock, sock_ops_ctx, sockopt_ctx,
 };
-use keepalive_shim_policy::options::{N, option_index};
+use keepalive_shim_policy::decide::KERNEL_DEFAULTS;
+use keepalive_shim_policy::options::{
+    COUNT, IDLE, INTERVAL, KEEPALIVE, N, USER_TIMEOUT, option_index,
+};
 use keepalive_shim_policy::rules::Destination;
+
+/// The layout the tests give the programs (this era's x86_64 offsets; any would do).
+pub const LAYOUT: Layout = Layout {
+    cgroup: Some(CgroupPath {
+        sk_cgroup: 672,
+        cgroup_kn: 256,
+        kn_id: 96,
+    }),
+    raw: Some(RawOptions {
+        sk_flags: 96,
+        keepopen: 3,
+        keepalive_time: 2220,
+        keepalive_intvl: 2224,
+        keepalive_probes: 1917,
+        user_timeout: 1292,
+    }),
+};
+/// The kernel's HZ in the model: `keepalive_time` and `keepalive_intvl` are jiffies.
+const HZ: i32 = 250;
 
 /// A socket as the helpers see it.
 #[derive(Clone, Debug)]
@@ -34,12 +60,24 @@ pub struct Sock {
     pub protocol: i32,
     /// `optlen` in the setsockopt context after the program ran.
     pub optlen_out: Option<i32>,
-    /// The counts map's value (the attachment's, here one socket's share of it).
-    pub counts: [u64; COUNTERS],
+    /// The counts map (the attachment's, here one socket's share of it): cgroup ID and its
+    /// counters, [`OTHER_KEY`] first, as `fleet attach` makes it.
+    pub counts: Vec<(u64, [u64; COUNTERS])>,
+    /// How many entries the counts map takes, [`OTHER_KEY`]'s included.
+    pub capacity: usize,
     /// `bpf_sock_ops_cb_flags`, as the last `bpf_sock_ops_cb_flags_set` left it.
     pub cb_flags: u32,
     /// The sock_ops callback's `args`.
     pub args: [u32; 4],
+    /// The options someone set on it (bit `i`): the raw fields of the others are 0.
+    pub touched: u8,
+    /// `bpf_sock`'s `state`: `TCP_CLOSE` until it connects or is accepted.
+    pub state: i32,
+    /// The socket's cgroup (its `sk_cgrp_data`), and the calling process's.
+    pub cgroup: u64,
+    pub current_cgroup: u64,
+    /// What the programs are told of the kernel's layout ([`LAYOUT`] unless a test says).
+    pub layout: Layout,
 }
 
 impl Sock {
@@ -54,9 +92,65 @@ impl Sock {
             ty: libc::SOCK_STREAM,
             protocol: libc::IPPROTO_TCP,
             optlen_out: None,
-            counts: [0; COUNTERS],
+            counts: vec![(OTHER_KEY, [0; COUNTERS])],
+            capacity: 16,
             cb_flags: 0,
             args: [0; 4],
+            touched: (0..N)
+                .filter(|&i| opts[i] != KERNEL_DEFAULTS[i])
+                .fold(0, |m, i| m | 1 << i),
+            state: 7,
+            cgroup: 1000,
+            current_cgroup: 1000,
+            layout: LAYOUT,
+        }
+    }
+
+    /// The counters of cgroup `id` (zero when it has none).
+    pub fn counts_of(&self, id: u64) -> [u64; COUNTERS] {
+        self.counts
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map_or([0; COUNTERS], |(_, c)| *c)
+    }
+
+    /// What a load of `size` bytes at `off` in its `struct tcp_sock` reads, by the layout.
+    fn tcp_sock(&self, off: i16, size: usize) -> u64 {
+        let touched = |i: usize| self.touched & (1 << i) != 0;
+        if let Some(c) = self.layout.cgroup
+            && off == c.sk_cgroup
+        {
+            assert_eq!(size, 8);
+            return ptr(MEM_CGROUP, 0);
+        }
+        let raw = self
+            .layout
+            .raw
+            .expect("a raw field read with a layout that has them");
+        match off {
+            o if o == raw.sk_flags && size == 8 => {
+                u64::from(self.opts[KEEPALIVE] != 0) << raw.keepopen
+            }
+            o if o == raw.keepalive_time && size == 4 && touched(IDLE) => {
+                (self.opts[IDLE] * HZ) as u64
+            }
+            o if o == raw.keepalive_intvl && size == 4 && touched(INTERVAL) => {
+                (self.opts[INTERVAL] * HZ) as u64
+            }
+            o if o == raw.keepalive_probes && size == 1 && touched(COUNT) => {
+                self.opts[COUNT] as u64
+            }
+            o if o == raw.user_timeout && size == 4 => self.opts[USER_TIMEOUT] as u32 as u64,
+            o if [
+                raw.keepalive_time,
+                raw.keepalive_intvl,
+                raw.keepalive_probes,
+            ]
+            .contains(&o) =>
+            {
+                0
+            }
+            _ => panic!("a load of {size} bytes at {off} in tcp_sock: no such field"),
         }
     }
 }
@@ -68,6 +162,9 @@ const MEM_STORAGE: u64 = 4;
 const MEM_SK: u64 = 5;
 const MEM_MAP: u64 = 6;
 const MEM_COUNTS: u64 = 7;
+const MEM_TCP_SOCK: u64 = 8;
+const MEM_CGROUP: u64 = 9;
+const MEM_KN: u64 = 10;
 const MEM_STACK_SIZE: usize = 512;
 
 fn ptr(region: u64, off: usize) -> u64 {
@@ -171,6 +268,8 @@ impl<'s> Run<'s> {
 
     fn fill_sk(&mut self, family: i32) {
         let (ty, protocol) = (self.sock.ty, self.sock.protocol);
+        let state = self.sock.state as u32;
+        Run::put(&mut self.sk, sock::STATE, &state.to_ne_bytes());
         Run::put(&mut self.sk, sock::FAMILY, &(family as u32).to_ne_bytes());
         Run::put(&mut self.sk, sock::TYPE, &(ty as u32).to_ne_bytes());
         Run::put(
@@ -194,16 +293,31 @@ impl<'s> Run<'s> {
         &mut buf[off..off + size]
     }
 
-    /// Counter `i` of the counts map, for an 8-byte access at `addr`.
+    /// A counter of the counts map, for an 8-byte access at `addr` (entry by entry, as
+    /// [`Run::helper`] hands them out).
     fn counter(&mut self, addr: u64, size: usize) -> &mut u64 {
         let off = (addr & 0xffff_ffff) as usize;
         assert!(size == 8 && off.is_multiple_of(8), "counters are u64s");
-        &mut self.sock.counts[off / 8]
+        let (entry, i) = (off / 8 / COUNTERS, off / 8 % COUNTERS);
+        &mut self.sock.counts[entry].1[i]
     }
 
     fn load(&mut self, addr: u64, size: usize) -> u64 {
-        if addr >> 32 == MEM_COUNTS {
-            return *self.counter(addr, size);
+        let off = (addr & 0xffff_ffff) as i16;
+        match addr >> 32 {
+            MEM_COUNTS => return *self.counter(addr, size),
+            MEM_TCP_SOCK => return self.sock.tcp_sock(off, size),
+            MEM_CGROUP => {
+                let c = self.sock.layout.cgroup.expect("a cgroup path");
+                assert_eq!((off, size), (c.cgroup_kn, 8), "cgroup->kn");
+                return ptr(MEM_KN, 0);
+            }
+            MEM_KN => {
+                let c = self.sock.layout.cgroup.expect("a cgroup path");
+                assert_eq!((off, size), (c.kn_id, 8), "kn->id");
+                return self.sock.cgroup;
+            }
+            _ => {}
         }
         if addr >> 32 == MEM_STORAGE {
             assert_eq!(size, 1, "the storage is one byte");
@@ -241,6 +355,7 @@ impl<'s> Run<'s> {
                 if id == HELPER_SETSOCKOPT {
                     let v = self.load(r[4], 4) as u32 as i32;
                     self.sock.opts[i] = v;
+                    self.sock.touched |= 1 << i;
                     self.sock.sets.push((i, v));
                     0
                 } else {
@@ -270,9 +385,32 @@ impl<'s> Run<'s> {
             HELPER_MAP_LOOKUP_ELEM => {
                 assert_eq!(r[1] >> 32, MEM_MAP, "R1 is a map");
                 assert_eq!(r[2] >> 32, MEM_STACK, "R2 points at the key");
-                assert_eq!(self.load(r[2], 4), 0, "the counts map has entry 0 only");
-                ptr(MEM_COUNTS, 0)
+                let key = self.load(r[2], 8);
+                match self.sock.counts.iter().position(|(k, _)| *k == key) {
+                    Some(entry) => ptr(MEM_COUNTS, entry * 8 * COUNTERS),
+                    None => 0,
+                }
             }
+            HELPER_MAP_UPDATE_ELEM => {
+                assert_eq!(r[1] >> 32, MEM_MAP, "R1 is a map");
+                assert_eq!(r[4], 1, "BPF_NOEXIST");
+                let key = self.load(r[2], 8);
+                let value: [u64; COUNTERS] =
+                    std::array::from_fn(|i| self.load(r[3] + 8 * i as u64, 8));
+                if self.sock.counts.iter().any(|(k, _)| *k == key) {
+                    (-libc::EEXIST) as u64
+                } else if self.sock.counts.len() >= self.sock.capacity {
+                    (-libc::E2BIG) as u64
+                } else {
+                    self.sock.counts.push((key, value));
+                    0
+                }
+            }
+            HELPER_SKC_TO_TCP_SOCK => {
+                assert_eq!(r[1] >> 32, MEM_SK, "R1 is the socket");
+                ptr(MEM_TCP_SOCK, 0)
+            }
+            HELPER_GET_CURRENT_CGROUP_ID => self.sock.current_cgroup,
             HELPER_SOCK_OPS_CB_FLAGS_SET => {
                 assert_eq!(r[1] >> 32, MEM_CTX, "R1 is the context");
                 self.sock.cb_flags = r[2] as u32;
@@ -331,8 +469,11 @@ impl<'s> Run<'s> {
                 }
                 LD => {
                     assert_eq!(i.code, LD | IMM | DW, "only 64-bit immediates");
-                    assert_eq!(i.src(), PSEUDO_MAP_FD, "only maps");
-                    r[dst] = ptr(MEM_MAP, i.imm as usize);
+                    r[dst] = match i.src() {
+                        PSEUDO_MAP_FD => ptr(MEM_MAP, i.imm as usize),
+                        0 => u64::from(i.imm as u32) | u64::from(prog[pc].imm as u32) << 32,
+                        src => panic!("64-bit immediate kind {src} not modelled"),
+                    };
                     pc += 1;
                 }
                 JMP | JMP32 => match i.code & 0xf0 {
