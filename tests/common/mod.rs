@@ -546,5 +546,6 @@ pub mod docker;
 pub mod lab;
 pub mod layout;
 pub mod prometheus;
+pub mod pss;
 pub mod rootfs;
 pub mod stress;

@@ -201,7 +201,7 @@ fn the_webhook_deployment_is_highly_available_probed_and_restricted() {
         }
     }
     assert_eq!(
-        pss::violations(spec, container),
+        common::pss::violations(spec, &common::pss::restricted_rules()),
         Vec::<String>::new(),
         "the webhook's pods pass the restricted standard"
     );

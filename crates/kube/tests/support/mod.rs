@@ -9,7 +9,6 @@ use std::process::Command;
 
 #[path = "../../../../tests/common/mod.rs"]
 pub mod common;
-pub mod pss;
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
