@@ -65,9 +65,6 @@ pub fn serve(
                 "text/plain; version=0.0.4; charset=utf-8",
                 String::clone(&body),
             )
-        })
-        .route(Method::GET, "/", |_| {
-            Response::text(200, "keepalive-shim: metrics at /metrics\n")
         });
     server.run(listener).to_string()
 }

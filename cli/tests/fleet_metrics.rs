@@ -26,9 +26,9 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::cgroup::TestCgroup;
+use common::cgroup::{ChildCgroup, TestCgroup};
 use common::lab::{FAST_KEEPALIVE, Lab, SERVER4};
-use common::prometheus::{Killed, Prometheus, SCRAPE_S};
+use common::prometheus::{Killed, Prometheus, SCRAPE_S, scrape};
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -286,55 +286,6 @@ fn inspect_shows_what_the_supervisor_configured_for_its_tree() {
     drop(run);
 }
 
-/// A child cgroup of a test cgroup, for processes put in it between fork and exec; its
-/// processes killed and it removed when dropped (before its parent).
-struct Child {
-    path: std::path::PathBuf,
-}
-
-impl Child {
-    fn new(parent: &TestCgroup, name: &str) -> Child {
-        let path = parent.path.join(name);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Child { path }
-    }
-
-    fn enter(&self, cmd: &mut std::process::Command) {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let procs = std::fs::File::options()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs");
-        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-    }
-
-    fn remove(&self) {
-        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// `fleet status --json --cgroup CG`: the attachment's counts by cgroup, as (path or folded
 /// name, its counts).
 fn by_cgroup(cg: &TestCgroup) -> Vec<(String, Value)> {
@@ -354,17 +305,6 @@ fn by_cgroup(cg: &TestCgroup) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// GET /metrics from `addr`, the body.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the endpoint");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
 /// Per pod, exact: an attachment on a cgroup with two child cgroups named as a kubelet with the
 /// systemd driver names pods' cgroups. Three static clients in the first hold idle connections
 /// to the lab's silent server, whose link is then cut; two in the second hold connections to a
@@ -382,8 +322,8 @@ fn per_pod_counts_are_exact_in_the_dead_peer_lab() {
     let Some(lab) = Lab::new() else { return };
     let slice = |uid: &str| format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
     let (cut_name, kept_name) = (slice(CUT), slice(KEPT));
-    let cut_cg = Child::new(&cg, &cut_name);
-    let kept_cg = Child::new(&cg, &kept_name);
+    let cut_cg = ChildCgroup::new(&cg, &cut_name);
+    let kept_cg = ChildCgroup::new(&cg, &kept_name);
     let server = lab.server("silent", 8080);
     let local = lab.python(
         'c',
@@ -401,7 +341,7 @@ fn per_pod_counts_are_exact_in_the_dead_peer_lab() {
         cmd
     });
     attach.expect("running in the foreground", Duration::from_secs(20));
-    let spawn = |child: &Child, host: &str, port: &str| {
+    let spawn = |child: &ChildCgroup, host: &str, port: &str| {
         let mut cmd = lab.command('c', false, client());
         cmd.args(["idle", host, port]);
         child.enter(&mut cmd);

@@ -19,14 +19,14 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use common::prometheus::{Killed, metrics_endpoint, scrape};
 use common::*;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
@@ -35,16 +35,6 @@ const NOBODY: u32 = 65534;
 const SCRAPE_BOUND: Duration = Duration::from_secs(1);
 /// The daemon's peak resident memory stays under this.
 const MEMORY_BOUND_KB: u64 = 50 * 1024;
-
-/// A child killed and reaped when dropped (also when the test fails).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A folder of the attacker's (`nobody`'s) own under /tmp, removed when dropped.
 struct Den(PathBuf);
@@ -126,42 +116,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
-        let mut child = Command::new(CLI)
-            .args(["metrics", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("LD_PRELOAD")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("keepalive-shim metrics");
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.strip_suffix("/metrics\n"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        Daemon {
-            child: Killed(child),
-            addr,
-        }
+        let (child, addr) = metrics_endpoint(CLI, args);
+        Daemon { child, addr }
     }
 
     /// One scrape: how long it took and the text.
     fn scrape(&self) -> (Duration, String) {
         let t0 = Instant::now();
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
+        let text = scrape(&self.addr);
         (t0.elapsed(), text)
     }
 

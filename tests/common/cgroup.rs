@@ -60,29 +60,71 @@ impl TestCgroup {
         self.path.to_str().unwrap()
     }
 
-    /// `cmd` will run in this cgroup: between fork and exec the child writes "0" (itself) to
-    /// `cgroup.procs`.
+    /// `cmd` will run in this cgroup (see [`enter`]).
     pub fn enter(&self, cmd: &mut Command) {
-        let procs = File::options()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs");
-        // SAFETY: write is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        enter(&self.path, cmd);
     }
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         remove(&self.path, &self.cli);
+    }
+}
+
+/// A child cgroup of a test cgroup (as the kubelet makes a pod's below `kubepods`), for processes
+/// put in it between fork and exec; its processes killed and it removed by [`ChildCgroup::remove`]
+/// or when dropped (before its parent, which holds the attachment).
+pub struct ChildCgroup {
+    pub path: PathBuf,
+}
+
+impl ChildCgroup {
+    pub fn new(parent: &TestCgroup, name: &str) -> ChildCgroup {
+        let path = parent.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ChildCgroup { path }
+    }
+
+    /// `cmd` will run in this cgroup (see [`enter`]).
+    pub fn enter(&self, cmd: &mut Command) {
+        enter(&self.path, cmd);
+    }
+
+    /// Kills what is in it and removes it.
+    pub fn remove(&self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ChildCgroup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// `cmd` will run in cgroup `path`: between fork and exec the child writes "0" (itself) to
+/// `cgroup.procs`.
+fn enter(path: &Path, cmd: &mut Command) {
+    let procs = File::options()
+        .write(true)
+        .open(path.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    // SAFETY: write is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

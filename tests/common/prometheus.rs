@@ -1,6 +1,7 @@
 //! A Prometheus of a test's own (Debian's `prometheus` package): started on loopback with a
 //! scrape configuration of the test's (one target, one scrape a second), queried through its
-//! HTTP API (`/api/v1/query`), stopped by PID when dropped, also when the test fails.
+//! HTTP API (`/api/v1/query`), stopped by PID when dropped, also when the test fails. Also the
+//! endpoint side: `keepalive-shim metrics` on a free loopback port, and one plain HTTP exchange.
 
 use super::{output_ok, scratch};
 use serde_json::Value;
@@ -125,4 +126,50 @@ impl Prometheus {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// `CLI metrics --listen 127.0.0.1:0 ARGS…` (without `LD_PRELOAD`), killed when dropped, and the
+/// address it serves (from its first line on stderr).
+pub fn metrics_endpoint(cli: &str, args: &[&str]) -> (Killed, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(cli)
+        .args(["metrics", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keepalive-shim metrics");
+    let mut line = String::new();
+    let stderr = child.stderr.take().unwrap();
+    std::io::BufReader::new(stderr)
+        .read_line(&mut line)
+        .unwrap();
+    let child = Killed(child);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics\n"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+/// One HTTP exchange with `addr`: `request` sent as it is, the whole response read (the server
+/// closes, or the request said `Connection: close`).
+pub fn http(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `GET /metrics` from `addr`: the whole response.
+pub fn scrape(addr: &str) -> String {
+    http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
 }
