@@ -22,7 +22,8 @@ mod common;
 use common::prometheus::{Killed, metrics_endpoint, scrape};
 use common::*;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -486,5 +487,79 @@ fn thousands_of_processes_are_all_counted_and_inspected_in_seconds() {
     assert!(
         took < Duration::from_secs(15),
         "inspect --all took {took:?}"
+    );
+}
+
+#[test]
+fn idle_and_slow_clients_and_a_flood_cannot_hold_the_endpoint() {
+    let Some(()) = ready() else { return };
+    let daemon = Daemon::start(&[]);
+    // 100 idle connections and 20 clients sending their request a byte a second.
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&daemon.addr).unwrap())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = daemon.addr.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(&addr) else {
+                    return;
+                };
+                for byte in b"GET /metrics HTTP/1.1\r\nHost: slow\r\n\r\n" {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || s.write_all(&[*byte]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.scrapes_within_bound("100 idle and 20 slow clients");
+    // A flood: 8 clients asking as fast as they can for 2 s. Every answer comes from a scrape at
+    // most a second old, so the flood costs a few scrapes, not one each: the bodies (which carry
+    // each scrape's own duration) are few.
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, bodies, answered) = (
+                daemon.addr.clone(),
+                std::sync::Arc::clone(&bodies),
+                std::sync::Arc::clone(&answered),
+            );
+            std::thread::spawn(move || {
+                while t0.elapsed() < Duration::from_secs(2) {
+                    let text = scrape(&addr);
+                    if let Some(at) = text.find("keepalive_shim_scrape_duration_seconds ") {
+                        bodies.lock().unwrap().insert(text[at..].to_owned());
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for f in flood {
+        f.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in slow {
+        let _ = s.join();
+    }
+    drop(idle);
+    let (answered, scrapes) = (
+        answered.load(std::sync::atomic::Ordering::Relaxed),
+        bodies.lock().unwrap().len(),
+    );
+    eprintln!("flood: {answered} answers in 2 s from {scrapes} scrapes");
+    assert!(answered > 50, "the flood was not answered: {answered}");
+    assert!(
+        scrapes <= 4,
+        "{scrapes} scrapes for {answered} requests in 2 s"
     );
 }
