@@ -7,7 +7,8 @@
 //! gives itself are printed with their control characters escaped.
 
 use keepalive_shim_observe::counts::Counts;
-use keepalive_shim_observe::process::{Process, Reader, Supervisor};
+use keepalive_shim_observe::guard::Guarded;
+use keepalive_shim_observe::process::{Process, Supervisor};
 use keepalive_shim_sys::output::printable;
 use keepalive_shim_sys::{pidfd, proc, say, sockopt};
 use std::collections::HashMap;
@@ -42,6 +43,9 @@ pub struct Args {
     proc_only: bool,
 }
 
+/// The longest a read of one process's maps and counters is waited for.
+const PER_PROCESS: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One TCP socket of one process.
 #[derive(Debug, Clone)]
 struct Connection {
@@ -69,7 +73,7 @@ pub fn main(args: Args) -> ExitCode {
     };
     let mut found = Vec::new();
     let mut views = Vec::new();
-    let mut reader = Reader::default();
+    let mut reader = Guarded::default();
     let mut tables = Tables::default();
     let mut failed = false;
     let mut unreadable = 0;
@@ -173,15 +177,27 @@ struct ProcessView {
 }
 
 impl ProcessView {
-    fn read(reader: &mut Reader, pid: i32) -> ProcessView {
-        let library = reader.process(pid).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => "the process exited before its counters were read".to_owned(),
-            ErrorKind::PermissionDenied => {
-                "cannot read its memory maps: permission denied (run as root or as its user)"
-                    .to_owned()
-            }
-            _ => format!("cannot read its memory maps: {e}"),
-        });
+    fn read(reader: &mut Guarded, pid: i32) -> ProcessView {
+        let stuck = || {
+            format!(
+                "its memory maps or counters did not answer within {} s (the read waits on \
+                 something the process controls): not read",
+                PER_PROCESS.as_secs()
+            )
+        };
+        let library = match reader.read(pid, PER_PROCESS) {
+            Err(_) => Err(stuck()),
+            Ok(read) => read.map(|found| found.library).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    "the process exited before its counters were read".to_owned()
+                }
+                ErrorKind::PermissionDenied => {
+                    "cannot read its memory maps: permission denied (run as root or as its user)"
+                        .to_owned()
+                }
+                _ => format!("cannot read its memory maps: {e}"),
+            }),
+        };
         let command = proc::comm(pid)
             .ok()
             .map(|c| String::from_utf8_lossy(&c).into_owned());
@@ -191,7 +207,7 @@ impl ProcessView {
             library,
             netns: proc::netns(pid),
             timed_out: proc::aborts_on_timeout(pid).ok(),
-            supervisor: reader.supervisor_of(pid),
+            supervisor: reader.supervisor_of(pid, PER_PROCESS).ok().flatten(),
         }
     }
 

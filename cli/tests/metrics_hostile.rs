@@ -244,20 +244,18 @@ fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A 64-bit ELF file of `size` bytes whose `.dynsym` has as many symbols as fit, every one named
-/// by offset 0 of a `.dynstr` that never ends (no NUL): a lookup that scans each name to its
-/// NUL reads the whole table once per symbol.
-fn crafted_elf(size: usize) -> Vec<u8> {
-    let strtab = size / 4;
+/// A 64-bit ELF file with one loadable segment at 0, a `.dynsym` of `symbols` (name offset,
+/// value, size; all defined) and the `.dynstr` `strings`, at least `size` bytes long.
+fn elf(strings: &[u8], symbols: &[(u32, u64, u64)], size: usize) -> Vec<u8> {
     let shnum = 4u16; // null, .dynsym, .dynstr, .shstrtab
     let shstr = b"\0.dynsym\0.dynstr\0.shstrtab\0";
-    let head = 64 + 56; // ELF header and one program header
-    let sym_off = head;
-    let sym_len = (size - head - strtab - shstr.len() - 64 * shnum as usize) / 24 * 24;
+    let sym_off = 64 + 56; // the ELF header and one program header
+    let sym_len = symbols.len() * 24;
     let str_off = sym_off + sym_len;
-    let shstr_off = str_off + strtab;
+    let shstr_off = str_off + strings.len();
     let sh_off = shstr_off + shstr.len();
-    let mut b = vec![0u8; sh_off + 64 * shnum as usize];
+    let end = sh_off + 64 * shnum as usize;
+    let mut b = vec![0u8; end.max(size)];
     let put16 =
         |b: &mut Vec<u8>, at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
     let put32 =
@@ -283,14 +281,14 @@ fn crafted_elf(size: usize) -> Vec<u8> {
     put32(&mut b, 64, 1);
     put64(&mut b, 64 + 0x20, size as u64);
     put64(&mut b, 64 + 0x28, size as u64);
-    // Symbols: defined (section 1), all named at offset 0.
-    for i in 0..sym_len / 24 {
+    for (i, &(name, value, len)) in symbols.iter().enumerate() {
         let at = sym_off + i * 24;
-        put16(&mut b, at + 6, 1);
+        put32(&mut b, at, name);
+        put16(&mut b, at + 6, 1); // defined, in section 1
+        put64(&mut b, at + 8, value);
+        put64(&mut b, at + 16, len);
     }
-    for byte in &mut b[str_off..str_off + strtab] {
-        *byte = b'k';
-    }
+    b[str_off..str_off + strings.len()].copy_from_slice(strings);
     b[shstr_off..shstr_off + shstr.len()].copy_from_slice(shstr);
     let section = |b: &mut Vec<u8>,
                    i: usize,
@@ -309,9 +307,18 @@ fn crafted_elf(size: usize) -> Vec<u8> {
         b[at + 0x38..at + 0x40].copy_from_slice(&ent.to_le_bytes());
     };
     section(&mut b, 1, 1, 11, sym_off, sym_len, 2, 24);
-    section(&mut b, 2, 9, 3, str_off, strtab, 0, 0);
+    section(&mut b, 2, 9, 3, str_off, strings.len(), 0, 0);
     section(&mut b, 3, 17, 3, shstr_off, shstr.len(), 0, 0);
     b
+}
+
+/// A 64-bit ELF file of about `size` bytes whose `.dynsym` has as many symbols as fit, every one
+/// named by offset 0 of a `.dynstr` that never ends (no NUL): a lookup that scans each name to
+/// its NUL reads the whole table once per symbol.
+fn crafted_elf(size: usize) -> Vec<u8> {
+    let strings = vec![b'k'; size / 4];
+    let symbols = vec![(0, 0, 0); (size - size / 4 - 512) / 24];
+    elf(&strings, &symbols, size)
 }
 
 #[test]
@@ -469,7 +476,8 @@ fn thousands_of_processes_are_all_counted_and_inspected_in_seconds() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // Past the endpoint's reuse of a scrape (a second).
+    std::thread::sleep(Duration::from_millis(1200));
     let (_, text) = daemon.scrape();
     assert!(
         text.contains("command=\"kas-newcomer\""),
@@ -562,4 +570,53 @@ fn idle_and_slow_clients_and_a_flood_cannot_hold_the_endpoint() {
         scrapes <= 4,
         "{scrapes} scrapes for {answered} requests in 2 s"
     );
+}
+
+#[test]
+fn a_read_that_never_returns_holds_neither_the_endpoint_nor_inspect() {
+    let Some(()) = ready() else { return };
+    // The library's counters, says this file, are 0x10000 into its mapping: the page a
+    // userfaultfd owns there is never filled, so a read of it waits for ever.
+    let den = Den::new("stuck");
+    let lib = den.path(b"libkeepalive_shim.so");
+    std::fs::write(
+        &lib,
+        elf(
+            b"\0keepalive_shim_counters\0",
+            &[(0, 0, 0), (1, 0x10000, 120)],
+            4096,
+        ),
+    )
+    .unwrap();
+    // Root: userfaultfd for faults in the kernel's own reads needs it here
+    // (vm.unprivileged_userfaultfd is 0); a FUSE file gives any user the same where /dev/fuse
+    // is open to all.
+    let hostile = build_c("hostile.c", &["-O2"]);
+    let mut child = Command::new(hostile)
+        .args([OsStr::new("stuck"), lib.as_os_str()])
+        .env_remove("LD_PRELOAD")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let stuck = Killed(child);
+    let daemon = Daemon::start(&[]);
+    let text = daemon.scrapes_within_bound("a counters' address that never answers");
+    assert!(
+        text.contains("keepalive_shim_processes_not_shown{reason=\"stuck\"} 1\n"),
+        "{text}"
+    );
+    let pid = stuck.0.id().to_string();
+    let (took, out) = finishes(&["inspect", &pid], Duration::from_secs(10));
+    assert!(
+        text_of(&out.stdout).contains("did not answer within"),
+        "{}",
+        text_of(&out.stdout)
+    );
+    let (all, _) = finishes(&["inspect", "--all"], Duration::from_secs(60));
+    eprintln!("inspect PID: {took:?}; inspect --all: {all:?}");
 }

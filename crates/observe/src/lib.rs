@@ -7,6 +7,7 @@
 
 pub mod counts;
 pub mod fleet;
+pub mod guard;
 mod locator;
 pub mod process;
 pub mod prometheus;

@@ -106,8 +106,8 @@ pub struct Supervisor {
 pub struct Found {
     /// The library's copies (`None`: it has none).
     pub library: Option<Process>,
-    /// Where its supervisor block is, when it is a supervisor.
-    pub supervisor_block: Option<u64>,
+    /// What it counted, when it is a seccomp supervisor.
+    pub supervisor: Option<Supervisor>,
     /// `maps` had more lines than [`Limits::max_lines`]: the rest was not read.
     pub maps_capped: bool,
 }
@@ -180,7 +180,7 @@ impl Reader {
         })?;
         let mut found = Found {
             library: None,
-            supervisor_block,
+            supervisor: supervisor_block.map(|at| supervisor_at_block(pid, at)),
             maps_capped,
         };
         // A library with a locator publishes through it; file names are looked at only where no
@@ -229,8 +229,7 @@ impl Reader {
 
     /// `pid` if it is a supervisor (its maps show the block), with what it counted.
     pub fn supervisor(&mut self, pid: i32) -> Option<Supervisor> {
-        let at = self.read(pid).ok()?.supervisor_block?;
-        Some(supervisor_at_block(pid, at))
+        self.read(pid).ok()?.supervisor
     }
 
     /// The supervisor of `pid`: the one `KEEPALIVE_SHIM_SUPERVISED` in its environment names
@@ -349,8 +348,8 @@ pub fn command(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Supervisor `pid`, its block at `at` (as [`Found::supervisor_block`] gave it) read.
-pub fn supervisor_at_block(pid: i32, at: u64) -> Supervisor {
+/// Supervisor `pid`, its block at `at` read.
+fn supervisor_at_block(pid: i32, at: u64) -> Supervisor {
     let counts = remote::read(pid, at, HEADER + 8 * keepalive_shim_policy::counts::LEN)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ESRCH) => "the supervisor exited during the read".to_owned(),
@@ -384,7 +383,7 @@ mod tests {
         let mut reader = Reader::default();
         let me = std::process::id() as i32;
         let found = reader.read(me).unwrap();
-        assert!(found.library.is_none() && found.supervisor_block.is_none());
+        assert!(found.library.is_none() && found.supervisor.is_none());
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
         child.wait().unwrap();

@@ -232,13 +232,16 @@ pub fn render(s: &Scrape, fleet: &[FleetSeries], series: usize) -> String {
             help: "Processes in no series: no_counters (a library without counters, of another \
                    layout version, or whose counters could not be read), unreadable (their \
                    memory maps could not be read: run as root), out_of_time (not reached before \
-                   the scrape's time budget ran out; the next scrape starts with them), over_cap \
-                   (beyond the most processes one scrape keeps).",
+                   the scrape's time budget ran out; the next scrape starts with them), stuck \
+                   (a read of the process did not return within half a second: its memory maps \
+                   or counters wait on something it controls; skipped until that read returns), \
+                   over_cap (beyond the most processes one scrape keeps).",
             kind: "gauge",
             samples: [
                 ("no_counters", s.skipped.no_counters),
                 ("unreadable", s.skipped.unreadable),
                 ("out_of_time", s.skipped.out_of_time),
+                ("stuck", s.skipped.stuck),
                 ("over_cap", s.skipped.over_cap),
             ]
             .iter()

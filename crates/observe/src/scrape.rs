@@ -4,7 +4,8 @@
 //! where this one ran out of time, so no process is left out for good.
 
 use crate::counts::Counts;
-use crate::process::{Process, Reader, Supervisor, supervisor_at_block};
+use crate::guard::Guarded;
+use crate::process::{Process, Supervisor};
 use keepalive_shim_sys::proc;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ pub struct Skipped {
     pub out_of_time: usize,
     /// Processes whose maps had more lines than read.
     pub maps_capped: usize,
+    /// Processes whose reads did not return in time (`guard.rs`), now or since an earlier
+    /// scrape.
+    pub stuck: usize,
     /// Copies of the library beyond the per-process cap.
     pub copies: usize,
     /// Processes, supervisors or namespaces beyond the memory cap, counted only.
@@ -67,17 +71,20 @@ pub struct Scrape {
     pub seconds: f64,
 }
 
+/// The longest one process's read is waited for.
+const PER_PROCESS: Duration = Duration::from_millis(500);
+
 /// Scrapes the node, again and again, with the little it keeps between scrapes: the reader's
-/// symbol cache and where the last scrape ran out of time.
+/// symbol cache, the processes whose reads are stuck, and where the last scrape ran out of time.
 #[derive(Default)]
 pub struct Scraper {
-    pub reader: Reader,
+    pub reader: Guarded,
     /// The first PID of the next scrape (0: from the start).
     next: i32,
 }
 
 impl Scraper {
-    pub fn new(reader: Reader) -> Scraper {
+    pub fn new(reader: Guarded) -> Scraper {
         Scraper { reader, next: 0 }
     }
 
@@ -97,19 +104,27 @@ impl Scraper {
                 self.next = pid;
                 break;
             }
-            let found = match self.reader.read(pid) {
-                Ok(found) => found,
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && pid != me => {
+            let left = budget.time.saturating_sub(t0.elapsed());
+            let found = match self
+                .reader
+                .read(pid, left.clamp(Duration::from_millis(50), PER_PROCESS))
+            {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied && pid != me => {
                     out.skipped.unreadable += 1;
                     continue;
                 }
                 // Gone since /proc was listed.
-                Err(_) => continue,
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    out.skipped.stuck += 1;
+                    continue;
+                }
             };
             out.skipped.maps_capped += usize::from(found.maps_capped);
-            if let Some(at) = found.supervisor_block {
+            if let Some(supervisor) = found.supervisor {
                 if out.supervisors.len() < budget.series {
-                    out.supervisors.push(supervisor_at_block(pid, at));
+                    out.supervisors.push(supervisor);
                 } else {
                     out.skipped.over_cap += 1;
                 }
