@@ -389,7 +389,13 @@ fn the_shipped_tools_are_static_and_run() {
         );
         let report = tool_run(&["check"]);
         assert!(report.contains("45s"), "{arch} check:\n{report}");
-        reports.push(report);
+        // The library each preloads is the one beside it, in its own folder.
+        let library = report.lines().next().unwrap_or_default();
+        assert!(
+            library.ends_with(&format!("{arch}-linux/libkeepalive_shim.so.")),
+            "{arch}: {library}"
+        );
+        reports.push(report.lines().skip(1).collect::<Vec<_>>().join("\n"));
     }
     reports.dedup();
     assert_eq!(
