@@ -1015,6 +1015,7 @@ fn webhook_review_answers_stdin_and_refuses_what_is_not_an_admission_review() {
     big.extend(b"{}");
     let out = run(&["webhook", "review"], &big);
     assert_eq!(out.status.code(), Some(65));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     assert_eq!(
         common::stderr(&out),
         format!(
