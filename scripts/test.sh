@@ -54,6 +54,12 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 # test runs itself on loopback (the package's own service is not used).
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+# kubernetes-validate (PyPI only) checks manifests and mutated pods against Kubernetes' schemas
+# (crates/kube/tests, cli/tests/webhook.rs); Debian's python3 needs Debian's pip to install it.
+if ! command -v kubernetes-validate >/dev/null && ! python3 -m pip --version >/dev/null 2>&1 \
+    && { ! command -v python3 >/dev/null || [ "$(command -v python3)" = /usr/bin/python3 ]; }; then
+    missing+=(python3-pip)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: the tests need: ${missing[*]} (install them, or run as root)" >&2
@@ -75,6 +81,19 @@ if ! python3 -c 'import requests' 2>/dev/null; then
     fi
     echo "test.sh: installing requests for $python with its pip"
     python3 -m pip install --quiet requests
+fi
+
+if ! command -v kubernetes-validate >/dev/null; then
+    # Into Debian's python3 only with --break-system-packages (PEP 668 marks it externally
+    # managed); into another python3 (pyenv, a virtual environment) with its own pip.
+    echo "test.sh: installing kubernetes-validate for $(command -v python3) with its pip"
+    python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages kubernetes-validate
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+    command -v kubernetes-validate >/dev/null || {
+        echo "test.sh: kubernetes-validate was installed but is not on PATH" >&2
+        exit 1
+    }
 fi
 
 scripts/dist.sh # the release artifacts, checked by tests/portable.rs (and the tools it uses)

@@ -264,3 +264,50 @@ impl Drop for Volume {
             .status();
     }
 }
+
+/// The image `scripts/dist.sh` makes, as its archive names it: `keepalive-shim:VERSION`.
+pub const SHIPPED_IMAGE: &str = concat!("keepalive-shim:", env!("CARGO_PKG_VERSION"));
+
+/// target/dist/keepalive-shim-image_VERSION.tar, or `None` (`unavailable`) when
+/// `scripts/dist.sh` has not made it.
+pub fn shipped_image_archive() -> Option<std::path::PathBuf> {
+    let archive = root().join(format!(
+        "target/dist/keepalive-shim-image_{}.tar",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if archive.is_file() {
+        Some(archive)
+    } else {
+        unavailable(&format!(
+            "{} is missing: run scripts/dist.sh",
+            archive.display()
+        ))
+    }
+}
+
+impl Docker {
+    /// The shipped image, loaded once per test process with `docker load` from target/dist (the
+    /// host's platform, amd64, under [`SHIPPED_IMAGE`]), or `None` (`unavailable`) without the
+    /// archive.
+    pub fn shipped_image(&'static self) -> Option<&'static str> {
+        static LOADED: OnceLock<bool> = OnceLock::new();
+        let loaded = *LOADED.get_or_init(|| {
+            let Some(archive) = shipped_image_archive() else {
+                return false;
+            };
+            let t0 = Instant::now();
+            let out = self.ok(&[OsStr::new("load"), OsStr::new("-i"), archive.as_os_str()]);
+            assert!(
+                out.lines()
+                    .any(|l| l == format!("Loaded image: {SHIPPED_IMAGE}")),
+                "docker load: {out}"
+            );
+            eprintln!(
+                "docker: loaded {SHIPPED_IMAGE} in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+            true
+        });
+        loaded.then_some(SHIPPED_IMAGE)
+    }
+}
