@@ -76,18 +76,17 @@ fn copy_into(source: &Path, dir: &Path) -> Result<PathBuf, String> {
     if let Some(why) = unfit(target.as_os_str().as_bytes()) {
         return Err(why);
     }
-    fs::write_new(&target, &bytes, 0o644, None)
-        .map_err(|e| {
-            // The image's own folder there is read-only (and so is a read-only root): what is
-            // missing is the volume the pod's spec should mount.
-            let hint = match e.raw_os_error() {
-                Some(libc::EROFS | libc::EACCES | libc::EPERM) => {
-                    " (mount the shared volume there: an emptyDir in Kubernetes, -v in Docker)"
-                }
-                _ => "",
-            };
-            format!("cannot write {}: {e}{hint}", target.display())
-        })?;
+    fs::write_new(&target, &bytes, 0o644, None).map_err(|e| {
+        // The image's own folder there is read-only (and so is a read-only root): what is
+        // missing is the volume the pod's spec should mount.
+        let hint = match e.raw_os_error() {
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => {
+                " (mount the shared volume there: an emptyDir in Kubernetes, -v in Docker)"
+            }
+            _ => "",
+        };
+        format!("cannot write {}: {e}{hint}", target.display())
+    })?;
     Ok(target)
 }
 

@@ -53,23 +53,5 @@ pub struct FleetSeries {
     pub counts: FleetCounts,
 }
 
-impl FleetSeries {
-    /// Its labels, after `mechanism="fleet"`, then `extra`.
-    pub fn labels(&self, extra: &[(&str, &str)]) -> String {
-        let mut pairs = vec![("mechanism", "fleet"), ("cgroup", self.cgroup.as_str())];
-        if let Some(p) = &self.path {
-            pairs.push(("path", p));
-        }
-        if let Some(u) = &self.pod_uid {
-            pairs.push(("pod_uid", u));
-        }
-        if let Some(f) = &self.folded {
-            pairs.push(("folded", f));
-        }
-        pairs.extend_from_slice(extra);
-        crate::prometheus::labels(&pairs)
-    }
-}
-
 /// Where the fleet counts of a scrape come from (`fleet attach --metrics`).
 pub type FleetSource = Box<dyn Fn() -> Vec<FleetSeries> + Send + Sync>;

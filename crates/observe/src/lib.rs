@@ -8,7 +8,6 @@
 pub mod counts;
 pub mod fleet;
 pub mod guard;
-mod locator;
 pub mod process;
 pub mod prometheus;
 pub mod scrape;

@@ -16,12 +16,18 @@
 //! A process can forge all of it: what it publishes is its own account of itself.
 
 use crate::counts::{Counts, HEADER, MAX_BLOCK};
-use keepalive_shim_policy::counts::{LIBRARY_MAGIC, SUPERVISOR_MAGIC, SUPERVISOR_MEMFD};
+use keepalive_shim_policy::counts::{
+    LIBRARY_MAGIC, LOCATOR_LEN, LOCATOR_MAPS_NAME, SUPERVISOR_MAGIC, SUPERVISOR_MEMFD,
+    parse_locator,
+};
 use keepalive_shim_sys::{elf, proc, remote};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
+
+/// A page: a locator's size.
+const PAGE: u64 = 4096;
 
 /// The exported symbol that names the library's block (for libraries without a locator).
 const SYMBOL: &[u8] = b"keepalive_shim_counters";
@@ -131,9 +137,6 @@ pub struct Reader {
     symbols: SymbolCache,
 }
 
-/// The name of the library's locator mapping (`[anon:NAME]` in `maps`).
-use crate::locator;
-
 impl Reader {
     pub fn new(limits: Limits) -> Reader {
         Reader {
@@ -151,12 +154,8 @@ impl Reader {
         let mut supervisor_block = None;
         let supervisor_name = format!("/memfd:{SUPERVISOR_MEMFD}");
         let (_, maps_capped) = proc::maps(pid, limits.max_lines, |m| {
-            if m.anon_name() == Some(locator::NAME) {
-                if locators.len() < limits.max_copies {
-                    locators.push(m.start);
-                } else {
-                    more_locators += 1;
-                }
+            if m.name == LOCATOR_MAPS_NAME.as_bytes() {
+                more_locators += locator_pages(m.start, m.end, limits.max_copies, &mut locators);
             } else if m.name.starts_with(supervisor_name.as_bytes()) {
                 supervisor_block.get_or_insert(m.start);
             } else if m.offset == 0 && m.inode != 0 && looks_like_library(m.name) {
@@ -189,7 +188,7 @@ impl Reader {
             locators
                 .iter()
                 .map(|&at| LibraryCopy {
-                    name: format!("[anon:{}]", String::from_utf8_lossy(locator::NAME)),
+                    name: LOCATOR_MAPS_NAME.to_owned(),
                     via: Via::Locator,
                     counts: read_located(pid, at),
                 })
@@ -315,6 +314,17 @@ impl Reader {
     }
 }
 
+/// The locators in a mapping named as the library's: each copy's locator is one page, and two
+/// copies' pages side by side show as one mapping, so each page of it is one. Pushed onto `out`
+/// up to `cap` in all; how many more there were.
+fn locator_pages(start: u64, end: u64, cap: usize, out: &mut Vec<u64>) -> usize {
+    let pages = end.saturating_sub(start) / PAGE;
+    let room = cap.saturating_sub(out.len()) as u64;
+    let taken = pages.min(room);
+    out.extend((0..taken).map(|i| start + i * PAGE));
+    (pages - taken) as usize
+}
+
 /// Whether a name `maps` printed looks like a copy of the library: its last part has
 /// `keepalive_shim` and `.so` in it (the library is `libkeepalive_shim.so` wherever installed).
 fn looks_like_library(name: &[u8]) -> bool {
@@ -325,8 +335,8 @@ fn looks_like_library(name: &[u8]) -> bool {
 
 /// The block a locator at `at` in `pid` points to.
 fn read_located(pid: i32, at: u64) -> Result<Counts, String> {
-    let bytes = remote::read(pid, at, locator::LEN).map_err(read_error)?;
-    let (addr, size) = locator::parse(&bytes)
+    let bytes = remote::read(pid, at, LOCATOR_LEN).map_err(read_error)?;
+    let (addr, size) = parse_locator(&bytes)
         .ok_or("the counters' locator holds no locator (magic or version differ)")?;
     let len = (size as usize).clamp(HEADER, MAX_BLOCK);
     let block = remote::read(pid, addr, len).map_err(read_error)?;
@@ -376,6 +386,35 @@ mod tests {
         ));
         assert!(!looks_like_library(b"/opt/keepalive_shim/libc.so.6"));
         assert!(!looks_like_library(b"[anon:libkeepalive_shim.so]"));
+    }
+
+    #[test]
+    fn pages_side_by_side_are_locators_each_up_to_the_cap() {
+        let mut out = Vec::new();
+        assert_eq!(locator_pages(0x1000, 0x3000, 4, &mut out), 0);
+        assert_eq!(out, [0x1000, 0x2000]);
+        assert_eq!(locator_pages(0x9000, 0xc000, 4, &mut out), 1);
+        assert_eq!(out, [0x1000, 0x2000, 0x9000, 0xa000]);
+        assert_eq!(locator_pages(0x9000, 0x8000, 4, &mut out), 0);
+    }
+
+    #[test]
+    fn a_locator_leads_to_its_block_read_from_outside() {
+        use keepalive_shim_policy::counts::{LEN, VERSION, locator};
+        let mut block = Vec::new();
+        block.extend_from_slice(&LIBRARY_MAGIC.to_le_bytes());
+        block.extend_from_slice(&VERSION.to_le_bytes());
+        block.extend_from_slice(&(LEN as u32).to_le_bytes());
+        for i in 0..LEN as u64 {
+            block.extend_from_slice(&(i + 1).to_le_bytes());
+        }
+        let page = locator(block.as_ptr() as u64, block.len() as u64);
+        let me = std::process::id() as i32;
+        let counts = read_located(me, page.as_ptr() as u64).unwrap();
+        assert_eq!(counts.sockets_configured, 1);
+        let mut wrong = page;
+        wrong[0] ^= 1;
+        assert!(read_located(me, wrong.as_ptr() as u64).is_err());
     }
 
     #[test]

@@ -283,6 +283,23 @@ pub fn render(s: &Scrape, fleet: &[FleetSeries], series: usize) -> String {
     out
 }
 
+/// A fleet series' labels: `mechanism="fleet"`, its attachment's cgroup, the connection's cgroup
+/// path (or the folded entry) and pod UID, then `extra`.
+fn fleet_labels(f: &FleetSeries, extra: &[(&str, &str)]) -> String {
+    let mut pairs = vec![("mechanism", "fleet"), ("cgroup", f.cgroup.as_str())];
+    if let Some(p) = &f.path {
+        pairs.push(("path", p));
+    }
+    if let Some(u) = &f.pod_uid {
+        pairs.push(("pod_uid", u));
+    }
+    if let Some(folded) = &f.folded {
+        pairs.push(("folded", folded));
+    }
+    pairs.extend_from_slice(extra);
+    labels(&pairs)
+}
+
 /// Fleet mode's series, by attachment (`mechanism="fleet"`, its cgroup), into the families of
 /// the same names, and the family only fleet mode has.
 fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
@@ -293,7 +310,7 @@ fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
     };
     for f in fleet {
         let c = &f.counts;
-        let at = |extra: &[(&str, &str)]| f.labels(extra);
+        let at = |extra: &[(&str, &str)]| fleet_labels(f, extra);
         push(
             "keepalive_shim_connections_configured_total",
             at(&[("direction", "outgoing")]),
@@ -339,7 +356,7 @@ fn add_fleet(families: &mut Vec<Family<'_>>, fleet: &[FleetSeries]) {
             kind: "counter",
             samples: fleet
                 .iter()
-                .map(|f| (f.labels(&[]), f.counts.aborted.to_string()))
+                .map(|f| (fleet_labels(f, &[]), f.counts.aborted.to_string()))
                 .collect(),
         },
     );
