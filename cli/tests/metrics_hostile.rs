@@ -620,3 +620,70 @@ fn a_read_that_never_returns_holds_neither_the_endpoint_nor_inspect() {
     let (all, _) = finishes(&["inspect", "--all"], Duration::from_secs(60));
     eprintln!("inspect PID: {took:?}; inspect --all: {all:?}");
 }
+
+#[test]
+fn a_user_reads_its_own_processes_counters_by_name_and_never_a_fifo() {
+    let Some(()) = ready() else { return };
+    // A program of nobody's under the library, with a TCP socket counted.
+    let lib = library_for_nobody();
+    let python = python();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(python)
+        .args([
+            "-c",
+            "import socket,sys,time; s=socket.socket(); print('ready', flush=True); time.sleep(60)",
+        ])
+        .env("LD_PRELOAD", &lib)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let own = Killed(child);
+    // Its user, not root: map_files is not its to open; the file at the printed name is, when
+    // it is the very file mapped.
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                CLI,
+            ])
+            .args(args)
+            .env_remove("LD_PRELOAD")
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["inspect", "--json", &own.0.id().to_string()]);
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let process = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "process")
+        .unwrap();
+    assert_eq!(process["sockets_configured"], 1, "{process}");
+    // A printed name made a FIFO: refused before anything is read, never waited on.
+    let den = Den::new("own-fifo");
+    let victim = den.path(b"x\nlibkeepalive_shim.so");
+    std::fs::write(&victim, vec![0x55u8; 4096]).unwrap();
+    let fifo = den.path(b"x\\012libkeepalive_shim.so");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    let attacker = attacker(&[OsStr::new("map"), victim.as_os_str()], None);
+    let t0 = Instant::now();
+    let out = as_nobody(&["inspect", &attacker.0.id().to_string()]);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(
+        text_of(&out.stdout).contains("not the regular file"),
+        "{}",
+        text_of(&out.stdout)
+    );
+}

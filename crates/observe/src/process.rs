@@ -119,12 +119,14 @@ pub struct Found {
 }
 
 /// A mapping worth a closer look.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Candidate {
     start: u64,
     end: u64,
     dev: (u32, u32),
     inode: u64,
+    /// The name `maps` printed (lossy: a name that is not UTF-8 is never opened by name).
+    name: String,
 }
 
 /// A symbol looked up in a library file, by (device, inode, size, modification time).
@@ -164,13 +166,14 @@ impl Reader {
                     end: m.end,
                     dev: m.dev,
                     inode: m.inode,
+                    name: String::from_utf8_lossy(m.name).into_owned(),
                 };
                 let seen = files
                     .iter()
-                    .any(|f: &(Candidate, String)| (f.0.dev, f.0.inode) == (c.dev, c.inode));
+                    .any(|f: &Candidate| (f.dev, f.inode) == (c.dev, c.inode));
                 if seen {
                 } else if files.len() < limits.max_copies {
-                    files.push((c, String::from_utf8_lossy(m.name).into_owned()));
+                    files.push(c);
                 } else {
                     more_files += 1;
                 }
@@ -196,8 +199,8 @@ impl Reader {
         } else {
             files
                 .iter()
-                .map(|(c, name)| LibraryCopy {
-                    name: name.clone(),
+                .map(|c| LibraryCopy {
+                    name: c.name.clone(),
                     via: Via::File,
                     counts: self.read_from_file(pid, c),
                 })
@@ -274,13 +277,20 @@ impl Reader {
             inode: c.inode,
             name: b"",
         };
-        let file = proc::open_mapped(pid, &mapping).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => {
-                "cannot open the mapped library file (on kernels before 5.17 that needs root)"
-                    .to_owned()
-            }
-            _ => format!("cannot open the mapped library file: {e}"),
-        })?;
+        // The very file mapped (root); without that right, the file at the name maps printed,
+        // taken only if it is the same file.
+        let file = proc::open_mapped(pid, &mapping)
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => proc::open_mapped_by_name(
+                    pid,
+                    &proc::Mapping {
+                        name: c.name.as_bytes(),
+                        ..mapping
+                    },
+                ),
+                _ => Err(e),
+            })
+            .map_err(|e| format!("cannot open the mapped library file: {e}"))?;
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot stat the library: {e}"))?;

@@ -357,21 +357,59 @@ pub fn maps(
 
 /// The file process `pid` maps at `start`-`end`, opened through `/proc/PID/map_files` (the very
 /// file mapped, whatever its name or where it is now; needs `CAP_CHECKPOINT_RESTORE` or
-/// `CAP_SYS_ADMIN`), checked to be a regular file with the device and inode `maps` showed: a
-/// FIFO, a device or another file is refused before a byte is read.
+/// `CAP_SYS_ADMIN`); see [`open_verified`].
 pub fn open_mapped(pid: i32, m: &Mapping) -> io::Result<File> {
+    open_verified(
+        &format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end),
+        true,
+        m,
+    )
+}
+
+/// The file process `pid` maps, opened by the name `maps` printed, inside the process's root
+/// (`/proc/PID/root`), without following a link at the end; see [`open_verified`]. For readers
+/// without the right to `map_files` (a user reading its own processes): the name may not be the
+/// file's (a newline prints as `\012`; a mount may put another file there), which the check
+/// refuses.
+pub fn open_mapped_by_name(pid: i32, m: &Mapping) -> io::Result<File> {
+    let name = std::str::from_utf8(m.name)
+        .ok()
+        .filter(|n| n.starts_with('/'))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no path to open"))?;
+    open_verified(&format!("/proc/{pid}/root{name}"), false, m)
+}
+
+/// Opens `path` only as the regular file with the device and inode `m` shows: first with
+/// `O_PATH` (nothing of the file's own is run: a FIFO cannot block, a device sees no open; a
+/// link at the end is not followed unless `follow`, which the magic links of `map_files`
+/// need), checked, then reopened for reading through that descriptor, and checked again.
+fn open_verified(path: &str, follow: bool, m: &Mapping) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
+    let same = |meta: &std::fs::Metadata| {
+        let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
+        meta.file_type().is_file() && meta.ino() == m.inode && dev == m.dev
+    };
+    let refused = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the mapped file is not the regular file its maps line names",
+        )
+    };
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    let handle = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC | nofollow)
+        .open(path)?;
+    if !same(&handle.metadata()?) {
+        return Err(refused());
+    }
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))?;
-    let meta = file.metadata()?;
-    let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
-    if !meta.file_type().is_file() || meta.ino() != m.inode || dev != m.dev {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the mapped file is not the regular file its maps line names",
-        ));
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+    if !same(&file.metadata()?) {
+        return Err(refused());
     }
     Ok(file)
 }
@@ -615,5 +653,28 @@ mod tests {
             ..m
         };
         assert!(open_mapped(me, &wrong).is_err());
+        // By name: the same file, and refused when the name is another file's.
+        let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+        let named = Mapping {
+            name: exe.to_str().unwrap().as_bytes(),
+            ..m
+        };
+        let by_name = open_mapped_by_name(me, &named);
+        let wrong_name = Mapping {
+            name: b"/etc/hostname",
+            ..m
+        };
+        assert!(open_mapped_by_name(me, &wrong_name).is_err());
+        let fifo_like = Mapping {
+            name: b"/dev/zero",
+            ..m
+        };
+        assert!(open_mapped_by_name(me, &fifo_like).is_err());
+        // The first mapping found may be another file than this test (the loader): only when
+        // it is this test's own does the name lead to it.
+        if let Ok(file) = by_name {
+            let meta = file.metadata().unwrap();
+            assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), inode);
+        }
     }
 }
