@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// The image of `examples/docker/Dockerfile` with the library under test.
 const EXAMPLE_IMAGE: &str = "keepalive-shim/example:test";
 /// The init-container image's tag, as `scripts/dist.sh` writes it.
-const INIT_IMAGE: &str = concat!("keepalive-shim:", env!("CARGO_PKG_VERSION"));
+use common::docker::SHIPPED_IMAGE as INIT_IMAGE;
 /// The init-container image with the library under test in place of the shipped one: what the
 /// example image copies its files from.
 const UNDER_TEST_IMAGE: &str = "keepalive-shim/under-test:test";
@@ -132,77 +132,6 @@ fn bullseye_c_client_gets_the_options() {
 
 // ---- Docker ----
 
-/// target/dist/keepalive-shim-image_VERSION.tar (one OCI image index for amd64 and arm64, with
-/// the manifest.json `docker load` reads: tests/image.rs checks it all), or `None` (skipped) when
-/// scripts/dist.sh has not made it.
-fn init_image_archive() -> Option<PathBuf> {
-    let archive = root().join(format!(
-        "target/dist/keepalive-shim-image_{}.tar",
-        env!("CARGO_PKG_VERSION")
-    ));
-    if archive.is_file() {
-        Some(archive)
-    } else {
-        unavailable(&format!(
-            "{} is missing: run scripts/dist.sh",
-            archive.display()
-        ))
-    }
-}
-
-/// `tar -xOf ARCHIVE MEMBER`: one file of a tar archive.
-fn untar(archive: &Path, member: &str) -> Vec<u8> {
-    output_ok(Command::new("tar").arg("-xOf").arg(archive).arg(member)).stdout
-}
-
-/// The init-container image loaded once per test process with `docker load` from target/dist:
-/// one image, the host's (amd64), under the tag; its ID is the digest of the config that
-/// manifest.json names (the daemon made nothing of its own).
-fn init_image(docker: &'static Docker) -> Option<&'static str> {
-    static LOADED: OnceLock<bool> = OnceLock::new();
-    let loaded = *LOADED.get_or_init(|| {
-        let Some(archive) = init_image_archive() else {
-            return false;
-        };
-        let t0 = Instant::now();
-        let out = docker.ok(&[OsStr::new("load"), OsStr::new("-i"), archive.as_os_str()]);
-        // One image: a second one under the same tag would print a second line (after a
-        // rename, which an image of an earlier load may also get).
-        let loaded: Vec<&str> = out
-            .lines()
-            .filter(|l| l.starts_with("Loaded image"))
-            .collect();
-        assert_eq!(
-            loaded,
-            [format!("Loaded image: {INIT_IMAGE}")],
-            "docker load: {out}"
-        );
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&untar(&archive, "manifest.json")).unwrap();
-        let config = manifest[0]["Config"].as_str().unwrap();
-        let id = docker.ok(&["image", "inspect", "-f", "{{.Id}}", INIT_IMAGE]);
-        assert_eq!(
-            id,
-            config.replace("blobs/sha256/", "sha256:"),
-            "the loaded image's ID"
-        );
-        let arch = docker.ok(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{.Os}}/{{.Architecture}}",
-            INIT_IMAGE,
-        ]);
-        assert_eq!(arch, "linux/amd64", "the loaded image's platform");
-        eprintln!(
-            "docker: loaded {INIT_IMAGE} in {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
-        true
-    });
-    loaded.then_some(INIT_IMAGE)
-}
-
 /// The build context of the example image, made once per test process: `app/` with the seed
 /// client and the probes (also mounted into the Kubernetes pattern's application).
 fn context() -> &'static Path {
@@ -239,7 +168,7 @@ fn build(docker: &'static Docker, dockerfile: &Path, args: &[&str], tag: &str, c
 fn example_image(docker: &'static Docker) -> Option<&'static str> {
     static BUILT: OnceLock<bool> = OnceLock::new();
     let built = *BUILT.get_or_init(|| {
-        let Some(init) = init_image(docker) else {
+        let Some(init) = docker.shipped_image() else {
             return false;
         };
         let t0 = Instant::now();
@@ -419,7 +348,7 @@ fn docker_seed_scenario_a_dead_server_is_noticed() {
 fn init_image_runs_the_tool_and_wants_its_volume() {
     let _t = Timer::new("init_image_runs_the_tool_and_wants_its_volume");
     let Some(docker) = docker() else { return };
-    let Some(image) = init_image(docker) else {
+    let Some(image) = docker.shipped_image() else {
         return;
     };
     let out = docker.run("version", &["--network", "none", image, "--version"]);
@@ -466,7 +395,7 @@ fn kubernetes_pattern_init_container_and_shared_volume() {
         "the init container runs the image's default command"
     );
     let Some(docker) = docker() else { return };
-    let Some(image) = init_image(docker) else {
+    let Some(image) = docker.shipped_image() else {
         return;
     };
     let volume = docker.volume("emptydir");
@@ -516,7 +445,7 @@ fn kubernetes_pattern_init_container_and_shared_volume() {
              sha256sum </keepalive-shim/libkeepalive_shim.so",
         ],
     );
-    let archive = init_image_archive().unwrap();
+    let archive = common::docker::shipped_image_archive().unwrap();
     let shipped = archive.parent().unwrap().join(format!(
         "keepalive-shim-{}-x86_64-linux/libkeepalive_shim.so",
         env!("CARGO_PKG_VERSION")
@@ -729,7 +658,7 @@ fn docker_example_image_every_command() {
 fn docker_init_image_layout_every_command() {
     let _t = Timer::new("docker_init_image_layout_every_command");
     let Some(docker) = docker() else { return };
-    let Some(init) = init_image(docker) else {
+    let Some(init) = docker.shipped_image() else {
         return;
     };
     let context = root().join("target/docker/init-layout");

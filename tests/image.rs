@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::docker::{BASE_IMAGE, Docker, docker};
+use common::docker::{BASE_IMAGE, Docker, docker, shipped_image_archive};
 use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -22,7 +22,6 @@ use std::ffi::OsStr;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -35,19 +34,6 @@ const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-/// target/dist/keepalive-shim-image_VERSION.tar, or `None` (skipped) without scripts/dist.sh.
-fn archive() -> Option<PathBuf> {
-    let archive = root().join(format!("target/dist/keepalive-shim-image_{VERSION}.tar"));
-    if archive.is_file() {
-        Some(archive)
-    } else {
-        unavailable(&format!(
-            "{} is missing: run scripts/dist.sh",
-            archive.display()
-        ))
-    }
-}
 
 /// The release folder of one architecture (`x86_64`, `aarch64`) in target/dist.
 fn folder(arch: &str) -> PathBuf {
@@ -387,7 +373,9 @@ fn check_layout(layout: &Unpacked) -> (String, Vec<(String, PlatformImage)>) {
 /// the tag. SHA256SUMS lists the archive.
 #[test]
 fn image_archive_is_one_oci_index_for_both_platforms() {
-    let Some(archive) = archive() else { return };
+    let Some(archive) = shipped_image_archive() else {
+        return;
+    };
     let dist = archive.parent().unwrap();
     let name = archive.file_name().unwrap().to_str().unwrap();
     let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
@@ -499,7 +487,9 @@ fn image_archive_is_one_oci_index_for_both_platforms() {
 /// a blob whose bytes are not its digest's, and a descriptor whose size is wrong.
 #[test]
 fn image_layout_check_catches_a_bad_blob() {
-    let Some(archive) = archive() else { return };
+    let Some(archive) = shipped_image_archive() else {
+        return;
+    };
     let layout = Unpacked::new(&archive, "image-layout-broken");
     let top = layout.json("index.json");
     let index = layout.blob("index.json's entry", &top["manifests"][0], &[INDEX]);
@@ -546,7 +536,9 @@ fn image_sh(out: &Path, epoch: Option<&str>, folders: [&Path; 2]) -> std::proces
 /// with a folder missing a file, it refuses, naming what is wrong, and writes nothing.
 #[test]
 fn image_archive_is_reproducible() {
-    let Some(archive) = archive() else { return };
+    let Some(archive) = shipped_image_archive() else {
+        return;
+    };
     let epoch = epoch_of(&archive);
     let folders = [folder("x86_64"), folder("aarch64")];
     let folders = [folders[0].as_path(), folders[1].as_path()];
@@ -667,7 +659,9 @@ fn skopeo(args: &[&str]) -> String {
 /// the README gives arm64 hosts whose Docker reads only manifest.json.
 #[test]
 fn image_skopeo_pushes_one_tag_for_both_platforms_and_docker_pulls_it() {
-    let Some(archive) = archive() else { return };
+    let Some(archive) = shipped_image_archive() else {
+        return;
+    };
     if !have("skopeo", "Debian's skopeo; scripts/test.sh installs it")
         || !have(
             "docker-registry",
@@ -786,7 +780,9 @@ fn image_skopeo_pushes_one_tag_for_both_platforms_and_docker_pulls_it() {
 /// namespace is removed afterwards.
 #[test]
 fn image_ctr_imports_both_platforms() {
-    let Some(archive) = archive() else { return };
+    let Some(archive) = shipped_image_archive() else {
+        return;
+    };
     let Some(_docker) = docker() else { return };
     if !have("ctr", "Debian's containerd, which docker.io brings") {
         return;
@@ -876,31 +872,6 @@ fn image_ctr_imports_both_platforms() {
 
 // ---- non-root, in Docker ----
 
-/// The archive loaded once per test process with `docker load`: the amd64 image alone, under
-/// the tag (exactly one "Loaded image" line).
-fn loaded(docker: &'static Docker) -> Option<&'static str> {
-    static LOADED: OnceLock<bool> = OnceLock::new();
-    let loaded = *LOADED.get_or_init(|| {
-        let Some(archive) = archive() else {
-            return false;
-        };
-        let out = docker.ok(&[OsStr::new("load"), OsStr::new("-i"), archive.as_os_str()]);
-        // One image: a second one under the same tag would print a second line (after a
-        // rename, which an image of an earlier load may also get).
-        let loaded: Vec<&str> = out
-            .lines()
-            .filter(|l| l.starts_with("Loaded image"))
-            .collect();
-        assert_eq!(
-            loaded,
-            [format!("Loaded image: {TAG}")],
-            "docker load: {out}"
-        );
-        true
-    });
-    loaded.then_some(TAG)
-}
-
 /// `stat -c '%u:%g %a'` of the library in a volume, from the bullseye image.
 fn owner_and_mode(docker: &'static Docker, volume: &str) -> String {
     let mount = format!("{volume}:/v:ro");
@@ -932,7 +903,9 @@ fn owner_and_mode(docker: &'static Docker, volume: &str) -> String {
 #[test]
 fn image_runs_as_nonroot_and_fills_a_volume() {
     let Some(docker) = docker() else { return };
-    let Some(image) = loaded(docker) else { return };
+    let Some(image) = docker.shipped_image() else {
+        return;
+    };
     assert_eq!(
         docker.ok(&["image", "inspect", "-f", "{{.Config.User}}", image]),
         NONROOT
@@ -1015,7 +988,9 @@ fn image_runs_as_nonroot_and_fills_a_volume() {
 #[test]
 fn image_tool_runs_as_its_user() {
     let Some(docker) = docker() else { return };
-    let Some(image) = loaded(docker) else { return };
+    let Some(image) = docker.shipped_image() else {
+        return;
+    };
     let out = docker.run(
         "version",
         &[
@@ -1051,7 +1026,9 @@ fn image_tool_runs_as_its_user() {
 /// the tag on arm64, the wrong one for this host.
 #[test]
 fn image_docker_load_of_both_platforms_under_one_tag_tags_the_last() {
-    let Some(archive) = archive() else { return };
+    let Some(archive) = shipped_image_archive() else {
+        return;
+    };
     let Some(docker) = docker() else { return };
     let layout = Unpacked::new(&archive, "image-two-entries");
     let (_, images) = check_layout(&layout);

@@ -286,9 +286,11 @@ pub fn shipped_image_archive() -> Option<std::path::PathBuf> {
 }
 
 impl Docker {
-    /// The shipped image, loaded once per test process with `docker load` from target/dist (the
-    /// host's platform, amd64, under [`SHIPPED_IMAGE`]), or `None` (`unavailable`) without the
-    /// archive.
+    /// The shipped image, loaded once per test process with `docker load` from target/dist, or
+    /// `None` (`unavailable`) without the archive: one image, the host's (amd64), under
+    /// [`SHIPPED_IMAGE`] (a second image under the tag would print a second "Loaded image" line),
+    /// and its ID the digest of the config the archive's manifest.json names (the daemon made
+    /// nothing of its own).
     pub fn shipped_image(&'static self) -> Option<&'static str> {
         static LOADED: OnceLock<bool> = OnceLock::new();
         let loaded = *LOADED.get_or_init(|| {
@@ -297,11 +299,38 @@ impl Docker {
             };
             let t0 = Instant::now();
             let out = self.ok(&[OsStr::new("load"), OsStr::new("-i"), archive.as_os_str()]);
-            assert!(
-                out.lines()
-                    .any(|l| l == format!("Loaded image: {SHIPPED_IMAGE}")),
+            let loaded: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with("Loaded image"))
+                .collect();
+            assert_eq!(
+                loaded,
+                [format!("Loaded image: {SHIPPED_IMAGE}")],
                 "docker load: {out}"
             );
+            let manifest = super::output_ok(
+                std::process::Command::new("tar")
+                    .arg("-xOf")
+                    .arg(&archive)
+                    .arg("manifest.json"),
+            )
+            .stdout;
+            let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+            let config = manifest[0]["Config"].as_str().unwrap();
+            let id = self.ok(&["image", "inspect", "-f", "{{.Id}}", SHIPPED_IMAGE]);
+            assert_eq!(
+                id,
+                config.replace("blobs/sha256/", "sha256:"),
+                "the loaded image's ID"
+            );
+            let platform = self.ok(&[
+                "image",
+                "inspect",
+                "-f",
+                "{{.Os}}/{{.Architecture}}",
+                SHIPPED_IMAGE,
+            ]);
+            assert_eq!(platform, "linux/amd64", "the loaded image's platform");
             eprintln!(
                 "docker: loaded {SHIPPED_IMAGE} in {:.1} s",
                 t0.elapsed().as_secs_f64()
