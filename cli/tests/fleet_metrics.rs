@@ -72,6 +72,20 @@ fn aborts_on_timeout(pid: u32) -> u64 {
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
+/// `fleet attach --cgroup CG --metrics 127.0.0.1:PORT` with the lab's fast keepalive, in the
+/// foreground and attached, and the address it serves.
+fn attach_serving(cg: &TestCgroup) -> (Background, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let attach = Background::spawn({
+        let mut cmd = command(false, CLI);
+        cmd.args(["fleet", "attach", "--cgroup", cg.arg(), "--metrics", &addr])
+            .envs(FAST_KEEPALIVE);
+        cmd
+    });
+    attach.expect("running in the foreground", Duration::from_secs(20));
+    (attach, addr)
+}
+
 /// `fleet status --json --cgroup CG`: the counts of its attachment.
 fn status_counts(cg: &TestCgroup) -> Value {
     let out =
@@ -100,24 +114,9 @@ fn prometheus_sees_what_fleet_mode_configured_and_how_those_connections_ended() 
     {
         return;
     }
-    let server = lab.server("silent", 8080);
-    let local = lab.python(
-        'c',
-        false,
-        &[],
-        "server.py",
-        &["--mode=silent", "--host=127.0.0.1", "--port=8081"],
-    );
-    local.expect("listening", Duration::from_secs(10));
+    let (server, _local) = lab.silent_peers();
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let attach = Background::spawn({
-        let mut cmd = command(false, CLI);
-        cmd.args(["fleet", "attach", "--cgroup", cg.arg(), "--metrics", &addr])
-            .envs(FAST_KEEPALIVE);
-        cmd
-    });
-    attach.expect("running in the foreground", Duration::from_secs(20));
+    let (_attach, addr) = attach_serving(&cg);
     let prometheus = Prometheus::start(&addr);
     // The attachment's total: its series by cgroup (here the attached one, and the entry for
     // what did not fit) added up.
@@ -324,23 +323,8 @@ fn per_pod_counts_are_exact_in_the_dead_peer_lab() {
     let (cut_name, kept_name) = (slice(CUT), slice(KEPT));
     let cut_cg = ChildCgroup::new(&cg, &cut_name);
     let kept_cg = ChildCgroup::new(&cg, &kept_name);
-    let server = lab.server("silent", 8080);
-    let local = lab.python(
-        'c',
-        false,
-        &[],
-        "server.py",
-        &["--mode=silent", "--host=127.0.0.1", "--port=8081"],
-    );
-    local.expect("listening", Duration::from_secs(10));
-    let addr = format!("127.0.0.1:{}", free_port());
-    let attach = Background::spawn({
-        let mut cmd = command(false, CLI);
-        cmd.args(["fleet", "attach", "--cgroup", cg.arg(), "--metrics", &addr])
-            .envs(FAST_KEEPALIVE);
-        cmd
-    });
-    attach.expect("running in the foreground", Duration::from_secs(20));
+    let (server, local) = lab.silent_peers();
+    let (_attach, addr) = attach_serving(&cg);
     let spawn = |child: &ChildCgroup, host: &str, port: &str| {
         let mut cmd = lab.command('c', false, client());
         cmd.args(["idle", host, port]);

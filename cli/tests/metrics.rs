@@ -74,15 +74,7 @@ fn prometheus_sees_the_connections_configured_and_the_dead_ones_the_kernel_ended
     {
         return;
     }
-    let server = lab.server("silent", 8080);
-    let local = lab.python(
-        'c',
-        false,
-        &[],
-        "server.py",
-        &["--mode=silent", "--host=127.0.0.1", "--port=8081"],
-    );
-    local.expect("listening", Duration::from_secs(10));
+    let (server, _local) = lab.silent_peers();
     let (_endpoint, addr) = endpoint();
     let prometheus = Prometheus::start(&addr);
 

@@ -150,6 +150,22 @@ impl Lab {
         self.serve(false, &[], mode, SERVER4, port)
     }
 
+    /// The two silent peers of the counting tests, both listening: the lab's server on
+    /// `SERVER4:8080` (whose link a test cuts) and one on the client namespace's own loopback,
+    /// `127.0.0.1:8081` (which no cut reaches).
+    pub fn silent_peers(&self) -> (Background, Background) {
+        let server = self.server("silent", 8080);
+        let local = self.python(
+            'c',
+            false,
+            &[],
+            "server.py",
+            &["--mode=silent", "--host=127.0.0.1", "--port=8081"],
+        );
+        local.expect("listening", Duration::from_secs(10));
+        (server, local)
+    }
+
     /// The MAC of `eth0` in the client (`'c'`) or server (`'s'`) namespace, as `ip -o link` prints it.
     fn mac(&self, side: char) -> String {
         let mut cmd = self.command(side, false, "ip");
