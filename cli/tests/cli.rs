@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -708,18 +707,7 @@ fn inspect_errors_are_clear() {
     }
     // This (root) process, inspected by user nobody: its descriptors are not readable.
     let mut cmd = cli(&["inspect", &std::process::id().to_string()], &[]);
-    // SAFETY: setgid/setuid are async-signal-safe and allocate nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(65534) != 0
-                || libc::setuid(65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    as_nobody(&mut cmd);
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);

@@ -115,18 +115,7 @@ fn as_nobody(script: &str) -> Output {
     cmd.args(["-c", script])
         .env_clear()
         .env("PATH", "/usr/bin:/bin");
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe; nothing is allocated.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(NOBODY) != 0
-                || libc::setuid(NOBODY) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::as_nobody(&mut cmd);
     let out = cmd.output().expect("run sh as nobody");
     assert!(
         out.status.success(),
@@ -544,18 +533,7 @@ fn check_says_a_system_file_it_cannot_read_exists() {
         let mut cmd = Command::new(CLI);
         cmd.arg("check").env_clear().env("PATH", "/usr/bin:/bin");
         overlay_etc(&mut cmd, &upper, &work);
-        // SAFETY: after overlay_etc's closure: setgroups, setgid and setuid only.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(NOBODY) != 0
-                    || libc::setuid(NOBODY) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::as_nobody(&mut cmd);
         let out = cmd.output().unwrap();
         let said = text(&out.stdout);
         assert!(

@@ -87,6 +87,24 @@ pub fn unavailable<T>(why: &str) -> Option<T> {
     None
 }
 
+/// `cmd` will run as `nobody` (uid and gid 65534, no supplementary groups): between fork and
+/// exec, after any `pre_exec` set before.
+pub fn as_nobody(cmd: &mut Command) -> &mut Command {
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Whether `tool --version` runs and succeeds.
 pub fn runs(tool: &str) -> bool {
     Command::new(tool)
