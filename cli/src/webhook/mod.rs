@@ -9,7 +9,6 @@ use crate::mutation::MutationArgs;
 use keepalive_shim_kube::{Outcome, certs};
 use keepalive_shim_sys::say;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,15 +115,8 @@ fn make_certs(args: CertsArgs) -> ExitCode {
     }
     for (name, contents, secret) in &files.0 {
         let path = args.out.join(name);
-        let _ = std::fs::remove_file(&path);
-        let written = std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(if *secret { 0o600 } else { 0o644 })
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()));
-        if let Err(e) = written {
+        let mode = if *secret { 0o600 } else { 0o644 };
+        if let Err(e) = keepalive_shim_sys::fs::write_new(&path, contents.as_bytes(), mode, None) {
             say!("webhook certs: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
