@@ -13,6 +13,13 @@ use std::time::{Duration, Instant};
 
 /// Prometheus scrapes the endpoint this often.
 pub const SCRAPE_S: f64 = 1.0;
+/// The endpoint (`metrics` and `fleet attach --metrics`) answers from a scrape at most this
+/// old (cli/src/endpoint.rs), so a count reaches Prometheus up to this much later again.
+pub const FRESH_S: f64 = 1.0;
+/// What a loaded machine (CI: 2 cores, test binaries' tests in parallel) may add to the
+/// above before a count shows: a scrape started late, a timer fired late. Measured here: a count
+/// reached Prometheus 5.9-6.0 s after a 4 s bound; the worst case without load is 6.1 s.
+pub const SLACK_S: f64 = 1.0;
 
 /// A child process killed by PID and reaped when dropped.
 pub struct Killed(pub Child);
