@@ -5,7 +5,7 @@
 //! with reading `/proc`. TLS, basic auth, headers and a request rate come from a
 //! `--web.config.file` in Prometheus exporter-toolkit's format.
 
-use keepalive_shim_http::{Fresh, Limits, Method, Response, Security, Server};
+use keepalive_shim_http::{Bytes, Fresh, Limits, Method, Response, Security, Server};
 use keepalive_shim_observe::fleet::FleetSource;
 use keepalive_shim_observe::prometheus;
 use keepalive_shim_observe::scrape::{Budget, Scraper};
@@ -47,23 +47,23 @@ pub fn serve(
     security: Security,
 ) -> String {
     let scraper = Mutex::new(Scraper::default());
-    let fresh: Fresh<String> = Fresh::new(FRESH);
+    // The text is kept as `Bytes`: each answer shares it (a reference count), not a copy.
+    let fresh: Fresh<Bytes> = Fresh::new(FRESH);
     let text = move || {
         let scrape = match scraper.lock() {
             Ok(mut s) => s.scrape(budget),
             Err(poisoned) => poisoned.into_inner().scrape(budget),
         };
         let fleet = fleet.as_ref().map(|read| read()).unwrap_or_default();
-        prometheus::render(&scrape, &fleet, budget.series)
+        Bytes::from(prometheus::render(&scrape, &fleet, budget.series))
     };
-    let server = Server::new(Limits::default(), security)
-        .logger(|line| say!("{line}"))
-        .route(Method::GET, "/metrics", move |_| {
+    let server =
+        Server::new(Limits::default(), security).route(Method::GET, "/metrics", move |_| {
             let body = fresh.get(&text);
             Response::new(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
-                String::clone(&body),
+                Bytes::clone(&body),
             )
         });
     server.run(listener).to_string()

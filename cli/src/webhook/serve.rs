@@ -8,9 +8,7 @@
 //! server.
 
 use crate::mutation::MutationArgs;
-use keepalive_shim_http::{
-    Limits, Method, Request, Response, Security, Server, StatusCode, Tls, TlsSettings,
-};
+use keepalive_shim_http::{Limits, Method, Request, Response, Security, Server, StatusCode, Tls};
 use keepalive_shim_kube::{Outcome, Reviewed};
 use keepalive_shim_observe::prometheus::labels;
 use keepalive_shim_sys::say;
@@ -110,7 +108,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let tls = match Tls::new(&TlsSettings::files(&args.tls_cert, &args.tls_key)) {
+    let tls = match Tls::from_files(&args.tls_cert, &args.tls_key) {
         Ok(tls) => tls,
         Err(e) => {
             say!("webhook serve: {e}");
@@ -143,7 +141,6 @@ pub fn main(args: ServeArgs) -> ExitCode {
     let (review_counts, metric_counts) = (Arc::clone(&counts), counts);
     let verbose = args.verbose;
     let server = Server::new(limits, security)
-        .logger(|line| say!("{line}"))
         .route(Method::POST, "/mutate", move |request| {
             mutate(request, &config, &review_counts, verbose)
         })

@@ -255,12 +255,7 @@ impl Server {
     }
 }
 
-/// One line to stderr; a failed write is dropped.
+/// One line to stderr, as the tool's others (`say!`); a failed write is dropped.
 fn stderr_line(line: &str) {
-    use std::io::Write as _;
-    let mut text = String::with_capacity(line.len() + 16);
-    text.push_str("keepalive-shim: ");
-    text.push_str(line);
-    text.push('\n');
-    let _ = std::io::stderr().write_all(text.as_bytes());
+    keepalive_shim_sys::say!("{line}");
 }
