@@ -80,8 +80,13 @@ pub fn main(args: Args) -> ExitCode {
     let mut fallback_said = false;
     let mut read_any = false;
     for pid in pids {
-        match connections(pid, args.proc_only, &mut tables) {
-            Ok((conns, fallback)) => {
+        let netns = proc::netns(pid);
+        match connections(pid, netns, args.proc_only, &mut tables) {
+            Ok(Connections {
+                list: conns,
+                fallback,
+                command,
+            }) => {
                 read_any = true;
                 if let Some(reason) = fallback.filter(|_| !args.proc_only)
                     && (explicit || !fallback_said)
@@ -93,8 +98,9 @@ pub fn main(args: Args) -> ExitCode {
                     fallback_said = true;
                 }
                 found.extend(conns);
-                let view = ProcessView::read(&mut reader, pid);
+                let mut view = ProcessView::read(&mut reader, pid, command, netns);
                 if explicit || matches!(view.library, Ok(Some(_))) || view.supervisor.is_some() {
+                    view.timed_out = tables.timed_out(pid, netns);
                     views.push(view);
                 }
             }
@@ -145,20 +151,29 @@ fn all_pids() -> Vec<i32> {
     pids
 }
 
-/// The TCP tables of each network namespace met, read once per namespace (not once per process:
-/// a node's thousands of processes share a few namespaces).
+/// The TCP tables and the count of connections ended after a timeout of each network namespace
+/// met, each read once per namespace (not once per process: a node's thousands of processes share
+/// a few namespaces). `netns`: the process's namespace, `None` when it cannot be told.
 #[derive(Default)]
-struct Tables(HashMap<u64, std::rc::Rc<Vec<proc::TcpRow>>>);
+struct Tables {
+    rows: HashMap<u64, std::rc::Rc<Vec<proc::TcpRow>>>,
+    timed_out: HashMap<u64, Option<u64>>,
+}
 
 impl Tables {
-    fn of(&mut self, pid: i32) -> std::rc::Rc<Vec<proc::TcpRow>> {
-        match proc::netns(pid) {
-            Some(ns) => self
-                .0
-                .entry(ns)
-                .or_insert_with(|| std::rc::Rc::new(proc::tcp_rows(pid)))
-                .clone(),
-            None => std::rc::Rc::new(proc::tcp_rows(pid)),
+    fn rows(&mut self, pid: i32, netns: Option<u64>) -> std::rc::Rc<Vec<proc::TcpRow>> {
+        let read = || std::rc::Rc::new(proc::tcp_rows(pid));
+        match netns {
+            Some(ns) => self.rows.entry(ns).or_insert_with(read).clone(),
+            None => read(),
+        }
+    }
+
+    fn timed_out(&mut self, pid: i32, netns: Option<u64>) -> Option<u64> {
+        let read = || proc::aborts_on_timeout(pid).ok();
+        match netns {
+            Some(ns) => *self.timed_out.entry(ns).or_insert_with(read),
+            None => read(),
         }
     }
 }
@@ -177,7 +192,9 @@ struct ProcessView {
 }
 
 impl ProcessView {
-    fn read(reader: &mut Guarded, pid: i32) -> ProcessView {
+    /// What the library and a supervisor counted for `pid`; `timed_out` is left for the caller
+    /// (read per namespace, and only for the processes shown).
+    fn read(reader: &mut Guarded, pid: i32, command: String, netns: Option<u64>) -> ProcessView {
         let stuck = || {
             format!(
                 "its memory maps or counters did not answer within {} s (the read waits on \
@@ -185,9 +202,9 @@ impl ProcessView {
                 PER_PROCESS.as_secs()
             )
         };
-        let library = match reader.read(pid, PER_PROCESS) {
+        let read = match reader.read(pid, PER_PROCESS) {
             Err(_) => Err(stuck()),
-            Ok(read) => read.map(|found| found.library).map_err(|e| match e.kind() {
+            Ok(read) => read.map_err(|e| match e.kind() {
                 ErrorKind::NotFound => {
                     "the process exited before its counters were read".to_owned()
                 }
@@ -198,16 +215,19 @@ impl ProcessView {
                 _ => format!("cannot read its memory maps: {e}"),
             }),
         };
-        let command = proc::comm(pid)
-            .ok()
-            .map(|c| String::from_utf8_lossy(&c).into_owned());
+        // A supervisor itself shows its block in its own maps, just read; any other process
+        // may run under one above it.
+        let supervisor = match read.as_ref().map(|found| found.supervisor.clone()) {
+            Ok(Some(itself)) => Some(itself),
+            _ => reader.supervisor_above(pid, PER_PROCESS).ok().flatten(),
+        };
         ProcessView {
             pid,
-            command,
-            library,
-            netns: proc::netns(pid),
-            timed_out: proc::aborts_on_timeout(pid).ok(),
-            supervisor: reader.supervisor_of(pid, PER_PROCESS).ok().flatten(),
+            command: Some(command),
+            library: read.map(|found| found.library),
+            netns,
+            timed_out: None,
+            supervisor,
         }
     }
 
@@ -356,11 +376,20 @@ fn write_counts(out: &mut String, c: &Counts, connect: &str, excluded: bool) {
     }
 }
 
+/// A process's TCP connections, why their options were not read from the sockets (when so), and
+/// its command name.
+struct Connections {
+    list: Vec<Connection>,
+    fallback: Option<String>,
+    command: String,
+}
+
 fn connections(
     pid: i32,
+    netns: Option<u64>,
     proc_only: bool,
     tables: &mut Tables,
-) -> Result<(Vec<Connection>, Option<String>), String> {
+) -> Result<Connections, String> {
     let command = proc::comm(pid)
         .map(|c| String::from_utf8_lossy(&c).into_owned())
         .map_err(|e| match e.kind() {
@@ -379,7 +408,7 @@ fn connections(
     let rows = if inodes.is_empty() {
         std::rc::Rc::new(Vec::new())
     } else {
-        tables.of(pid)
+        tables.rows(pid, netns)
     };
     let mut out = Vec::new();
     let mut fallback = None;
@@ -429,7 +458,11 @@ fn connections(
         out.push(conn);
     }
     out.sort_by_key(|c| c.fd);
-    Ok((out, fallback))
+    Ok(Connections {
+        list: out,
+        fallback,
+        command,
+    })
 }
 
 /// What /proc's timer says: a keepalive timer means keepalive is on; an idle established

@@ -24,12 +24,12 @@ pub struct Stuck;
 
 enum Job {
     Read(i32),
-    SupervisorOf(i32),
+    SupervisorAbove(i32),
 }
 
 enum Outcome {
     Read(io::Result<Found>),
-    SupervisorOf(Option<Supervisor>),
+    SupervisorAbove(Option<Supervisor>),
 }
 
 struct Worker {
@@ -69,18 +69,18 @@ impl Guarded {
     pub fn read(&mut self, pid: i32, deadline: Duration) -> Result<io::Result<Found>, Stuck> {
         match self.call(pid, Job::Read(pid), deadline)? {
             Outcome::Read(found) => Ok(found),
-            Outcome::SupervisorOf(_) => Err(Stuck),
+            Outcome::SupervisorAbove(_) => Err(Stuck),
         }
     }
 
-    /// [`Reader::supervisor_of`] `pid`, waited for at most `deadline`.
-    pub fn supervisor_of(
+    /// [`Reader::supervisor_above`] `pid`, waited for at most `deadline`.
+    pub fn supervisor_above(
         &mut self,
         pid: i32,
         deadline: Duration,
     ) -> Result<Option<Supervisor>, Stuck> {
-        match self.call(pid, Job::SupervisorOf(pid), deadline)? {
-            Outcome::SupervisorOf(s) => Ok(s),
+        match self.call(pid, Job::SupervisorAbove(pid), deadline)? {
+            Outcome::SupervisorAbove(s) => Ok(s),
             Outcome::Read(_) => Err(Stuck),
         }
     }
@@ -124,8 +124,8 @@ impl Guarded {
                 for job in inbox {
                     let (pid, outcome) = match job {
                         Job::Read(pid) => (pid, Outcome::Read(reader.read(pid))),
-                        Job::SupervisorOf(pid) => {
-                            (pid, Outcome::SupervisorOf(reader.supervisor_of(pid)))
+                        Job::SupervisorAbove(pid) => {
+                            (pid, Outcome::SupervisorAbove(reader.supervisor_above(pid)))
                         }
                     };
                     if outbox.send(outcome).is_err() {
@@ -153,7 +153,7 @@ mod tests {
         let found = g.read(me, Duration::from_secs(10)).unwrap().unwrap();
         assert!(found.library.is_none());
         assert!(matches!(
-            g.supervisor_of(me, Duration::from_secs(10)),
+            g.supervisor_above(me, Duration::from_secs(10)),
             Ok(None)
         ));
         assert_eq!(g.stuck(), 0);

@@ -154,11 +154,10 @@ impl Reader {
         let (mut locators, mut files) = (Vec::new(), Vec::new());
         let (mut more_locators, mut more_files) = (0usize, 0usize);
         let mut supervisor_block = None;
-        let supervisor_name = format!("/memfd:{SUPERVISOR_MEMFD}");
         let (_, maps_capped) = proc::maps(pid, limits.max_lines, |m| {
             if m.name == LOCATOR_MAPS_NAME.as_bytes() {
                 more_locators += locator_pages(m.start, m.end, limits.max_copies, &mut locators);
-            } else if m.name.starts_with(supervisor_name.as_bytes()) {
+            } else if is_supervisor_block(m) {
                 supervisor_block.get_or_insert(m.start);
             } else if m.offset == 0 && m.inode != 0 && looks_like_library(m.name) {
                 let c = Candidate {
@@ -223,24 +222,27 @@ impl Reader {
         Ok(found)
     }
 
-    /// The copies of the library `pid` has mapped, with what each counted; `Ok(None)` when it has
-    /// none.
-    pub fn process(&mut self, pid: i32) -> io::Result<Option<Process>> {
-        self.read(pid).map(|f| f.library)
-    }
-
-    /// `pid` if it is a supervisor (its maps show the block), with what it counted.
+    /// `pid` if it is a supervisor (its maps show the block), with what it counted: its maps
+    /// scanned up to the block, and nothing of the library read (an ancestor walk asks this of
+    /// each ancestor).
     pub fn supervisor(&mut self, pid: i32) -> Option<Supervisor> {
-        self.read(pid).ok()?.supervisor
+        let mut block = None;
+        proc::maps(pid, self.limits.max_lines, |m| {
+            if is_supervisor_block(m) {
+                block = Some(m.start);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })
+        .ok()?;
+        block.map(|at| supervisor_at_block(pid, at))
     }
 
-    /// The supervisor of `pid`: the one `KEEPALIVE_SHIM_SUPERVISED` in its environment names
-    /// when that is an ancestor, else the nearest ancestor (or itself) with a supervisor's
-    /// block; `None` when it runs under none.
-    pub fn supervisor_of(&mut self, pid: i32) -> Option<Supervisor> {
-        if let Some(itself) = self.supervisor(pid) {
-            return Some(itself);
-        }
+    /// The supervisor `pid` runs under, when it is not one itself ([`Found::supervisor`] of
+    /// [`Reader::read`] says that): the one `KEEPALIVE_SHIM_SUPERVISED` in its environment names
+    /// when that is an ancestor, else the nearest ancestor with a supervisor's block; `None` when
+    /// it runs under none.
+    pub fn supervisor_above(&mut self, pid: i32) -> Option<Supervisor> {
         // Under no seccomp filter: under no supervisor (and no walk up the tree).
         let filters = proc::Status::read(&pid.to_string())
             .ok()?
@@ -369,6 +371,13 @@ pub fn command(pid: i32) -> String {
 }
 
 /// Supervisor `pid`, its block at `at` read.
+/// A supervisor's counter block: its memfd, as `maps` names it.
+fn is_supervisor_block(m: &proc::Mapping) -> bool {
+    m.name
+        .strip_prefix(b"/memfd:")
+        .is_some_and(|name| name.starts_with(SUPERVISOR_MEMFD.as_bytes()))
+}
+
 fn supervisor_at_block(pid: i32, at: u64) -> Supervisor {
     let counts = remote::read(pid, at, HEADER + 8 * keepalive_shim_policy::counts::LEN)
         .map_err(|e| match e.raw_os_error() {
