@@ -2,20 +2,19 @@
 //! loader reads them, adding the library's line and taking it out again byte for byte, and which
 //! paths the loader could not carry. Pure functions over bytes; `system` does the file work.
 
-use keepalive_shim_policy::preload::LIBRARY_NAME as LIBRARY;
+use keepalive_shim_policy::preload::{self, LIBRARY_NAME as LIBRARY};
 
 /// The loader's machine-wide preload list.
 pub const PRELOAD: &str = "/etc/ld.so.preload";
 
-/// One entry of the loader's list: split on what glibc's rtld splits `/etc/ld.so.preload` on
-/// (space, tab, newline, ':'), after cutting `#` comments to the end of their line.
+/// The entries of one line of the loader's list: `#` comments cut to the end of the line, then
+/// split as `LD_PRELOAD` is (space, tab, newline, ':': what glibc's rtld splits the file on).
 pub fn entries(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     let line = match line.iter().position(|&b| b == b'#') {
         Some(at) => &line[..at],
         None => line,
     };
-    line.split(|b| matches!(b, b' ' | b'\t' | b'\n' | b':'))
-        .filter(|e| !e.is_empty())
+    preload::entries(line)
 }
 
 /// The file's lines, each with its `\n` (the last one may have none).
@@ -51,56 +50,39 @@ pub fn add(text: &[u8], path: &[u8]) -> Option<Vec<u8>> {
 /// What [`remove`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Removed {
-    /// The text without our lines; every other line byte for byte.
+    /// The text without the lines taken; every other line byte for byte.
     pub text: Vec<u8>,
     /// The paths of the lines removed.
     pub paths: Vec<Vec<u8>>,
-    /// Lines (numbered from 1) that name the library among other entries: kept.
-    pub mixed: Vec<usize>,
-    /// Lines (numbered from 1) that name the library and were not `enable`'s to remove: kept
-    /// ([`remove_recorded`] only).
+    /// Lines (numbered from 1) that name the library and were kept: without a record, those
+    /// that name it among other entries.
     pub kept: Vec<usize>,
 }
 
-/// The text without the lines of ours (see [`ours`]).
-pub fn remove(text: &[u8]) -> Removed {
+/// The text without lines of ours (see [`ours`]): with `recorded`, for each path in it the
+/// first line that names that path alone (as [`add`] wrote it); without, every line of ours.
+/// Every other line stays byte for byte, and those naming the library are listed in `kept`.
+pub fn remove(text: &[u8], recorded: Option<&[Vec<u8>]>) -> Removed {
+    let mut todo: Option<Vec<&[u8]>> = recorded.map(|r| r.iter().map(Vec::as_slice).collect());
     let mut out = Removed {
         text: Vec::with_capacity(text.len()),
         paths: Vec::new(),
-        mixed: Vec::new(),
         kept: Vec::new(),
     };
     for (n, line) in lines(text).enumerate() {
         if let Some(path) = ours(line) {
-            out.paths.push(path.to_vec());
-        } else {
-            if entries(line).any(is_library) {
-                out.mixed.push(n + 1);
+            let take = match &mut todo {
+                None => true,
+                Some(todo) => todo
+                    .iter()
+                    .position(|p| *p == path)
+                    .map(|at| todo.remove(at))
+                    .is_some(),
+            };
+            if take {
+                out.paths.push(path.to_vec());
+                continue;
             }
-            out.text.extend_from_slice(line);
-        }
-    }
-    out
-}
-
-/// The text without the lines `enable` added: for each path in `added`, the first line that
-/// names that path alone (as [`add`] wrote it), byte for byte; every other line stays, and those
-/// naming the library (alone or among others) are listed in `kept`.
-pub fn remove_recorded(text: &[u8], added: &[Vec<u8>]) -> Removed {
-    let mut todo: Vec<&[u8]> = added.iter().map(Vec::as_slice).collect();
-    let mut out = Removed {
-        text: Vec::with_capacity(text.len()),
-        paths: Vec::new(),
-        mixed: Vec::new(),
-        kept: Vec::new(),
-    };
-    for (n, line) in lines(text).enumerate() {
-        if let Some(path) = ours(line)
-            && let Some(at) = todo.iter().position(|p| *p == path)
-        {
-            todo.remove(at);
-            out.paths.push(path.to_vec());
-            continue;
         }
         if entries(line).any(is_library) {
             out.kept.push(n + 1);
@@ -197,12 +179,12 @@ mod tests {
             b"# comment\r\n/opt/other.so  \n\n\t/x.so\n",
         ] {
             let added = add(before, LIB).unwrap();
-            let removed = remove(&added);
+            let removed = remove(&added, None);
             assert_eq!(removed.text, before, "{:?}", os(before));
             assert_eq!(removed.paths, [LIB.to_vec()]);
-            assert!(removed.mixed.is_empty());
+            assert!(removed.kept.is_empty());
             // Removing again changes nothing.
-            let again = remove(&removed.text);
+            let again = remove(&removed.text, None);
             assert_eq!(again.text, before);
             assert!(again.paths.is_empty());
         }
@@ -213,7 +195,7 @@ mod tests {
         let text = b"/a.so\n/opt/ka/libkeepalive_shim.so\n  /usr/lib/libkeepalive_shim.so \t\n\
             /b.so /usr/lib/libkeepalive_shim.so\n# /c/libkeepalive_shim.so\n\
             /d/libkeepalive_shim.so.1\n/e/libkeepalive_shim.so";
-        let removed = remove(text);
+        let removed = remove(text, None);
         assert_eq!(
             removed.text,
             b"/a.so\n/b.so /usr/lib/libkeepalive_shim.so\n# /c/libkeepalive_shim.so\n\
@@ -227,11 +209,11 @@ mod tests {
                 b"/e/libkeepalive_shim.so".to_vec(),
             ]
         );
-        assert_eq!(removed.mixed, [4], "the line with another entry is kept");
+        assert_eq!(removed.kept, [4], "the line with another entry is kept");
     }
 
     #[test]
-    fn remove_recorded_undoes_add_and_keeps_what_was_there() {
+    fn remove_with_a_record_undoes_add_and_keeps_what_was_there() {
         let site = [
             &b"# site\r\n"[..],
             LIB,
@@ -240,29 +222,33 @@ mod tests {
         .concat();
         // The library was named already: enable added nothing, disable removes nothing.
         assert_eq!(add(&site, LIB), None);
-        let removed = remove_recorded(&site, &[]);
+        let removed = remove(&site, Some(&[]));
         assert_eq!(removed.text, site);
         assert_eq!(removed.kept, [2, 3]);
-        assert!(removed.paths.is_empty() && removed.mixed.is_empty());
+        assert!(removed.paths.is_empty());
         // Another copy named by the site: enable adds ours, disable takes only ours.
         let other = b"/opt/old/libkeepalive_shim.so\n/b.so".to_vec();
         let added = add(&other, LIB).unwrap();
-        let removed = remove_recorded(&added, &[LIB.to_vec()]);
+        let removed = remove(&added, Some(&[LIB.to_vec()]));
         assert_eq!(removed.text, other);
         assert_eq!(removed.paths, [LIB.to_vec()]);
         assert_eq!(removed.kept, [2]);
         // A recorded path the site removed since: nothing to remove.
-        let removed = remove_recorded(&other, &[LIB.to_vec()]);
+        let removed = remove(&other, Some(&[LIB.to_vec()]));
         assert_eq!(removed.text, other);
         assert!(removed.paths.is_empty());
     }
 
     #[test]
     fn a_file_of_ours_alone_ends_up_empty() {
-        assert!(remove(&[LIB, b"\n"].concat()).text.is_empty());
-        assert!(remove(LIB).text.is_empty());
-        assert!(remove(&[LIB, b"\n", LIB, b"\n"].concat()).text.is_empty());
-        let removed = remove(b"");
+        assert!(remove(&[LIB, b"\n"].concat(), None).text.is_empty());
+        assert!(remove(LIB, None).text.is_empty());
+        assert!(
+            remove(&[LIB, b"\n", LIB, b"\n"].concat(), None)
+                .text
+                .is_empty()
+        );
+        let removed = remove(b"", None);
         assert!(removed.text.is_empty() && removed.paths.is_empty());
     }
 

@@ -41,7 +41,7 @@
 //! chroot: as `nobody` it also proves that programs of every user can read the library.
 
 use crate::library;
-use crate::preload_file::{PRELOAD, add, named, remove, remove_recorded, unfit};
+use crate::preload_file::{PRELOAD, add, named, remove, unfit};
 use keepalive_shim_policy::config;
 use keepalive_shim_policy::preload::LIBRARY_NAME as LIBRARY;
 use keepalive_shim_sys::fs::{Dir, Stat, Tree};
@@ -712,23 +712,20 @@ fn disable(root: &Root, all: bool) -> ExitCode {
         Err(e) => return fail(format_args!("system disable: {path}: {e}")),
     };
     // With --all the record does not matter (nor can a bad one stop the removal).
-    let record = match if all {
-        Ok(None)
+    let record = if all {
+        None
     } else {
-        recorded(state.as_ref())
-    } {
-        Ok(record) => record,
-        Err(e) => {
-            return fail(format_args!(
-                "system disable: {}/{ADDED}: {e}",
-                root.show(STATE_DIR)
-            ));
+        match recorded(state.as_ref()) {
+            Ok(record) => record,
+            Err(e) => {
+                return fail(format_args!(
+                    "system disable: {}/{ADDED}: {e}",
+                    root.show(STATE_DIR)
+                ));
+            }
         }
     };
-    let removed = match (&record, all) {
-        (Some(paths), false) => remove_recorded(&old, paths),
-        _ => remove(&old),
-    };
+    let removed = remove(&old, record.as_deref());
     let created = state
         .as_ref()
         .is_some_and(|s| s.stat(CREATED).ok().flatten().is_some());
@@ -742,13 +739,14 @@ fn disable(root: &Root, all: bool) -> ExitCode {
     if let Err(e) = write {
         return fail(format_args!("system disable: cannot write {path}: {e}"));
     }
-    for line in &removed.mixed {
-        say!(
-            "system disable: {path} line {line} names {LIBRARY} among other entries: left as it \
-             is; edit that line by hand"
-        );
-    }
-    if !removed.mixed.is_empty() {
+    // Without a record every line of ours went: a line kept names the library among others.
+    if record.is_none() && !removed.kept.is_empty() {
+        for line in &removed.kept {
+            say!(
+                "system disable: {path} line {line} names {LIBRARY} among other entries: left as \
+                 it is; edit that line by hand"
+            );
+        }
         return ExitCode::FAILURE;
     }
     if let Err(e) = unmark(root, state.as_ref()) {
