@@ -12,6 +12,7 @@
 //! wrappers (`setuid` and friends) would try to reach the parent's other threads, which the
 //! child does not have.
 
+use libc::c_long;
 use std::ffi::{CStr, c_char};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -60,7 +61,7 @@ pub struct Ended {
     pub dropped: bool,
 }
 
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+fn check(ret: c_long) -> io::Result<c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -193,7 +194,7 @@ unsafe fn child(p: &Plan<'_>) -> ! {
     // the parent's memory; each failure ends the child with the step's errno reported.
     unsafe {
         let fail = |step: u32| fail(p.report, step);
-        let sys = |ret: libc::c_long, step: u32| {
+        let sys = |ret: c_long, step: u32| {
             if ret < 0 {
                 fail(step);
             }
@@ -219,7 +220,12 @@ unsafe fn child(p: &Plan<'_>) -> ! {
         );
         if all < 0 {
             for fd in 3..p.nofile as i32 {
-                libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                libc::syscall(
+                    libc::SYS_fcntl,
+                    fd,
+                    libc::F_SETFD,
+                    libc::FD_CLOEXEC as c_long,
+                );
             }
         }
         if let Some((uid, gid)) = p.user {
@@ -231,18 +237,28 @@ unsafe fn child(p: &Plan<'_>) -> ! {
                 fail(3);
             }
         }
+        // prctl's arguments are `unsigned long`, the unused ones required to be 0: each goes as
+        // a full machine word (`syscall` is variadic; an `int` leaves the upper half undefined).
+        let (zero, one): (c_long, c_long) = (0, 1);
         sys(
-            libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_NO_NEW_PRIVS,
+                one,
+                zero,
+                zero,
+                zero,
+            ),
             4,
         );
         // Set after the change of user (which clears it): it dies with us.
         libc::syscall(
             libc::SYS_prctl,
             libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL,
-            0,
-            0,
-            0,
+            libc::SIGKILL as c_long,
+            zero,
+            zero,
+            zero,
         );
         for (resource, limit) in [
             (libc::RLIMIT_CPU, p.cpu_seconds),
