@@ -43,13 +43,6 @@ pub enum Delivery {
 }
 
 impl Delivery {
-    pub fn name(self) -> &'static str {
-        match self {
-            Delivery::Copy => "copy",
-            Delivery::ImageVolume => "image-volume",
-        }
-    }
-
     /// `copy` or `image-volume`.
     pub fn parse(text: &str) -> Result<Delivery, Error> {
         match text {
@@ -206,7 +199,7 @@ impl Config {
                 &r.memory_limit,
             ),
         ] {
-            if quantity(request) > quantity(limit) {
+            if quantity(request).unwrap_or(0.0) > quantity(limit).unwrap_or(0.0) {
                 return Err(Error::config(
                     field,
                     request,
@@ -265,15 +258,17 @@ impl Config {
     }
 }
 
-/// The value of a quantity [`is_quantity`] accepts (`10m` is 0.01, `16Mi` 16777216); 0 for
-/// anything else.
-fn quantity(text: &str) -> f64 {
+/// The value of a Kubernetes quantity without a sign (`10m` is 0.01, `16Mi` 16777216): a number
+/// (`1`, `0.5`, `.5`, `1.`) and one suffix: none, `m`, `k`, `M`, `G`, `T`, `P`, `E`,
+/// `Ki`…`Ei`, or an exponent `e3`, `E-2`; `None` for anything else. An exponent too large to
+/// compute with is a quantity still, of value 0.
+fn quantity(text: &str) -> Option<f64> {
     let number = text
         .bytes()
         .take_while(|b| b.is_ascii_digit() || *b == b'.')
         .count();
     let (digits, suffix) = text.split_at(number);
-    let value: f64 = digits.parse().unwrap_or(0.0);
+    let value: f64 = digits.parse().ok()?;
     let scale = match suffix {
         "" => 1.0,
         "m" => 1e-3,
@@ -289,38 +284,21 @@ fn quantity(text: &str) -> f64 {
         "Ti" => 1024f64.powi(4),
         "Pi" => 1024f64.powi(5),
         "Ei" => 1024f64.powi(6),
-        _ => suffix
-            .get(1..)
-            .and_then(|e| e.parse::<i32>().ok())
-            .map_or(0.0, |e| 10f64.powi(e)),
+        _ => {
+            let exponent = suffix.strip_prefix(['e', 'E'])?;
+            let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            exponent.parse::<i32>().map_or(0.0, |e| 10f64.powi(e))
+        }
     };
-    value * scale
+    Some(value * scale)
 }
 
-/// Whether `text` is a Kubernetes quantity without a sign: a number (`1`, `0.5`, `.5`, `1.`)
-/// and one suffix: none, `m`, `k`, `M`, `G`, `T`, `P`, `E`, `Ki`…`Ei`, or an exponent `e3`,
-/// `E-2`.
-pub fn is_quantity(text: &str) -> bool {
-    let number = text
-        .bytes()
-        .take_while(|b| b.is_ascii_digit() || *b == b'.')
-        .count();
-    let (digits, suffix) = text.split_at(number);
-    let dots = digits.bytes().filter(|b| *b == b'.').count();
-    if digits.is_empty() || digits == "." || dots > 1 {
-        return false;
-    }
-    match suffix {
-        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => true,
-        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => true,
-        _ => {
-            let Some(exponent) = suffix.strip_prefix(['e', 'E']) else {
-                return false;
-            };
-            let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
-            !exponent.is_empty() && exponent.bytes().all(|b| b.is_ascii_digit())
-        }
-    }
+/// Whether `text` is a quantity [`quantity`] reads.
+fn is_quantity(text: &str) -> bool {
+    quantity(text).is_some()
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ mod review;
 pub use annotations::{INJECT, PREFIX, STATUS};
 pub use config::{
     Config, DEFAULT_MAX_BODY, DEFAULT_MOUNT_PATH, DEFAULT_RUN_AS_USER, Delivery, IMAGE_LIBRARY_DIR,
-    IMAGE_TOOL, PullPolicy, Resources, VERSION, is_quantity,
+    IMAGE_TOOL, PullPolicy, Resources, VERSION,
 };
 pub use error::Error;
 pub use manifest::{Injected, inject};
