@@ -11,11 +11,8 @@
 //! `process_vm_readv`, as they read the library's. No growth per socket: counting is one relaxed
 //! atomic add.
 
-pub use keepalive_shim_policy::counts::{
-    LEN, OPTIONS_REFUSED, SOCKETS_CONFIGURED, SUPERVISOR_MAGIC as MAGIC, VERSION,
-};
+use keepalive_shim_policy::counts::{LEN, SUPERVISOR_MAGIC as MAGIC, VERSION};
 use keepalive_shim_policy::decide::{Event, Known, Plan};
-use keepalive_shim_policy::options::N;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The memfd's name, as `/proc/PID/maps` shows it after `/memfd:`.
@@ -66,27 +63,11 @@ impl Counters {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// The options of `refused` (a mask over `OPTIONS`), each once.
-    #[cold]
-    pub fn refused(&self, refused: u8) {
-        for i in 0..N {
-            if refused & (1 << i) != 0 {
-                self.add(OPTIONS_REFUSED + i);
-            }
-        }
-    }
-
     /// Counts what applying `plan` (the decision for `event` on a TCP socket of which `before`
     /// was known) did, the kernel having refused the options of `refused`: the rule every
     /// mechanism counts by (`counts::counted`).
     pub fn applied(&self, event: Event<'_>, before: Known, plan: &Plan, refused: u8) {
         keepalive_shim_policy::counts::counted(event, before, plan, refused, |i| self.add(i));
-    }
-}
-
-impl Default for Counters {
-    fn default() -> Counters {
-        Counters::new()
     }
 }
 
@@ -135,6 +116,8 @@ fn shared() -> Option<&'static Block> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keepalive_shim_policy::counts::SOCKETS_CONFIGURED;
+    use keepalive_shim_policy::options::N;
 
     #[test]
     fn the_block_is_found_by_its_name_and_has_the_librarys_layout() {

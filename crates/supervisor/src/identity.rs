@@ -8,6 +8,7 @@
 //! where they differ from this process's, the socket trap lets the program make its socket itself.
 //! Everything is read from `/proc/TID/` files anyone may read (no ptrace right needed).
 
+use keepalive_shim_sys::proc::Status;
 use std::io;
 
 /// A thread's filesystem credentials, as `/proc/TID/status` shows them in the reader's user
@@ -24,9 +25,8 @@ fn fourth(value: &str) -> Option<u32> {
     value.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// The credentials in the text of a `/proc/TID/status` file.
-pub fn parse_status(status: &str) -> Option<Creds> {
-    let status = keepalive_shim_sys::proc::Status::parse(status);
+/// The credentials a `/proc/TID/status` file shows.
+pub fn parse_status(status: &Status) -> Option<Creds> {
     let groups = status
         .field("Groups")?
         .split_whitespace()
@@ -41,12 +41,7 @@ pub fn parse_status(status: &str) -> Option<Creds> {
 
 /// The credentials of thread `tid` (`thread-self` for this one).
 pub fn creds(tid: &str) -> io::Result<Creds> {
-    let status = keepalive_shim_sys::proc::read_capped(
-        &format!("/proc/{tid}/status"),
-        keepalive_shim_sys::proc::SMALL,
-    )?;
-    parse_status(&String::from_utf8_lossy(&status))
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+    parse_status(&Status::read(tid)?).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
 /// What of a task's identity this thread cannot take: its cgroups (`/proc/TID/cgroup`, every
@@ -237,7 +232,7 @@ mod tests {
         let status = "Name:\tx\nUmask:\t0022\nState:\tS\nTgid:\t7\nUid:\t0\t1\t2\t65534\n\
                       Gid:\t10\t11\t12\t65533\nFDSize:\t64\nGroups:\t4 24 27 \nNStgid:\t7\n";
         assert_eq!(
-            parse_status(status),
+            parse_status(&Status::parse(status)),
             Some(Creds {
                 fsuid: 65534,
                 fsgid: 65533,
@@ -245,8 +240,11 @@ mod tests {
             })
         );
         let none = "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n";
-        assert_eq!(parse_status(none).unwrap().groups, Vec::<u32>::new());
-        assert_eq!(parse_status("Uid:\t0\t0\n"), None);
+        assert_eq!(
+            parse_status(&Status::parse(none)).unwrap().groups,
+            Vec::<u32>::new()
+        );
+        assert_eq!(parse_status(&Status::parse("Uid:\t0\t0\n")), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! reaps every orphan of the tree, forwards the signals it receives to the command, and exits
 //! as the command did. That makes it a correct container entrypoint (PID 1) too.
 
-pub mod counters;
-pub mod filter;
+mod counters;
+mod filter;
 mod identity;
 pub mod kernel;
 mod notify;

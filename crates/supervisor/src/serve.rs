@@ -43,7 +43,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 
 use keepalive_shim_sys::pidfd::PIDFD_THREAD;
-use keepalive_shim_sys::proc::namespace_inode;
+use keepalive_shim_sys::proc::{self, namespace_inode};
 
 /// What went wrong in a way the person running the program should know (said once each).
 #[derive(Debug)]
@@ -662,7 +662,8 @@ impl Server {
                 let tid = call.tid.to_string();
                 tcp_protocol(call.tid, fd)
                     && (self.inherited.is_empty()
-                        || socket_inode(call.tid, fd).is_some_and(|i| !self.inherited.contains(&i)))
+                        || proc::socket_inode(call.tid, fd)
+                            .is_some_and(|i| !self.inherited.contains(&i)))
                     && identity::context(&tid, self.labels).is_ok_and(|c| c == self.context)
             }
             Trap::Connect => self
@@ -737,32 +738,18 @@ fn tcp_protocol(tid: i32, fd: c_int) -> bool {
 /// The inodes of the TCP sockets this process holds: what a tree started now inherits.
 fn inherited_tcp() -> Vec<u64> {
     let me = std::process::id() as i32;
-    std::fs::read_dir("/proc/self/fd")
+    proc::socket_fds(me)
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok())
-        .filter(|&fd| fd_is_tcp(fd))
-        .filter_map(|fd| socket_inode(me, fd))
+        .filter(|&(_, fd)| fd_is_tcp(fd))
+        .map(|(inode, _)| inode)
         .collect()
-}
-
-/// The inode of the socket that is descriptor `fd` of thread `tid`, from `/proc`.
-fn socket_inode(tid: i32, fd: c_int) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok()?;
-    let link = link.to_str()?;
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
 }
 
 /// The thread group of thread `tid`, from `/proc/TID/status`.
 fn tgid(tid: i32) -> io::Result<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+    proc::Status::read(&tid.to_string())?
+        .number("Tgid")
+        .and_then(|t| i32::try_from(t).ok())
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }

@@ -217,18 +217,26 @@ pub fn aborts_on_timeout(pid: i32) -> io::Result<u64> {
 pub fn socket_fds(pid: i32) -> io::Result<HashMap<u64, i32>> {
     let mut out = HashMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let inode = target
-            .to_str()
-            .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
         let fd = entry.file_name().to_str().and_then(|f| f.parse().ok());
-        if let (Some(inode), Some(fd)) = (inode, fd) {
+        if let Some(fd) = fd
+            && let Some(inode) = socket_inode(pid, fd)
+        {
             out.insert(inode, fd);
         }
     }
     Ok(out)
+}
+
+/// The inode of the socket that is descriptor `fd` of `pid` (or of thread `pid`); `None` when it
+/// is no socket (or is gone).
+pub fn socket_inode(pid: i32, fd: i32) -> Option<u64> {
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    target
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Calls `each` with every line of `file` (without its newline), through one fixed buffer: a line
