@@ -111,17 +111,25 @@ fn not_a_programs_own(d: &Defaults) -> Value {
     json!({ "idle": of(IDLE), "interval": of(INTERVAL), "count": of(COUNT) })
 }
 
-/// A map of the attachment taken over, named `name`, that the new programs can use as theirs
-/// (same type and sizes).
-fn carry_over(existing: &[Found], name: &str, want: sys::MapInfo) -> Option<OwnedFd> {
+/// A map of the attachment taken over that the new programs can use as theirs (same name, type
+/// and sizes).
+fn carry_over(existing: &[Found], want: &sys::MapInfo) -> Option<OwnedFd> {
     existing
         .iter()
-        .flat_map(|f| f.prog.map_ids.iter().copied())
-        .find_map(|id| {
-            let map = sys::map_by_id(id).ok()?;
-            let fd = map.as_raw_fd();
-            (sys::map_name(fd).ok()? == name && sys::map_info(fd).ok()? == want).then_some(map)
-        })
+        .find_map(|f| map_where(&f.prog, |info| info == want))
+}
+
+/// The first map of `prog` whose [`sys::MapInfo`] passes `test`.
+fn map_where(prog: &sys::ProgInfo, test: impl Fn(&sys::MapInfo) -> bool) -> Option<OwnedFd> {
+    prog.map_ids.iter().find_map(|&id| {
+        let map = sys::map_by_id(id).ok()?;
+        test(&sys::map_info(map.as_raw_fd()).ok()?).then_some(map)
+    })
+}
+
+/// The map of `prog` named `name`.
+fn map_named(prog: &sys::ProgInfo, name: &str) -> Option<OwnedFd> {
+    map_where(prog, |info| info.name == name)
 }
 
 /// Loads the programs for `s`, with the info map saying where and how they are attached; the
@@ -160,8 +168,9 @@ fn build(
             key_size: 4,
             value_size: 4,
             max_entries: 0,
+            name: MAP_MARKS.to_owned(),
         };
-        match carry_over(existing, MAP_MARKS, marks) {
+        match carry_over(existing, &marks) {
             Some(m) => {
                 carried.push("the socket marks");
                 Some(m)
@@ -179,8 +188,9 @@ fn build(
         key_size: 8,
         value_size: counts::VALUE_SIZE as u32,
         max_entries: MAX_CGROUPS + 2,
+        name: MAP_COUNTS.to_owned(),
     };
-    let counts = match carry_over(existing, MAP_COUNTS, counts_info) {
+    let counts = match carry_over(existing, &counts_info) {
         Some(m) => {
             carried.push("the counts");
             m
@@ -291,10 +301,7 @@ fn is_ours(prog: &sys::ProgInfo) -> bool {
 /// program from a version that counted otherwise). `root` is the attached cgroup, named by
 /// the info map, and walked only if it is still the cgroup `id`.
 fn counts_of(prog: &sys::ProgInfo, root: Option<&str>, id: u64) -> Option<Vec<counts::Series>> {
-    let map = prog.map_ids.iter().find_map(|&id| {
-        let map = sys::map_by_id(id).ok()?;
-        (sys::map_name(map.as_raw_fd()).ok().as_deref() == Some(MAP_COUNTS)).then_some(map)
-    })?;
+    let map = map_named(prog, MAP_COUNTS)?;
     let root = root
         .map(Path::new)
         .filter(|r| std::fs::metadata(r).is_ok_and(|m| m.ino() == id));
@@ -303,21 +310,14 @@ fn counts_of(prog: &sys::ProgInfo, root: Option<&str>, id: u64) -> Option<Vec<co
 
 /// The info map's JSON of a program of ours.
 fn meta_of(prog: &sys::ProgInfo) -> Value {
-    for &id in &prog.map_ids {
-        let Ok(map) = sys::map_by_id(id) else {
-            continue;
-        };
-        if sys::map_name(map.as_raw_fd()).ok().as_deref() != Some(MAP_INFO) {
-            continue;
-        }
-        if let Ok(bytes) = sys::map_lookup(map.as_raw_fd(), INFO_SIZE) {
-            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-            if let Ok(v) = serde_json::from_slice(&bytes[..end]) {
-                return v;
-            }
-        }
-    }
-    Value::Null
+    let Some(map) = map_named(prog, MAP_INFO) else {
+        return Value::Null;
+    };
+    let Ok(bytes) = sys::map_lookup(map.as_raw_fd(), INFO_SIZE) else {
+        return Value::Null;
+    };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    serde_json::from_slice(&bytes[..end]).unwrap_or(Value::Null)
 }
 
 /// Every cgroup link of keepalive-shim on this machine (`cgroup_id` 0: detached, still open).
@@ -367,9 +367,7 @@ fn remove(found: &Found) -> Result<(), String> {
 
 /// Removes the pin at `path` if it is the link `id`.
 fn unpin_if(path: &Path, id: u32) {
-    if let Ok(link) = sys::obj_get(path.as_os_str())
-        && sys::link_info(link.as_raw_fd()).is_ok_and(|i| i.id == id)
-    {
+    if pinned_as(path, id) {
         let _ = std::fs::remove_file(path);
     }
 }

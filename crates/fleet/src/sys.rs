@@ -308,23 +308,27 @@ pub fn counts_map(map_name: &str, size: usize, entries: u32, first: u64) -> io::
 }
 
 /// What a map is (`struct bpf_map_info`: type 0, key_size 8, value_size 12, max_entries 16,
-/// map_flags 20).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// map_flags 20, name 24).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {
     pub map_type: u32,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
+    pub name: String,
 }
 
 pub fn map_info(map: RawFd) -> io::Result<MapInfo> {
     let mut buf = vec![0u8; 88];
     info(map, &mut buf)?;
+    let raw = &buf[24..24 + NAME_LEN];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
     Ok(MapInfo {
         map_type: u32_at(&buf, 0),
         key_size: u32_at(&buf, 8),
         value_size: u32_at(&buf, 12),
         max_entries: u32_at(&buf, 16),
+        name: String::from_utf8_lossy(&raw[..end]).into_owned(),
     })
 }
 
@@ -684,15 +688,6 @@ pub fn link_info(link: RawFd) -> io::Result<LinkInfo> {
         cgroup_id: u64_at(&buf, 16),
         attach_type: u32_at(&buf, 24),
     })
-}
-
-/// A map's name (`struct bpf_map_info`: name at 24).
-pub fn map_name(map: RawFd) -> io::Result<String> {
-    let mut buf = vec![0u8; 88];
-    info(map, &mut buf)?;
-    let raw = &buf[24..24 + NAME_LEN];
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
-    Ok(String::from_utf8_lossy(&raw[..end]).into_owned())
 }
 
 #[cfg(test)]

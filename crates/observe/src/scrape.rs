@@ -84,10 +84,6 @@ pub struct Scraper {
 }
 
 impl Scraper {
-    pub fn new(reader: Guarded) -> Scraper {
-        Scraper { reader, next: 0 }
-    }
-
     /// One scrape within `budget`.
     pub fn scrape(&mut self, budget: Budget) -> Scrape {
         let t0 = Instant::now();
