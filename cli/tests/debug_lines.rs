@@ -10,6 +10,7 @@
 mod common;
 
 use common::*;
+use keepalive_shim_supervisor::{Trap, kernel};
 use std::process::Command;
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
@@ -40,8 +41,8 @@ fn lines(stderr: &str) -> Vec<String> {
 
 #[test]
 fn the_library_and_the_supervisor_print_one_plan_alike() {
-    let version = keepalive_shim_sys_kernel();
-    if version < (5, 14) {
+    let version = keepalive_shim_sys::kernel::version().unwrap_or((0, 0));
+    if version < kernel::minimum(Trap::Socket) {
         unavailable::<()>("the socket trap needs Linux 5.14");
         return;
     }
@@ -75,22 +76,4 @@ fn the_library_and_the_supervisor_print_one_plan_alike() {
         ),
         "{library:#?}"
     );
-}
-
-/// The running kernel's (major, minor).
-fn keepalive_shim_sys_kernel() -> (u32, u32) {
-    let mut uts: libc::utsname = unsafe_zeroed();
-    // SAFETY: uts is valid for writes.
-    assert_eq!(unsafe { libc::uname(&mut uts) }, 0);
-    // SAFETY: uname NUL-terminates release.
-    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor)
-}
-
-fn unsafe_zeroed() -> libc::utsname {
-    // SAFETY: utsname is plain data; all zeroes is a valid value.
-    unsafe { std::mem::zeroed() }
 }

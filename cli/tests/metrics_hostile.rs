@@ -74,39 +74,44 @@ fn ready() -> Option<()> {
     Some(())
 }
 
-/// `hostile ARGS…` as `nobody`, started and ready (it printed "ready").
-fn attacker(args: &[&OsStr], preload: Option<&Path>) -> Killed {
-    let hostile = build_c("hostile.c", &["-O2"]);
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(hostile)
-        .args(args)
-        .env_remove("LD_PRELOAD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(lib) = preload {
-        cmd.env("LD_PRELOAD", lib);
-    }
-    let mut child = cmd.spawn().expect("setpriv hostile");
+/// `cmd` started with its stdout piped, once it printed "ready".
+fn started_ready(cmd: &mut Command) -> Killed {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line, "ready\n", "the attacker did not get ready");
+    assert_eq!(line, "ready\n", "{cmd:?} did not get ready");
     Killed(child)
 }
 
-/// The library, where `nobody` can read it.
+/// `hostile ARGS…` as `nobody`, started and ready (it printed "ready").
+fn attacker(args: &[&OsStr], preload: Option<&Path>) -> Killed {
+    let hostile = build_c("hostile.c", &["-O2"]);
+    let mut cmd = Command::new(hostile);
+    cmd.args(args)
+        .env_remove("LD_PRELOAD")
+        .stderr(Stdio::inherit());
+    if let Some(lib) = preload {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    started_ready(as_nobody(&mut cmd))
+}
+
+/// The library, where `nobody` can read it: copied once, whole, before any test preloads it
+/// (tests run in parallel).
 fn library_for_nobody() -> PathBuf {
-    let copy = std::env::temp_dir().join(format!("kas-hostile-{}-lib", std::process::id()));
-    std::fs::create_dir_all(&copy).unwrap();
-    let lib = copy.join("libkeepalive_shim.so");
-    if !lib.exists() {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let copy = std::env::temp_dir().join(format!("kas-hostile-{}-lib", std::process::id()));
+        std::fs::create_dir_all(&copy).unwrap();
+        let lib = copy.join("libkeepalive_shim.so");
         std::fs::copy(library(), &lib).unwrap();
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    lib
+        lib
+    })
+    .clone()
 }
 
 /// `keepalive-shim metrics` as root on a free loopback port.
@@ -234,7 +239,7 @@ fn a_printed_name_that_is_a_fifo_or_dev_zero_is_never_opened() {
     let pid = _attacker.0.id().to_string();
     let (took, out) = finishes(&["inspect", &pid], Duration::from_secs(10));
     assert!(out.status.success(), "{}", stderr(&out));
-    let shown = text_of(&out.stdout);
+    let shown = common::text(&out.stdout);
     assert!(
         shown.contains("not the regular file") || shown.contains("not a 64-bit ELF"),
         "{shown}"
@@ -242,10 +247,6 @@ fn a_printed_name_that_is_a_fifo_or_dev_zero_is_never_opened() {
     let (all, out) = finishes(&["inspect", "--all"], Duration::from_secs(60));
     assert!(out.status.success(), "{}", stderr(&out));
     eprintln!("inspect PID: {took:?}; inspect --all: {all:?}");
-}
-
-fn text_of(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A 64-bit ELF file with one loadable segment at 0, a `.dynsym` of `symbols` (name offset,
@@ -365,9 +366,9 @@ fn a_crafted_library_and_sparse_files_cost_one_bounded_pass() {
         Duration::from_secs(10),
     );
     assert!(
-        text_of(&out.stdout).contains("too large to be the library"),
+        common::text(&out.stdout).contains("too large to be the library"),
         "{}",
-        text_of(&out.stdout)
+        common::text(&out.stdout)
     );
 }
 
@@ -394,9 +395,9 @@ fn sixty_thousand_mappings_cost_no_more_memory_than_ten() {
         Duration::from_secs(10),
     );
     assert!(
-        text_of(&out.stdout).contains("59996 not read"),
+        common::text(&out.stdout).contains("59996 not read"),
         "{}",
-        text_of(&out.stdout)
+        common::text(&out.stdout)
     );
     eprintln!("inspect of the process with 60,000 library-named files: {took:?}");
 }
@@ -417,7 +418,7 @@ fn names_a_process_gives_itself_are_escaped_and_never_hide_it() {
         &["inspect", &escapes.0.id().to_string()],
         Duration::from_secs(10),
     );
-    let shown = text_of(&out.stdout);
+    let shown = common::text(&out.stdout);
     assert!(
         !shown.contains('\x1b'),
         "a terminal escape went through: {shown:?}"
@@ -490,7 +491,7 @@ fn thousands_of_processes_are_all_counted_and_inspected_in_seconds() {
     drop(newcomer);
     let (took, out) = finishes(&["inspect", "--all"], Duration::from_secs(60));
     assert!(out.status.success(), "{}", stderr(&out));
-    let shown = text_of(&out.stdout);
+    let shown = common::text(&out.stdout);
     assert!(
         shown.matches("(kas-sleeper):").count() >= SLEEPERS,
         "not every process inspected"
@@ -596,18 +597,11 @@ fn a_read_that_never_returns_holds_neither_the_endpoint_nor_inspect() {
     // (vm.unprivileged_userfaultfd is 0); a FUSE file gives any user the same where /dev/fuse
     // is open to all.
     let hostile = build_c("hostile.c", &["-O2"]);
-    let mut child = Command::new(hostile)
-        .args([OsStr::new("stuck"), lib.as_os_str()])
-        .env_remove("LD_PRELOAD")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    let stuck = Killed(child);
+    let stuck = started_ready(
+        Command::new(hostile)
+            .args([OsStr::new("stuck"), lib.as_os_str()])
+            .env_remove("LD_PRELOAD"),
+    );
     let daemon = Daemon::start(&[]);
     let text = daemon.scrapes_within_bound("a counters' address that never answers");
     assert!(
@@ -617,9 +611,9 @@ fn a_read_that_never_returns_holds_neither_the_endpoint_nor_inspect() {
     let pid = stuck.0.id().to_string();
     let (took, out) = finishes(&["inspect", &pid], Duration::from_secs(10));
     assert!(
-        text_of(&out.stdout).contains("did not answer within"),
+        common::text(&out.stdout).contains("did not answer within"),
         "{}",
-        text_of(&out.stdout)
+        common::text(&out.stdout)
     );
     let (all, _) = finishes(&["inspect", "--all"], Duration::from_secs(60));
     eprintln!("inspect PID: {took:?}; inspect --all: {all:?}");
@@ -631,40 +625,27 @@ fn a_user_reads_its_own_processes_counters_by_name_and_never_a_fifo() {
     // A program of nobody's under the library, with a TCP socket counted.
     let lib = library_for_nobody();
     let python = python();
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(python)
-        .args([
-            "-c",
-            "import socket,sys,time; s=socket.socket(); print('ready', flush=True); time.sleep(60)",
-        ])
-        .env("LD_PRELOAD", &lib)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    let own = Killed(child);
+    // setpriv, not as_nobody: the interpreter may live where only root may look (pyenv's
+    // under /root), and setpriv's exec still reaches it.
+    let own = started_ready(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(python)
+            .args([
+                "-c",
+                "import socket,sys,time; s=socket.socket(); print('ready', flush=True); \
+                 time.sleep(60)",
+            ])
+            .env("LD_PRELOAD", &lib),
+    );
     // Its user, not root: map_files is not its to open; the file at the printed name is, when
     // it is the very file mapped.
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--",
-                CLI,
-            ])
-            .args(args)
-            .env_remove("LD_PRELOAD")
+    let nobody_runs = |args: &[&str]| {
+        as_nobody(Command::new(CLI).args(args).env_remove("LD_PRELOAD"))
             .output()
             .unwrap()
     };
-    let out = as_nobody(&["inspect", "--json", &own.0.id().to_string()]);
+    let out = nobody_runs(&["inspect", "--json", &own.0.id().to_string()]);
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let process = records
         .as_array()
@@ -683,11 +664,11 @@ fn a_user_reads_its_own_processes_counters_by_name_and_never_a_fifo() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
     let attacker = attacker(&[OsStr::new("map"), victim.as_os_str()], None);
     let t0 = Instant::now();
-    let out = as_nobody(&["inspect", &attacker.0.id().to_string()]);
+    let out = nobody_runs(&["inspect", &attacker.0.id().to_string()]);
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(
-        text_of(&out.stdout).contains("not the regular file"),
+        common::text(&out.stdout).contains("not the regular file"),
         "{}",
-        text_of(&out.stdout)
+        common::text(&out.stdout)
     );
 }

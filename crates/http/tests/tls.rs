@@ -52,9 +52,9 @@ impl Ca {
     }
 }
 
+/// A fresh folder `name` in this run's scratch folder (removed with it).
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("keepalive-shim-http-{name}-{}", std::process::id()));
+    let dir = common::scratch().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
