@@ -10,10 +10,9 @@
 use crate::mutation::MutationArgs;
 use keepalive_shim_http::{Limits, Method, Request, Response, Security, Server, StatusCode, Tls};
 use keepalive_shim_kube::{Outcome, Reviewed};
-use keepalive_shim_observe::prometheus::labels;
+use keepalive_shim_observe::prometheus::{self, Family, labels};
 use keepalive_shim_sys::say;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,11 +42,20 @@ pub struct ServeArgs {
 }
 
 /// What the webhook counted, for `/metrics`.
-#[derive(Default)]
 struct Counts {
-    /// By (outcome, reason): injected/"", skipped/reason, failed/kind.
+    /// By (outcome, reason): injected/"", skipped/reason, failed/kind; `injected` from the start,
+    /// so a rate() has a series from the first scrape.
     reviews: BTreeMap<(&'static str, &'static str), u64>,
     warnings: u64,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            reviews: BTreeMap::from([(("injected", ""), 0)]),
+            warnings: 0,
+        }
+    }
 }
 
 impl Counts {
@@ -62,41 +70,37 @@ impl Counts {
     }
 
     fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP keepalive_shim_build_info The keepalive-shim serving these metrics: its version.\n\
-             # TYPE keepalive_shim_build_info gauge\n\
-             keepalive_shim_build_info{} 1",
-            labels(&[("version", env!("CARGO_PKG_VERSION"))])
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keepalive_shim_webhook_reviews_total AdmissionReviews answered, by outcome: \
-             injected (at least one container preloads the library), skipped (reason: why the \
-             pod was left as it was), failed (reason: what was wrong with the request; the pod \
-             was still allowed).\n# TYPE keepalive_shim_webhook_reviews_total counter"
-        );
-        // The outcomes always present, so a rate() has a series from the start.
-        let mut reviews = self.reviews.clone();
-        reviews.entry(("injected", "")).or_default();
-        for ((outcome, reason), n) in &reviews {
-            let l = if reason.is_empty() {
-                labels(&[("outcome", outcome)])
-            } else {
-                labels(&[("outcome", outcome), ("reason", reason)])
-            };
-            let _ = writeln!(out, "keepalive_shim_webhook_reviews_total{l} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keepalive_shim_webhook_warnings_total Kubernetes warnings sent back (a bad \
-             annotation, an LD_PRELOAD left alone, a request that was not a pod).\n\
-             # TYPE keepalive_shim_webhook_warnings_total counter\n\
-             keepalive_shim_webhook_warnings_total {}",
-            self.warnings
-        );
-        out
+        let reviews = self
+            .reviews
+            .iter()
+            .map(|((outcome, reason), n)| {
+                let l = if reason.is_empty() {
+                    labels(&[("outcome", outcome)])
+                } else {
+                    labels(&[("outcome", outcome), ("reason", reason)])
+                };
+                (l, n.to_string())
+            })
+            .collect();
+        prometheus::text(&[
+            prometheus::build_info(),
+            Family {
+                name: "keepalive_shim_webhook_reviews_total",
+                help: "AdmissionReviews answered, by outcome: injected (at least one container \
+                       preloads the library), skipped (reason: why the pod was left as it was), \
+                       failed (reason: what was wrong with the request; the pod was still \
+                       allowed).",
+                kind: "counter",
+                samples: reviews,
+            },
+            Family {
+                name: "keepalive_shim_webhook_warnings_total",
+                help: "Kubernetes warnings sent back (a bad annotation, an LD_PRELOAD left alone, \
+                       a request that was not a pod).",
+                kind: "counter",
+                samples: vec![(String::new(), self.warnings.to_string())],
+            },
+        ])
     }
 }
 

@@ -13,12 +13,38 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One metric family of the text format.
-struct Family<'a> {
-    name: &'a str,
-    help: &'a str,
-    kind: &'a str,
+pub struct Family<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub kind: &'a str,
     /// Labels (`{…}` or nothing) and value.
-    samples: Vec<(String, String)>,
+    pub samples: Vec<(String, String)>,
+}
+
+/// `keepalive_shim_build_info{version="…"} 1`: every endpoint of the tool serves it.
+pub fn build_info() -> Family<'static> {
+    Family {
+        name: "keepalive_shim_build_info",
+        help: "The keepalive-shim serving these metrics: its version.",
+        kind: "gauge",
+        samples: vec![(
+            labels(&[("version", env!("CARGO_PKG_VERSION"))]),
+            "1".to_owned(),
+        )],
+    }
+}
+
+/// `families` in the text format: for each, its `# HELP` and `# TYPE` lines and its samples.
+pub fn text(families: &[Family<'_>]) -> String {
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\"));
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for (l, v) in &f.samples {
+            let _ = writeln!(out, "{}{l} {v}", f.name);
+        }
+    }
+    out
 }
 
 /// `"` `\` and newlines escaped, for a label value.
@@ -137,15 +163,7 @@ pub fn render(s: &Scrape, fleet: &[FleetSeries], series: usize) -> String {
             .collect(),
     };
     let mut families = vec![
-        Family {
-            name: "keepalive_shim_build_info",
-            help: "The keepalive-shim serving these metrics: its version.",
-            kind: "gauge",
-            samples: vec![(
-                labels(&[("version", env!("CARGO_PKG_VERSION"))]),
-                "1".to_owned(),
-            )],
-        },
+        build_info(),
         per_process(
             "keepalive_shim_sockets_configured_total",
             "TCP sockets on which keepalive-shim set its options, counted by the preload library \
@@ -272,15 +290,7 @@ pub fn render(s: &Scrape, fleet: &[FleetSeries], series: usize) -> String {
     if !fleet.is_empty() {
         add_fleet(&mut families, fleet);
     }
-    let mut out = String::new();
-    for f in &families {
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\"));
-        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-        for (l, v) in &f.samples {
-            let _ = writeln!(out, "{}{l} {v}", f.name);
-        }
-    }
-    out
+    text(&families)
 }
 
 /// A fleet series' labels: `mechanism="fleet"`, its attachment's cgroup, the connection's cgroup
