@@ -243,15 +243,10 @@ impl Server {
                 return e;
             }
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => self.serve(listener).await,
+                Ok(listener) => serve::accept_loop(self, listener).await,
                 Err(e) => e,
             }
         })
-    }
-
-    /// The same on a runtime of the caller's (with the IO and time drivers enabled).
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Error {
-        serve::accept_loop(self, listener).await
     }
 }
 
