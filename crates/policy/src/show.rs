@@ -8,7 +8,7 @@
 //! decided, [`Sets`] after the program set one of the options, [`SetRefused`] when the kernel
 //! refused the program's own call. [`Applied`] and [`Errno`] are their pieces.
 
-use crate::decide::{ALL, Known, Plan, Reason};
+use crate::decide::{ALL, Known, Plan, Reason, label};
 use crate::options::{N, OPTIONS, USER_TIMEOUT};
 use core::fmt;
 use libc::c_int;
@@ -250,10 +250,6 @@ impl fmt::Display for Because {
             write!(f, " ({})", Errno(self.0))
         }
     }
-}
-
-fn label(i: usize) -> &'static str {
-    crate::decide::label(i)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// How many links one resolution may follow (the kernel's own limit).
 const MAX_LINKS: usize = 40;
@@ -98,31 +98,16 @@ struct OpenHow {
     resolve: u64,
 }
 
-const OPENAT2_UNKNOWN: u8 = 0;
-const OPENAT2_WORKS: u8 = 1;
-const OPENAT2_MISSING: u8 = 2;
-static OPENAT2: AtomicU8 = AtomicU8::new(OPENAT2_UNKNOWN);
-
-/// Whether this kernel (and any seccomp filter around us) has `openat2`: Linux 5.6.
-pub fn have_openat2() -> bool {
-    match OPENAT2.load(Ordering::Relaxed) {
-        OPENAT2_WORKS => true,
-        OPENAT2_MISSING => false,
-        _ => {
-            let works = match raw_openat2(libc::AT_FDCWD, c"/", libc::O_PATH, 0) {
-                Ok(_) => true,
-                // ENOSYS: an older kernel; EPERM: a seccomp filter that does not know it.
-                Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)),
-            };
-            let state = if works {
-                OPENAT2_WORKS
-            } else {
-                OPENAT2_MISSING
-            };
-            OPENAT2.store(state, Ordering::Relaxed);
-            works
-        }
-    }
+/// Whether this kernel (and any seccomp filter around us) has `openat2`: Linux 5.6. Asked once.
+fn have_openat2() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(
+        || match raw_openat2(libc::AT_FDCWD, c"/", libc::O_PATH, 0) {
+            Ok(_) => true,
+            // ENOSYS: an older kernel; EPERM: a seccomp filter that does not know it.
+            Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)),
+        },
+    )
 }
 
 fn raw_openat2(dir: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
@@ -225,10 +210,7 @@ impl Tree {
     /// The folder `path` inside the tree, opened for reading, locking and making files in it.
     pub fn dir(&self, path: &Path) -> io::Result<Dir> {
         let fd = self.open_in(path, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        Ok(Dir {
-            fd,
-            shown: self.show(path),
-        })
+        Ok(Dir { fd })
     }
 
     /// The folder `path` inside the tree, made where missing (each level with `mkdirat` in its
@@ -243,14 +225,12 @@ impl Tree {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let made = dir.make_dir(name, mode)?;
                     // Re-resolve: the name just made is what the next level hangs from.
+                    let dir = self.dir(&at)?;
                     if made {
-                        let dir = self.dir(&at)?;
                         // SAFETY: the descriptor is open; fchmod sets what the umask took.
                         check(unsafe { libc::fchmod(dir.fd.as_raw_fd(), mode) })?;
-                        dir
-                    } else {
-                        self.dir(&at)?
                     }
+                    dir
                 }
                 Err(e) => return Err(e),
             };
@@ -309,7 +289,7 @@ impl Tree {
     /// asked of the kernel, and never above the top. The kernel never follows a link or a `..`,
     /// so nothing outside the tree is reached. Returns the last folder's descriptor and the last
     /// name (`None` for the top itself); with `follow_last` a final link is followed too.
-    pub fn walk(&self, path: &Path, follow_last: bool) -> io::Result<(OwnedFd, Option<OsString>)> {
+    fn walk(&self, path: &Path, follow_last: bool) -> io::Result<(OwnedFd, Option<OsString>)> {
         let mut stack = Vec::new();
         self.walk_names(path, follow_last, &mut stack)
     }
@@ -424,7 +404,6 @@ fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 /// descriptor, by a name of one component, never following a link.
 pub struct Dir {
     fd: OwnedFd,
-    shown: PathBuf,
 }
 
 impl Dir {
@@ -441,13 +420,7 @@ impl Dir {
         Ok(Dir {
             // SAFETY: the descriptor was just opened and is owned by nothing else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            shown: path.to_path_buf(),
         })
-    }
-
-    /// How the folder is shown (`/etc`, `DIR/etc`).
-    pub fn path(&self) -> &Path {
-        &self.shown
     }
 
     pub fn stat_self(&self) -> io::Result<Stat> {
@@ -540,16 +513,7 @@ impl Dir {
             // SAFETY: the descriptor is open.
             check(unsafe { libc::fchmod(file.as_raw_fd(), mode) })?;
             file.sync_all()?;
-            // SAFETY: both names are NUL-terminated and relative to our open folder.
-            check(unsafe {
-                libc::renameat(
-                    self.fd.as_raw_fd(),
-                    tmp.as_ptr(),
-                    self.fd.as_raw_fd(),
-                    target.as_ptr(),
-                )
-            })?;
-            self.sync()
+            self.rename_c(&tmp, &target)
         })();
         if result.is_err() {
             // SAFETY: as above.
@@ -609,25 +573,13 @@ impl Dir {
         }
     }
 
-    /// The folder `name` in this one, opened without following a link.
-    pub fn subdir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
-        let name = name.as_ref();
-        let fd = openat(
-            self.fd.as_fd(),
-            &Self::name(name)?,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
-        Ok(Dir {
-            fd,
-            shown: self.shown.join(name),
-        })
-    }
-
     /// Renames `from` to `to` in this folder (replacing `to`, never following a link by either
     /// name) and syncs the folder.
     pub fn rename(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> io::Result<()> {
-        let (from, to) = (Self::name(from)?, Self::name(to)?);
+        self.rename_c(&Self::name(from)?, &Self::name(to)?)
+    }
+
+    fn rename_c(&self, from: &CStr, to: &CStr) -> io::Result<()> {
         // SAFETY: both names are NUL-terminated and relative to our open folder.
         check(unsafe {
             libc::renameat(

@@ -332,11 +332,6 @@ impl<'a> Mapping<'a> {
             name: &rest[name_at..],
         })
     }
-
-    /// The name of an anonymous mapping named with `PR_SET_VMA_ANON_NAME` (`[anon:NAME]`).
-    pub fn anon_name(&self) -> Option<&'a [u8]> {
-        self.name.strip_prefix(b"[anon:")?.strip_suffix(b"]")
-    }
 }
 
 /// Calls `each` with every mapping of `pid`, a line at a time, at most `max_lines`; how many
@@ -560,7 +555,7 @@ mod tests {
         let anon =
             Mapping::parse(b"7f00-7f01 rw-p 00000000 00:00 0 [anon:keepalive-shim-counters]")
                 .unwrap();
-        assert_eq!(anon.anon_name(), Some(&b"keepalive-shim-counters"[..]));
+        assert_eq!(anon.name, b"[anon:keepalive-shim-counters]");
         let bare = Mapping::parse(b"7f00-7f01 rw-p 00000000 00:00 0").unwrap();
         assert_eq!(bare.name, b"");
         assert_eq!(Mapping::parse(b"garbage"), None);
