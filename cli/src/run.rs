@@ -169,7 +169,11 @@ pub fn main(args: Args) -> ExitCode {
         return ExitCode::from(EX_CONFIG as u8);
     }
 
-    notice(&program, &flags, Mode::Preload);
+    notice(
+        &program,
+        || configuration(&environment_with(&flags)).settings,
+        Mode::Preload,
+    );
     let mut cmd = std::process::Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
     for (name, value) in &flags {
@@ -211,20 +215,12 @@ fn supervised(
     let trap = trap_for(&args.trap, kernel::running())?;
     // The supervisor's configuration: the environment with the options applied, read by the
     // library's own code.
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let mut vars = environment_with(flags);
     let set = |vars: &mut Vec<(OsString, OsString)>, name: &str, value: OsString| {
         vars.retain(|(k, _)| k != name);
         vars.push((name.into(), value));
     };
-    for (name, value) in flags {
-        set(&mut vars, name, value.into());
-    }
-    let loaded = config::load_system(
-        &config::read_system_file(),
-        vars.iter()
-            .map(|(k, v)| (k.as_encoded_bytes(), v.as_encoded_bytes())),
-        false,
-    );
+    let loaded = configuration(&vars);
     let s = loaded.settings;
     let warn = s.log >= config::LogLevel::Warn;
     if s.log >= config::LogLevel::Debug {
@@ -245,7 +241,7 @@ fn supervised(
     }
     if !s.enabled {
         // Nothing to do: the command runs as it is (with the library in `both`, which is off).
-        notice(&program.to_string_lossy(), flags, mode);
+        notice(&program.to_string_lossy(), || s, mode);
         return Ok(exec_plain(args, mode, flags));
     }
     if args.mode == Mode::Auto
@@ -324,7 +320,7 @@ fn supervised(
     // This process becomes the supervisor (the command its child): a nested `run` knows it is
     // covered.
     set(&mut vars, SUPERVISED, std::process::id().to_string().into());
-    notice(&program.to_string_lossy(), flags, mode);
+    notice(&program.to_string_lossy(), || s, mode);
     supervise::run(Plan {
         path,
         argv: &args.command,
@@ -338,27 +334,35 @@ fn supervised(
 /// One line on stderr saying what the program's connections get, so that a person who types
 /// `run` sees that it works: only when stderr is a terminal and the log level is not off.
 /// Pipes, scripts and log collectors get nothing from it: the program's stderr stays its own.
-fn notice(program: &str, flags: &[(&str, String)], mode: Mode) {
+/// The one line `run` says on a terminal; `settings` is asked for only there.
+fn notice(program: &str, settings: impl FnOnce() -> config::Settings, mode: Mode) {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return;
     }
-    // The configuration as the library (and the supervisor) read it: the environment with the
-    // options given, then the system file.
+    if let Some(line) = notice_text(&printable(program), &settings(), mode) {
+        say!("{line}");
+    }
+}
+
+/// This process's environment with the options given in their place: what the library (and
+/// the supervisor) read the configuration from.
+fn environment_with(flags: &[(&str, String)]) -> Vec<(OsString, OsString)> {
     let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !flags.iter().any(|(name, _)| k == name))
         .collect();
     vars.extend(flags.iter().map(|(k, v)| (k.into(), v.into())));
-    let s = config::load_system(
+    vars
+}
+
+/// The configuration `vars` and the system file give, read by the library's own code.
+fn configuration(vars: &[(OsString, OsString)]) -> config::Loaded {
+    config::load_system(
         &config::read_system_file(),
         vars.iter()
             .map(|(k, v)| (k.as_encoded_bytes(), v.as_encoded_bytes())),
         false,
     )
-    .settings;
-    if let Some(line) = notice_text(&printable(program), &s, mode) {
-        say!("{line}");
-    }
 }
 
 /// The notice's text for these settings (`None` when the log level is off).
