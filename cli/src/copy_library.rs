@@ -54,7 +54,7 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Copies the library `source` to `dir/libkeepalive_shim.so` (see [`CopyLibraryArgs`]); the
+/// Copies the library `source` to `dir/libkeepalive_shim.so` (see [`Args`]); the
 /// absolute path written.
 fn copy_into(source: &Path, dir: &Path) -> Result<PathBuf, String> {
     let bytes = std::fs::read(source).map_err(|e| format!("{}: {e}", source.display()))?;

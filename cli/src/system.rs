@@ -45,6 +45,7 @@ use crate::preload_file::{PRELOAD, add, named, remove, unfit};
 use keepalive_shim_policy::config;
 use keepalive_shim_policy::preload::LIBRARY_NAME as LIBRARY;
 use keepalive_shim_sys::fs::{Dir, Stat, Tree};
+use keepalive_shim_sys::output::out;
 use keepalive_shim_sys::sandbox::{self, Confined};
 use keepalive_shim_sys::say;
 use std::ffi::{CString, OsStr};
@@ -528,17 +529,9 @@ fn unmark(root: &Root, state: Option<&Dir>) -> io::Result<()> {
     Ok(())
 }
 
-fn shown(path: &[u8]) -> String {
-    escaped(path)
-}
-
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     say!("{message}");
     ExitCode::FAILURE
-}
-
-fn out(args: std::fmt::Arguments) {
-    keepalive_shim_sys::output::out(args);
 }
 
 // ---- the commands ----
@@ -773,7 +766,7 @@ fn disable(root: &Root, all: bool) -> ExitCode {
              nothing changed{kept}"
         ));
     } else {
-        let paths: Vec<String> = removed.paths.iter().map(|p| shown(p)).collect();
+        let paths: Vec<String> = removed.paths.iter().map(|p| escaped(p)).collect();
         let what = if removed.text.is_empty() && created {
             "removed it (it held nothing else, and `system enable` had created it)".to_owned()
         } else {
@@ -830,7 +823,7 @@ fn status(root: &Root) -> ExitCode {
         };
         text.push_str(&format!(
             "\n  {path} line {line}: {} {verdict}",
-            shown(library)
+            escaped(library)
         ));
     }
     for note in notes {
@@ -948,6 +941,13 @@ fn install_library(root: &Root, file: &Path) -> ExitCode {
         let _ = dir.remove(&staging);
         return refuse(format!("cannot rename into {shown_target}: {e}"));
     }
+    if same {
+        out(format_args!(
+            "{shown_target} already holds {}, byte for byte (it loads); nothing replaced",
+            root.show(&source)
+        ));
+        return ExitCode::SUCCESS;
+    }
     let on = root
         .etc()
         .and_then(|etc| etc.read(preload_name(), TEXT_MAX))
@@ -958,13 +958,6 @@ fn install_library(root: &Root, file: &Path) -> ExitCode {
                 .iter()
                 .any(|(_, p)| p == target.as_os_str().as_bytes())
         });
-    if same {
-        out(format_args!(
-            "{shown_target} already holds {}, byte for byte (it loads); nothing replaced",
-            root.show(&source)
-        ));
-        return ExitCode::SUCCESS;
-    }
     let effect = if on {
         "programs started from now on load it (/etc/ld.so.preload names it); running ones keep \
          the file they loaded"
