@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::common::{self, command, output_ok, scratch, text};
-use support::{patched, pretty, response};
+use support::{fixtures, patched, pretty, read, response};
 
 const CLI: &str = env!("CARGO_BIN_EXE_keepalive-shim");
 /// `webhook certs`' defaults, which are deploy/kubernetes' names.
@@ -40,17 +40,6 @@ const MAX_BODY: usize = 4 << 20;
 /// The name the API server calls the webhook by: the Service's, in its namespace.
 fn service_host() -> String {
     format!("{SERVICE}.{NAMESPACE}.svc")
-}
-
-/// crates/kube's fixtures (the support module's `fixtures()` is relative to the package
-/// including it).
-fn fixtures() -> PathBuf {
-    common::root().join("crates/kube/tests/fixtures")
-}
-
-fn read(name: &str) -> Vec<u8> {
-    let path = fixtures().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A new folder of this test's own.

@@ -42,8 +42,7 @@ const BOUND: f64 = 4.0;
 
 /// The plain pod's AdmissionReview with `annotations` added to the pod.
 fn review_with(annotations: &[(&str, &str)]) -> Value {
-    let path = common::root().join("crates/kube/tests/fixtures/plain-replicaset.json");
-    let mut review: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut review = support::json("plain-replicaset.json");
     for (name, value) in annotations {
         review["request"]["object"]["metadata"]["annotations"][*name] = json!(value);
     }

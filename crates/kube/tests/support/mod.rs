@@ -4,14 +4,16 @@
 
 use base64::Engine;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 #[path = "../../../../tests/common/mod.rs"]
 pub mod common;
 
+/// crates/kube's fixtures, from the workspace's root: the same folder whichever package's
+/// tests include this module (the webhook's in cli/tests too).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    common::root().join("crates/kube/tests/fixtures")
 }
 
 pub fn read(name: &str) -> Vec<u8> {
